@@ -1,0 +1,355 @@
+//! The configuration file: one directive per line, `#` comments.
+//!
+//! ```text
+//! mode enforce                    # or: audit (log would-be denials, allow them)
+//! root /home/*/public_html        # '*' is the tenant; its owner is the expected owner
+//! map /srv/www/shop 1005          # a fixed expected owner for a tree
+//! owner euid                      # or: tenant (default) - expected owner = process euid
+//! allow_uid 0                     # owners accepted everywhere
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind};
+use crate::pattern::RootPattern;
+
+/// Enforce the rule, or only report what it would deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// Where the expected owner comes from for paths under a `root`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerRule {
+    /// The owner of the tenant directory (the `*` component), read without following symlinks.
+    Tenant,
+    /// The process's effective uid at the time of the open (one worker uid per tenant).
+    Euid,
+}
+
+/// One guarded tree: a `root` pattern, or a `map` with its fixed owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootEntry {
+    pub pattern: RootPattern,
+    /// `Some` for `map PATH UID`.
+    pub fixed_uid: Option<u32>,
+    /// Line of the configuration it came from (0 when built in code).
+    pub line: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
+    pub mode: Mode,
+    pub owner: OwnerRule,
+    /// `map` entries first (they win at equal depth), then `root` entries, in file order.
+    pub roots: Vec<RootEntry>,
+    pub allow_uids: Vec<u32>,
+    /// If not empty, only programs whose name matches one of these are guarded
+    /// (for `/etc/ld.so.preload` deployments). A trailing `*` matches a prefix.
+    pub programs: Vec<String>,
+    /// Datagram socket of the syslog daemon.
+    pub log_socket: PathBuf,
+    /// Denial log lines per second per process; the rest are counted and summarised.
+    pub log_rate: u32,
+    /// How long a tenant's owner is cached.
+    pub cache_ttl_ms: u32,
+    /// Slots in the tenant owner cache (a power of two).
+    pub cache_slots: usize,
+}
+
+pub const DEFAULT_LOG_SOCKET: &str = "/dev/log";
+
+impl Config {
+    /// A configuration with no roots and every default; add roots before use.
+    pub fn empty(source: &Path) -> Self {
+        Config {
+            source: source.to_path_buf(),
+            mode: Mode::Enforce,
+            owner: OwnerRule::Tenant,
+            roots: Vec::new(),
+            allow_uids: Vec::new(),
+            programs: Vec::new(),
+            log_socket: PathBuf::from(DEFAULT_LOG_SOCKET),
+            log_rate: 20,
+            cache_ttl_ms: 1000,
+            cache_slots: 4096,
+        }
+    }
+
+    /// Parse and validate configuration text read from `source`.
+    pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
+        let mut cfg = Config::empty(source);
+        let mut seen_mode = None;
+        let mut seen_owner = None;
+        let mut maps = Vec::new();
+        let mut roots = Vec::new();
+        for (idx, raw) in text.lines().enumerate() {
+            let line = idx + 1;
+            let err = |msg: String| Error::new(ErrorKind::Syntax, source, Some(line), msg);
+            let content = raw.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            let mut words = content.split_whitespace();
+            let directive = words.next().unwrap_or_default();
+            let args: Vec<&str> = words.collect();
+            let exactly = |n: usize, usage: &str| {
+                if args.len() == n {
+                    Ok(())
+                } else {
+                    Err(err(format!("'{directive}' takes {n} argument(s): {usage}")))
+                }
+            };
+            match directive {
+                "mode" => {
+                    exactly(1, "mode enforce|audit")?;
+                    if let Some(first) = seen_mode {
+                        return Err(err(format!("'mode' given twice (first on line {first})")));
+                    }
+                    seen_mode = Some(line);
+                    cfg.mode = match args[0] {
+                        "enforce" => Mode::Enforce,
+                        "audit" => Mode::Audit,
+                        other => {
+                            return Err(err(format!("unknown mode '{other}' (expected enforce or audit)")));
+                        }
+                    };
+                }
+                "owner" => {
+                    exactly(1, "owner tenant|euid")?;
+                    if let Some(first) = seen_owner {
+                        return Err(err(format!("'owner' given twice (first on line {first})")));
+                    }
+                    seen_owner = Some(line);
+                    cfg.owner = match args[0] {
+                        "tenant" => OwnerRule::Tenant,
+                        "euid" => OwnerRule::Euid,
+                        other => {
+                            return Err(err(format!(
+                                "unknown owner rule '{other}' (expected tenant or euid)"
+                            )));
+                        }
+                    };
+                }
+                "root" => {
+                    exactly(1, "root PATTERN (e.g. root /home/*/public_html)")?;
+                    let pattern = RootPattern::parse(args[0], true).map_err(err)?;
+                    roots.push(RootEntry {
+                        pattern,
+                        fixed_uid: None,
+                        line,
+                    });
+                }
+                "map" => {
+                    exactly(2, "map PATH UID")?;
+                    let pattern = RootPattern::parse(args[0], false).map_err(err)?;
+                    let uid = parse_uid(args[1]).map_err(err)?;
+                    maps.push(RootEntry {
+                        pattern,
+                        fixed_uid: Some(uid),
+                        line,
+                    });
+                }
+                "allow_uid" => {
+                    if args.is_empty() {
+                        return Err(err("'allow_uid' takes one or more UIDs".into()));
+                    }
+                    for a in &args {
+                        cfg.allow_uids.push(parse_uid(a).map_err(err)?);
+                    }
+                }
+                "programs" => {
+                    if args.is_empty() {
+                        return Err(err("'programs' takes one or more program names".into()));
+                    }
+                    cfg.programs.extend(args.iter().map(|s| s.to_string()));
+                }
+                "log_socket" => {
+                    exactly(1, "log_socket PATH")?;
+                    if !args[0].starts_with('/') {
+                        return Err(err(format!("log_socket '{}' is not an absolute path", args[0])));
+                    }
+                    cfg.log_socket = PathBuf::from(args[0]);
+                }
+                "log_rate" => {
+                    exactly(1, "log_rate LINES_PER_SECOND")?;
+                    cfg.log_rate = parse_number(args[0], 1, 1_000_000).map_err(err)?;
+                }
+                "cache_ttl_ms" => {
+                    exactly(1, "cache_ttl_ms MILLISECONDS")?;
+                    cfg.cache_ttl_ms = parse_number(args[0], 0, 3_600_000).map_err(err)?;
+                }
+                "cache_slots" => {
+                    exactly(1, "cache_slots N (a power of two)")?;
+                    let n = parse_number(args[0], 1, 1 << 24).map_err(err)?;
+                    if !n.is_power_of_two() {
+                        return Err(err(format!("cache_slots {n} is not a power of two")));
+                    }
+                    cfg.cache_slots = n as usize;
+                }
+                other => {
+                    return Err(err(format!(
+                        "unknown directive '{other}' (expected one of: mode, root, map, owner, \
+                         allow_uid, programs, log_socket, log_rate, cache_ttl_ms, cache_slots)"
+                    )));
+                }
+            }
+        }
+        for dup in roots.iter().chain(&maps) {
+            let same = roots
+                .iter()
+                .chain(&maps)
+                .find(|r| r.pattern.same_tree(&dup.pattern) && r.line != dup.line);
+            if let Some(first) = same.filter(|f| f.line < dup.line) {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    source,
+                    Some(dup.line),
+                    format!(
+                        "'{}' is already configured on line {}",
+                        dup.pattern.as_str(),
+                        first.line
+                    ),
+                ));
+            }
+        }
+        maps.append(&mut roots);
+        cfg.roots = maps;
+        if cfg.roots.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                source,
+                None,
+                "no 'root' or 'map' directive: nothing would be guarded",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Is the program named `name` (basename of its executable) to be guarded?
+    pub fn guards_program(&self, name: &[u8]) -> bool {
+        self.programs.is_empty()
+            || self.programs.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix.as_bytes()),
+                None => name == p.as_bytes(),
+            })
+    }
+}
+
+fn parse_uid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(u) if u != u32::MAX => Ok(u),
+        _ => Err(format!(
+            "'{s}' is not a numeric uid (use `id -u NAME` to find it)"
+        )),
+    }
+}
+
+fn parse_number(s: &str, min: u32, max: u32) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number between {min} and {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("/etc/toctou-guard.conf"))
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            "# comment\nmode audit\nroot /home/*/public_html # trailing\n\nmap /srv/shop 1005\n\
+             owner euid\nallow_uid 0 33\nprograms nginx php-fpm*\nlog_socket /run/x.sock\n\
+             log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Audit);
+        assert_eq!(c.owner, OwnerRule::Euid);
+        assert_eq!(c.roots.len(), 2);
+        assert_eq!(c.roots[0].fixed_uid, Some(1005), "maps come first");
+        assert_eq!(c.roots[1].pattern.as_str(), "/home/*/public_html");
+        assert_eq!(c.roots[1].line, 3);
+        assert_eq!(c.allow_uids, vec![0, 33]);
+        assert!(c.guards_program(b"php-fpm8.2"));
+        assert!(c.guards_program(b"nginx"));
+        assert!(!c.guards_program(b"bash"));
+        assert_eq!(c.log_socket, Path::new("/run/x.sock"));
+        assert_eq!((c.log_rate, c.cache_ttl_ms, c.cache_slots), (5, 200, 1024));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("root /home/*/public_html\n").unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.owner, OwnerRule::Tenant);
+        assert!(
+            c.allow_uids.is_empty(),
+            "no owner is accepted everywhere by default"
+        );
+        assert!(c.guards_program(b"anything"));
+    }
+
+    fn err_at(text: &str) -> (usize, String) {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.file(), Path::new("/etc/toctou-guard.conf"));
+        (e.line().unwrap_or(0), e.to_string())
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let (line, msg) = err_at("root /home/*/public_html\n\nrooot /x\n");
+        assert_eq!(line, 3);
+        assert!(
+            msg.starts_with("/etc/toctou-guard.conf:3: unknown directive 'rooot'"),
+            "{msg}"
+        );
+        assert_eq!(err_at("mode enforce\nmode sometimes\n").0, 2);
+        assert!(err_at("root /a/*\nmode on\n").1.contains("unknown mode 'on'"));
+        assert!(
+            err_at("root a/*/b\n")
+                .1
+                .contains(":1: 'a/*/b' is not an absolute path")
+        );
+        assert!(
+            err_at("root /a/*\nmap /b bob\n")
+                .1
+                .contains(":2: 'bob' is not a numeric uid")
+        );
+        assert!(err_at("root /a/*\nmap /b\n").1.contains("takes 2 argument"));
+        assert!(err_at("root /a/*\nallow_uid -1\n").1.contains(":2:"));
+        assert!(err_at("root /a/*\ncache_slots 1000\n").1.contains("power of two"));
+        assert!(
+            err_at("root /a/*\nroot /a/*/\n")
+                .1
+                .contains(":2: '/a/*/' is already configured on line 1")
+        );
+        assert!(err_at("mode enforce\nmode audit\n").1.contains("given twice"));
+        assert!(err_at("root /a/*\nowner root\n").1.contains("unknown owner rule"));
+    }
+
+    #[test]
+    fn no_root_is_an_error() {
+        let e = parse("mode enforce\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert!(e.to_string().contains("nothing would be guarded"));
+    }
+}

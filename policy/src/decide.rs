@@ -1,0 +1,331 @@
+//! Path → tenant → expected owner → decision.
+
+use crate::config::{Config, Mode, OwnerRule};
+use crate::path::{PathBuf, TooLong, components};
+
+/// Why an open is (or, in audit mode, would be) refused. `as_str` is the word in log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The opened file's owner is neither the tenant's owner nor an `allow_uid`.
+    OwnerMismatch,
+    /// The tenant directory is a symlink: its owner says nothing about the files behind it.
+    TenantIsSymlink,
+    /// The tenant directory does not exist (or cannot be `lstat`ed).
+    TenantMissing,
+    /// The path entered a tenant's tree and left it through `..`.
+    EscapesTenant,
+    /// The path is longer than the guard can hold.
+    PathTooLong,
+    /// The directory an `openat` is relative to could not be named.
+    UnresolvedDirfd,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::OwnerMismatch => "owner-mismatch",
+            DenyReason::TenantIsSymlink => "tenant-is-symlink",
+            DenyReason::TenantMissing => "tenant-missing",
+            DenyReason::EscapesTenant => "escapes-tenant",
+            DenyReason::PathTooLong => "path-too-long",
+            DenyReason::UnresolvedDirfd => "unresolved-dirfd",
+        }
+    }
+}
+
+/// Where the expected owner of a guarded path comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// A fixed uid (`map`).
+    Uid(u32),
+    /// The owner of the tenant directory, to be read with `lstat` (never following it).
+    TenantOwner,
+    /// The process's effective uid at the time of the open (`owner euid`).
+    Euid,
+}
+
+/// What a path means to the guard, before anything is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Outside every root: open it untouched.
+    Outside,
+    /// Under a root: open it, then check the opened file's owner.
+    Guarded {
+        /// Index into [`Config::roots`].
+        root: usize,
+        /// Byte length of the tenant directory prefix of the normalised path
+        /// (valid until the path is normalised again).
+        tenant_len: usize,
+        expected: Expected,
+    },
+    /// Refuse without opening.
+    Deny(DenyReason),
+}
+
+/// The answer for one opened file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(DenyReason),
+    /// Would be denied; allowed because of `mode audit`. Log it.
+    Audit(DenyReason),
+}
+
+/// The validated configuration, ready for the hot path.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    config: Config,
+    /// Depths at which some root can match, as a bit set (depth < 64), to skip most checks.
+    depth_mask: u64,
+    max_depth: usize,
+}
+
+impl Policy {
+    pub fn new(config: Config) -> Self {
+        let mut depth_mask = 0u64;
+        let mut max_depth = 0;
+        for r in &config.roots {
+            let d = r.pattern.depth();
+            max_depth = max_depth.max(d);
+            if d < 64 {
+                depth_mask |= 1 << d;
+            }
+        }
+        Policy {
+            config,
+            depth_mask,
+            max_depth,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Normalise `path` (relative paths are joined to `base`, the directory they are relative
+    /// to) into `out` and say whether, and under which tenant, it is guarded.
+    ///
+    /// The tenant is the *first* root the path enters, walking it as written: a path that
+    /// enters `/home/alice/public_html` and then climbs out with `..` stays alice's, and is
+    /// refused outright if it climbs out of alice's tenant directory.
+    /// Does not allocate and makes no system call.
+    pub fn classify(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Target {
+        match self.walk(base, path, out) {
+            Ok(t) => t,
+            Err(TooLong) => Target::Deny(DenyReason::PathTooLong),
+        }
+    }
+
+    fn walk(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Result<Target, TooLong> {
+        out.clear();
+        let relative = path.first() != Some(&b'/');
+        let base_iter = base.filter(|_| relative).into_iter().flat_map(components);
+        // (root index, tenant depth) once the walk has entered a root.
+        let mut entered: Option<(usize, usize)> = self.root_at(out).map(|i| (i, 0)); // `root /`
+        for c in base_iter.chain(components(path)) {
+            if c == b".." {
+                if let Some((_, tenant_depth)) = entered
+                    && out.depth() <= tenant_depth
+                    && tenant_depth > 0
+                {
+                    return Ok(Target::Deny(DenyReason::EscapesTenant));
+                }
+                out.pop();
+                continue;
+            }
+            out.push(c)?;
+            if entered.is_none() {
+                entered = self
+                    .root_at(out)
+                    .map(|i| (i, self.config.roots[i].pattern.tenant_depth()));
+            }
+        }
+        Ok(match entered {
+            None => Target::Outside,
+            Some((root, tenant_depth)) => {
+                let entry = &self.config.roots[root];
+                let expected = match (entry.fixed_uid, self.config.owner) {
+                    (Some(uid), _) => Expected::Uid(uid),
+                    (None, OwnerRule::Euid) => Expected::Euid,
+                    (None, OwnerRule::Tenant) => Expected::TenantOwner,
+                };
+                Target::Guarded {
+                    root,
+                    tenant_len: out.prefix_len(tenant_depth),
+                    expected,
+                }
+            }
+        })
+    }
+
+    /// Index of the first root matching `out` exactly at its current depth.
+    fn root_at(&self, out: &PathBuf) -> Option<usize> {
+        let d = out.depth();
+        if d > self.max_depth || (d < 64 && self.depth_mask & (1 << d) == 0) {
+            return None;
+        }
+        self.config.roots.iter().position(|r| r.pattern.matches(out))
+    }
+
+    /// The rule itself: is a file owned by `file_uid` acceptable where `expected_uid` owns?
+    pub fn decide(&self, file_uid: u32, expected_uid: u32) -> Decision {
+        if file_uid == expected_uid || self.config.allow_uids.contains(&file_uid) {
+            Decision::Allow
+        } else {
+            self.refuse(DenyReason::OwnerMismatch)
+        }
+    }
+
+    /// A refusal, softened to [`Decision::Audit`] in audit mode.
+    pub fn refuse(&self, reason: DenyReason) -> Decision {
+        match self.config.mode {
+            Mode::Enforce => Decision::Deny(reason),
+            Mode::Audit => Decision::Audit(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn policy(text: &str) -> Policy {
+        Policy::new(Config::parse(text, Path::new("test.conf")).unwrap())
+    }
+
+    fn classify(p: &Policy, base: Option<&str>, path: &str) -> (Target, String) {
+        let mut out = PathBuf::new();
+        let t = p.classify(base.map(str::as_bytes), path.as_bytes(), &mut out);
+        let tenant = match t {
+            Target::Guarded { tenant_len, .. } => {
+                String::from_utf8(out.as_bytes()[..tenant_len].to_vec()).unwrap()
+            }
+            _ => String::new(),
+        };
+        (t, tenant)
+    }
+
+    const HOSTING: &str = "root /home/*/public_html\nmap /srv/shop 1005\n";
+
+    #[test]
+    fn outside_every_root_is_untouched() {
+        let p = policy(HOSTING);
+        assert_eq!(classify(&p, None, "/etc/passwd").0, Target::Outside);
+        assert_eq!(classify(&p, None, "/home/alice/private/x").0, Target::Outside);
+        assert_eq!(classify(&p, None, "/home/alice").0, Target::Outside);
+        assert_eq!(classify(&p, None, "/srv/shopping").0, Target::Outside);
+    }
+
+    #[test]
+    fn tenant_is_the_star_component() {
+        let p = policy(HOSTING);
+        let (t, tenant) = classify(&p, None, "/home/alice/public_html/a/b.html");
+        assert!(matches!(
+            t,
+            Target::Guarded {
+                expected: Expected::TenantOwner,
+                ..
+            }
+        ));
+        assert_eq!(tenant, "/home/alice");
+        let (t, tenant) = classify(&p, None, "//home/./bob/public_html");
+        assert!(
+            matches!(t, Target::Guarded { .. }),
+            "the document root itself is guarded"
+        );
+        assert_eq!(tenant, "/home/bob");
+    }
+
+    #[test]
+    fn map_gives_a_fixed_owner() {
+        let p = policy(HOSTING);
+        let (t, tenant) = classify(&p, None, "/srv/shop/index.html");
+        assert!(matches!(
+            t,
+            Target::Guarded {
+                expected: Expected::Uid(1005),
+                ..
+            }
+        ));
+        assert_eq!(tenant, "/srv/shop");
+    }
+
+    #[test]
+    fn owner_euid() {
+        let p = policy("root /home/*/public_html\nowner euid\n");
+        assert!(matches!(
+            classify(&p, None, "/home/a/public_html/x").0,
+            Target::Guarded {
+                expected: Expected::Euid,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn relative_paths_and_dot_dot() {
+        let p = policy(HOSTING);
+        let (t, tenant) = classify(&p, Some("/home/alice/public_html"), "img/../x.png");
+        assert!(matches!(t, Target::Guarded { .. }));
+        assert_eq!(tenant, "/home/alice");
+        // Climbing out of the document root but staying in alice's tree: still alice's rule.
+        let (t, tenant) = classify(&p, None, "/home/alice/public_html/../private/wp-config.php");
+        assert!(matches!(t, Target::Guarded { .. }));
+        assert_eq!(tenant, "/home/alice");
+        // Climbing out of alice's tenant directory into bob's: refused before any open.
+        assert_eq!(
+            classify(
+                &p,
+                Some("/home/alice/public_html"),
+                "../../bob/public_html/secret"
+            )
+            .0,
+            Target::Deny(DenyReason::EscapesTenant)
+        );
+        assert_eq!(
+            classify(&p, None, "/home/alice/public_html/../../../etc/passwd").0,
+            Target::Deny(DenyReason::EscapesTenant)
+        );
+        // Entering a root only after `..`: the root it ends in decides.
+        let (_, tenant) = classify(&p, None, "/home/alice/../bob/public_html/x");
+        assert_eq!(tenant, "/home/bob");
+    }
+
+    #[test]
+    fn decisions() {
+        let p = policy("root /home/*/public_html\nallow_uid 0\n");
+        assert_eq!(p.decide(1001, 1001), Decision::Allow);
+        assert_eq!(p.decide(0, 1001), Decision::Allow, "allow_uid");
+        assert_eq!(p.decide(1002, 1001), Decision::Deny(DenyReason::OwnerMismatch));
+        let p = policy("root /home/*/public_html\n");
+        assert_eq!(
+            p.decide(0, 1001),
+            Decision::Deny(DenyReason::OwnerMismatch),
+            "root not allowed by default"
+        );
+        let p = policy("mode audit\nroot /home/*/public_html\n");
+        assert_eq!(p.decide(1002, 1001), Decision::Audit(DenyReason::OwnerMismatch));
+    }
+
+    #[test]
+    fn root_slash_guards_everything() {
+        let p = policy("root /\nowner euid\n");
+        assert!(matches!(
+            classify(&p, None, "/etc/passwd").0,
+            Target::Guarded { .. }
+        ));
+        assert!(matches!(classify(&p, None, "/").0, Target::Guarded { .. }));
+    }
+
+    #[test]
+    fn long_paths_are_refused_not_crashed() {
+        let p = policy(HOSTING);
+        let long = format!("/home/a/public_html/{}", "x/".repeat(3000));
+        assert_eq!(classify(&p, None, &long).0, Target::Deny(DenyReason::PathTooLong));
+    }
+}

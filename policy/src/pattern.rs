@@ -1,0 +1,146 @@
+//! Root patterns: `/home/*/public_html`, where `*` is the tenant component.
+
+use crate::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Component {
+    Literal(Vec<u8>),
+    /// The tenant: any one component.
+    Star,
+}
+
+/// A parsed `root` (or `map`) path: absolute, whole components, at most one `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPattern {
+    text: String,
+    components: Vec<Component>,
+    star: Option<usize>,
+}
+
+impl RootPattern {
+    /// Parse a pattern; the error is a message for the operator (the caller adds file:line).
+    pub fn parse(text: &str, allow_star: bool) -> Result<Self, String> {
+        if !text.starts_with('/') {
+            return Err(format!("'{text}' is not an absolute path"));
+        }
+        let mut components = Vec::new();
+        let mut star = None;
+        for c in text.split('/').filter(|c| !c.is_empty()) {
+            match c {
+                "." | ".." => {
+                    return Err(format!("'{text}': '.' and '..' are not allowed in a root"));
+                }
+                "*" if !allow_star => {
+                    return Err(format!("'{text}': '*' is only allowed in 'root', not in 'map'"));
+                }
+                "*" if star.is_some() => {
+                    return Err(format!(
+                        "'{text}': only one '*' (the tenant component) is allowed"
+                    ));
+                }
+                "*" => {
+                    star = Some(components.len());
+                    components.push(Component::Star);
+                }
+                c if c.contains(['*', '?', '[']) => {
+                    return Err(format!(
+                        "'{text}': '*' must be a whole path component (as in /home/*/public_html)"
+                    ));
+                }
+                c => components.push(Component::Literal(c.as_bytes().to_vec())),
+            }
+        }
+        if components.is_empty() && allow_star {
+            // `root /` would guard every file of the system; allow it but only explicitly.
+        }
+        Ok(RootPattern {
+            text: text.to_string(),
+            components,
+            star,
+        })
+    }
+
+    /// The pattern as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Do both patterns describe the same tree (whatever their spelling)?
+    pub fn same_tree(&self, other: &RootPattern) -> bool {
+        self.components == other.components
+    }
+
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.components.len()
+    }
+
+    /// Depth of the tenant directory: the `*` component, or the whole root when it has none.
+    pub fn tenant_depth(&self) -> usize {
+        self.star.map_or(self.components.len(), |i| i + 1)
+    }
+
+    /// Does `path` (whose depth must equal [`Self::depth`]) match this pattern exactly?
+    pub fn matches(&self, path: &PathBuf) -> bool {
+        path.depth() == self.depth()
+            && path.components().zip(&self.components).all(|(c, p)| match p {
+                Component::Star => true,
+                Component::Literal(l) => l.as_slice() == c,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::normalize;
+
+    fn p(s: &str) -> PathBuf {
+        let mut out = PathBuf::new();
+        normalize(None, s.as_bytes(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn star_matches_one_component() {
+        let r = RootPattern::parse("/home/*/public_html", true).unwrap();
+        assert_eq!(r.depth(), 3);
+        assert_eq!(r.tenant_depth(), 2);
+        assert!(r.matches(&p("/home/alice/public_html")));
+        assert!(!r.matches(&p("/home/alice/private")));
+        assert!(!r.matches(&p("/home/alice/public_html/x")));
+        assert!(!r.matches(&p("/srv/alice/public_html")));
+    }
+
+    #[test]
+    fn root_without_star_is_its_own_tenant() {
+        let r = RootPattern::parse("/srv/www//site1/", true).unwrap();
+        assert_eq!(r.tenant_depth(), 3);
+        assert!(r.matches(&p("/srv/www/site1")));
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert!(
+            RootPattern::parse("home/*/x", true)
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            RootPattern::parse("/home/*/*/x", true)
+                .unwrap_err()
+                .contains("only one")
+        );
+        assert!(
+            RootPattern::parse("/home/user*/x", true)
+                .unwrap_err()
+                .contains("whole path component")
+        );
+        assert!(
+            RootPattern::parse("/home/../x", true)
+                .unwrap_err()
+                .contains("'..'")
+        );
+        assert!(RootPattern::parse("/srv/*", false).unwrap_err().contains("map"));
+    }
+}

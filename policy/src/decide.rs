@@ -18,6 +18,8 @@ pub enum DenyReason {
     PathTooLong,
     /// The directory an `openat` is relative to could not be named.
     UnresolvedDirfd,
+    /// A file to be created kept turning out to exist (a dangling symlink in its place).
+    DanglingSymlink,
 }
 
 impl DenyReason {
@@ -29,6 +31,7 @@ impl DenyReason {
             DenyReason::EscapesTenant => "escapes-tenant",
             DenyReason::PathTooLong => "path-too-long",
             DenyReason::UnresolvedDirfd => "unresolved-dirfd",
+            DenyReason::DanglingSymlink => "dangling-symlink",
         }
     }
 }

@@ -1,0 +1,124 @@
+//! The only module that calls libc directly: what rustix cannot do for us without
+//! allocating (`getcwd` into a buffer), libc's own stdio/dirent objects, `dlsym`, `errno`.
+
+use core::ffi::{CStr, c_char, c_int};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Borrow a C string handed to a hook. `None` for NULL (the caller answers `EFAULT`).
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that outlives the returned borrow (the
+/// C API contract of every function we interpose).
+pub unsafe fn cstr<'a>(p: *const c_char) -> Option<&'a CStr> {
+    // SAFETY: per this function's contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
+}
+
+pub fn set_errno(e: c_int) {
+    // SAFETY: `__errno_location` returns this thread's errno, always valid to write.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// An environment variable, without allocating or locking (safe before `main` too).
+pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; glibc's getenv returns NULL or a pointer into the
+    // environment block, which lives as long as the process (we never modify it).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: non-NULL results are NUL-terminated strings.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// The current directory into `buf`; `None` if it cannot be named (deleted, too long).
+pub fn getcwd(buf: &mut [u8]) -> Option<&[u8]> {
+    // SAFETY: glibc writes at most `buf.len()` bytes, NUL included, and with a non-NULL
+    // buffer it does not allocate.
+    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if p.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0)?;
+    Some(&buf[..len])
+}
+
+/// The calling thread's name (`comm`), for log lines.
+pub fn thread_name(buf: &mut [u8; 16]) -> &[u8] {
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into `buf`.
+    let r = unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr()) };
+    if r != 0 {
+        return b"?";
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..len]
+}
+
+/// Wrap a descriptor we opened in a `FILE*`; NULL (with errno) on failure, `fd` then closed.
+pub fn fdopen(fd: c_int, mode: &CStr) -> *mut libc::FILE {
+    // SAFETY: `fd` is an open descriptor we own and hand over; `mode` is NUL-terminated.
+    let f = unsafe { libc::fdopen(fd, mode.as_ptr()) };
+    if f.is_null() {
+        close_keep_errno(fd);
+    }
+    f
+}
+
+/// Wrap a directory descriptor we opened in a `DIR*`; NULL (with errno) on failure.
+pub fn fdopendir(fd: c_int) -> *mut libc::DIR {
+    // SAFETY: `fd` is an open directory descriptor we own and hand over.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        close_keep_errno(fd);
+    }
+    d
+}
+
+fn close_keep_errno(fd: c_int) {
+    // SAFETY: `__errno_location` is always valid; `fd` is ours to close.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::close(fd);
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// `fclose`, for `freopen`'s failure path (which must close the stream it was given).
+///
+/// # Safety
+/// `stream` is a valid `FILE*` the caller gave up.
+pub unsafe fn fclose(stream: *mut libc::FILE) {
+    // SAFETY: per this function's contract.
+    unsafe { libc::fclose(stream) };
+}
+
+type FreopenFn = unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
+static REAL_FREOPEN: AtomicPtr<libc::c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// glibc's own `freopen` (ours shadows the name). `dlsym` only runs on the first call.
+///
+/// # Safety
+/// Same contract as C `freopen`.
+pub unsafe fn real_freopen(path: *const c_char, mode: &CStr, stream: *mut libc::FILE) -> *mut libc::FILE {
+    let mut f = REAL_FREOPEN.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: RTLD_NEXT lookup of a NUL-terminated symbol name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"freopen".as_ptr()) };
+        if f.is_null() {
+            set_errno(libc::ENOSYS);
+            return core::ptr::null_mut();
+        }
+        REAL_FREOPEN.store(f, Ordering::Release);
+    }
+    // SAFETY: `f` is libc's `freopen`, whose signature is `FreopenFn`.
+    let real: FreopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, FreopenFn>(f) };
+    // SAFETY: arguments as the caller's contract.
+    unsafe { real(path, mode.as_ptr(), stream) }
+}
+
+/// Refusing to start: the one time the shim may write to fd 2, then `_exit` (no atexit
+/// handlers of a half-started server).
+pub fn refuse_to_start(message: &[u8]) -> ! {
+    // SAFETY: writing a valid buffer to fd 2; `_exit` never returns.
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), message.len());
+        libc::_exit(1)
+    }
+}

@@ -1,1 +1,79 @@
-fn main() {}
+//! `toctou-guard`: the operator's command.
+//!
+//! ```text
+//! toctou-guard check [CONFIG]                      validate, like `nginx -t`
+//! toctou-guard explain PATH [--uid UID] [--config CONFIG]
+//! ```
+#![forbid(unsafe_code)]
+
+mod explain;
+mod load;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str =
+    "usage: toctou-guard check [CONFIG]\n       toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("toctou-guard: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    match args.first().map(String::as_str) {
+        Some("check") => {
+            let path = match args.get(1..) {
+                Some([p]) => PathBuf::from(p),
+                Some([]) | None => load::default_path(),
+                _ => return Err(format!("check takes at most one CONFIG\n{USAGE}")),
+            };
+            let cfg = load::load(&path).map_err(|e| e.to_string())?;
+            println!(
+                "{}: syntax is ok, ownership is safe: mode {}, {} guarded tree(s), owner rule {:?}, allow_uid {:?}",
+                path.display(),
+                cfg.mode.as_str(),
+                cfg.roots.len(),
+                cfg.owner,
+                cfg.allow_uids
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("explain") => {
+            let mut path = None;
+            let mut uid = None;
+            let mut config = None;
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--uid" => {
+                        let v = it.next().ok_or("--uid needs a value")?;
+                        uid = Some(
+                            v.parse::<u32>()
+                                .map_err(|_| format!("--uid: '{v}' is not a number"))?,
+                        );
+                    }
+                    "--config" => config = Some(PathBuf::from(it.next().ok_or("--config needs a value")?)),
+                    p if path.is_none() && !p.starts_with("--") => path = Some(PathBuf::from(p)),
+                    other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
+                }
+            }
+            let path = path.ok_or(format!("explain needs a PATH\n{USAGE}"))?;
+            let config = config.unwrap_or_else(load::default_path);
+            let cfg = load::load(&config).map_err(|e| e.to_string())?;
+            print!("{}", explain::explain(cfg, &path, uid));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(USAGE.trim_end().to_string()),
+    }
+}

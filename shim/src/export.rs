@@ -250,10 +250,10 @@ unsafe fn freopen_common(
             };
             // SAFETY: arguments per the contract; `link` names the descriptor we checked.
             let f = unsafe { ffi::real_freopen(link.as_ptr(), mode, stream) };
-            let saved = Errno::from_raw_os_error(errno());
+            let saved = errno();
             drop(fd);
             if f.is_null() {
-                ffi::set_errno(saved.raw_os_error());
+                ffi::set_errno(saved);
             }
             f
         }

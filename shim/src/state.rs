@@ -140,6 +140,7 @@ fn load() {
     if !config.guards_program(program) {
         return;
     }
+    quiet_panics(&config.log_socket);
     let state = State {
         owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms),
         log: Logger::new(&config.log_socket, config.log_rate),
@@ -198,6 +199,18 @@ fn read_config(path: &Path) -> Result<Config, LoadError> {
     let text = String::from_utf8(text)
         .map_err(|_| LoadError::Other(format!("{}: not UTF-8 text", path.display())))?;
     Config::parse(&text, path).map_err(|e| LoadError::Other(e.to_string()))
+}
+
+/// Our own panics (this library has its own copy of std, so its own hook) go to syslog,
+/// never to fd 2, which is the server's error log. `panic = "abort"` then kills the worker:
+/// a bug in the guard must never let an open through unguarded.
+fn quiet_panics(socket: &Path) {
+    let log = Logger::new(socket, 1);
+    std::panic::set_hook(Box::new(move |info| {
+        let mut line = crate::fmtbuf::FmtBuf::<512>::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!("internal error, aborting: {info}"));
+        log.config_error(std::str::from_utf8(line.as_bytes()).unwrap_or("internal error, aborting"));
+    }));
 }
 
 /// Basename of `/proc/self/exe`, for the `programs` directive.

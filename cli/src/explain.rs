@@ -1,0 +1,119 @@
+//! `explain PATH`: which root and tenant a path falls under, the expected owner, and what
+//! the guard would decide for the file an open of it would return right now.
+
+use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use toctou_policy::{Config, Decision, Expected, Policy, ScratchPath, Target};
+
+pub fn explain(cfg: Config, path: &Path, uid: Option<u32>) -> String {
+    let policy = Policy::new(cfg);
+    let mut out = String::new();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let mut norm = ScratchPath::new();
+    let target = policy.classify(
+        Some(cwd.as_os_str().as_bytes()),
+        path.as_os_str().as_bytes(),
+        &mut norm,
+    );
+    let shown = String::from_utf8_lossy(norm.as_bytes()).into_owned();
+    let _ = writeln!(out, "path:     {shown}");
+    let (root, tenant_len, expected) = match target {
+        Target::Outside => {
+            let _ = writeln!(
+                out,
+                "root:     none (outside every root: opened untouched, no extra system call)"
+            );
+            let _ = writeln!(out, "decision: allow");
+            return out;
+        }
+        Target::Deny(reason) => {
+            let _ = writeln!(out, "decision: deny ({}) before opening", reason.as_str());
+            return out;
+        }
+        Target::Guarded {
+            root,
+            tenant_len,
+            expected,
+        } => (root, tenant_len, expected),
+    };
+    let entry = &policy.config().roots[root];
+    let kind = if entry.fixed_uid.is_some() { "map" } else { "root" };
+    let _ = writeln!(
+        out,
+        "root:     {kind} {} (line {})",
+        entry.pattern.as_str(),
+        entry.line
+    );
+    let tenant = String::from_utf8_lossy(&norm.as_bytes()[..tenant_len]).into_owned();
+    let _ = writeln!(out, "tenant:   {tenant}");
+    let expected_uid = match expected {
+        Expected::Uid(u) => {
+            let _ = writeln!(out, "expected: uid {u} (fixed by map)");
+            Ok(u)
+        }
+        Expected::Euid => {
+            let u = uid.unwrap_or_else(crate::load::euid);
+            let _ = writeln!(
+                out,
+                "expected: uid {u} (owner euid: the worker's effective uid{})",
+                if uid.is_some() { ", from --uid" } else { "" }
+            );
+            Ok(u)
+        }
+        Expected::TenantOwner => match std::fs::symlink_metadata(&tenant) {
+            Ok(m) if m.file_type().is_symlink() => Err(toctou_policy::DenyReason::TenantIsSymlink),
+            Ok(m) if m.is_dir() => {
+                let _ = writeln!(
+                    out,
+                    "expected: uid {} (owner of {tenant}, not following symlinks)",
+                    m.uid()
+                );
+                Ok(m.uid())
+            }
+            _ => Err(toctou_policy::DenyReason::TenantMissing),
+        },
+    };
+    let expected_uid = match expected_uid {
+        Ok(u) => u,
+        Err(reason) => {
+            let _ = writeln!(out, "decision: {}", describe(policy.refuse(reason)));
+            return out;
+        }
+    };
+    match std::fs::metadata(norm_path(&norm)) {
+        Ok(m) => {
+            let _ = writeln!(
+                out,
+                "file:     owner uid {} (what an open returns now, symlinks followed)",
+                m.uid()
+            );
+            let _ = writeln!(
+                out,
+                "decision: {}",
+                describe(policy.decide(m.uid(), expected_uid))
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "file:     cannot be opened now ({e}); any file it later names must be owned by uid {expected_uid}"
+            );
+        }
+    }
+    out
+}
+
+fn norm_path(norm: &ScratchPath) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(norm.as_bytes()))
+}
+
+fn describe(d: Decision) -> String {
+    match d {
+        Decision::Allow => "allow".into(),
+        Decision::Deny(r) => format!("deny ({}): EACCES", r.as_str()),
+        Decision::Audit(r) => format!("audit ({}): would deny, allowed by mode audit", r.as_str()),
+    }
+}

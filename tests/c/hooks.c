@@ -1,0 +1,87 @@
+/* Calls one interposed libc entry point on a path and reports what it got.
+ * usage: hooks ENTRY PATH [DIR]     prints "OK <first line>" or "ERR <errno name>"
+ * Built by tests/tests/shim.rs; run under LD_PRELOAD as an unprivileged uid. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int __open_2(const char *, int);
+int __open64_2(const char *, int);
+int __openat_2(int, const char *, int);
+int __openat64_2(int, const char *, int);
+FILE *fopen64(const char *, const char *);
+FILE *freopen64(const char *, const char *, FILE *);
+int creat64(const char *, mode_t);
+
+static int report_fd(int fd) {
+    if (fd < 0) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+    char buf[256] = {0};
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    if (n < 0) { printf("OK (unreadable: %s)\n", strerrorname_np(errno)); return 0; }
+    buf[strcspn(buf, "\n")] = 0;
+    printf("OK %s\n", buf);
+    return 0;
+}
+
+static int report_file(FILE *f) {
+    if (!f) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+    char buf[256] = {0};
+    if (!fgets(buf, sizeof buf, f)) buf[0] = 0;
+    buf[strcspn(buf, "\n")] = 0;
+    printf("OK %s\n", buf);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: hooks ENTRY PATH [DIR]\n"); return 2; }
+    const char *e = argv[1], *p = argv[2];
+    int dirfd = argc > 3 ? open(argv[3], O_RDONLY | O_DIRECTORY) : AT_FDCWD;
+    if (!strcmp(e, "open")) return report_fd(open(p, O_RDONLY));
+    if (!strcmp(e, "open64")) return report_fd(open64(p, O_RDONLY));
+    if (!strcmp(e, "openat")) return report_fd(openat(dirfd, p, O_RDONLY));
+    if (!strcmp(e, "openat64")) return report_fd(openat64(dirfd, p, O_RDONLY));
+    if (!strcmp(e, "__open_2")) return report_fd(__open_2(p, O_RDONLY));
+    if (!strcmp(e, "__open64_2")) return report_fd(__open64_2(p, O_RDONLY));
+    if (!strcmp(e, "__openat_2")) return report_fd(__openat_2(dirfd, p, O_RDONLY));
+    if (!strcmp(e, "__openat64_2")) return report_fd(__openat64_2(dirfd, p, O_RDONLY));
+    if (!strcmp(e, "fopen")) return report_file(fopen(p, "r"));
+    if (!strcmp(e, "fopen64")) return report_file(fopen64(p, "re"));
+    if (!strcmp(e, "freopen")) return report_file(freopen(p, "r", stdin));
+    if (!strcmp(e, "freopen64")) return report_file(freopen64(p, "r", stdin));
+    if (!strcmp(e, "opendir")) {
+        DIR *d = opendir(p);
+        if (!d) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+        int n = 0;
+        while (readdir(d)) n++;
+        printf("OK %d entries\n", n);
+        return 0;
+    }
+    /* Opens that write: report, then leave the file as the open left it. */
+    if (!strcmp(e, "trunc")) {
+        int fd = open(p, O_WRONLY | O_TRUNC);
+        if (fd < 0) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+        printf("OK opened\n");
+        return 0;
+    }
+    if (!strcmp(e, "fopen-w")) {
+        FILE *f = fopen(p, "w");
+        if (!f) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+        fputs("written\n", f);
+        fclose(f);
+        printf("OK written\n");
+        return 0;
+    }
+    if (!strcmp(e, "creat") || !strcmp(e, "creat64")) {
+        int fd = !strcmp(e, "creat") ? creat(p, 0644) : creat64(p, 0644);
+        if (fd < 0) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+        if (write(fd, "created\n", 8) != 8) { printf("ERR write\n"); return 1; }
+        printf("OK created\n");
+        return 0;
+    }
+    fprintf(stderr, "unknown entry %s\n", e);
+    return 2;
+}

@@ -1,0 +1,467 @@
+//! The LD_PRELOAD shim against real files of two tenants, every hooked entry point, as an
+//! unprivileged server uid. Needs root (to own files as tenants and drop to the server uid)
+//! and the release build of the shim (`cargo build --release --workspace`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, chown, lchown, symlink};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const ALICE: u32 = 42001; // the attacker tenant
+const BOB: u32 = 42002; // the victim tenant
+const SERVER: u32 = 42003; // the web server's uid
+
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Root, the built shim and a C compiler, or a reason to skip (a failure in CI).
+fn prerequisites() -> Option<PathBuf> {
+    let so = target_dir().join("release/libtoctou_guard.so");
+    let missing = if !is_root() {
+        Some("root (tests own files as tenants and drop to a server uid)".to_string())
+    } else if !so.exists() {
+        Some(format!(
+            "{} (run `cargo build --release --workspace` first)",
+            so.display()
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => Some(so),
+        Some(what) if std::env::var_os("CI").is_some() => panic!("missing in CI: {what}"),
+        Some(what) => {
+            eprintln!("SKIP: missing {what}");
+            None
+        }
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Compile a helper from tests/c once per test binary.
+fn c_program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shim-c");
+        fs::create_dir_all(&d).expect("mkdir");
+        for (src, extra) in [("hooks", &[][..]), ("forkstress", &["-pthread"][..])] {
+            let out = Command::new("cc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(d.join(src))
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{src}.c")))
+                .args(extra)
+                .output()
+                .expect("cc (install gcc)");
+            assert!(
+                out.status.success(),
+                "cc {src}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        d
+    });
+    dir.join(name)
+}
+
+/// Two tenants under `BASE/home/*/public_html`, a config, a syslog socket of our own.
+struct Fixture {
+    base: PathBuf,
+    so: PathBuf,
+    conf: PathBuf,
+    log: UnixDatagram,
+}
+
+impl Fixture {
+    fn new(name: &str, extra_conf: &str) -> Option<Fixture> {
+        let so = prerequisites()?;
+        let base = std::env::temp_dir().join(format!("tg-shim-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let alice = base.join("home/alice/public_html");
+        let bob = base.join("home/bob/public_html");
+        fs::create_dir_all(&alice).unwrap();
+        fs::create_dir_all(&bob).unwrap();
+        fs::create_dir_all(base.join("etc")).unwrap();
+        for p in [&base, &base.join("home"), &base.join("etc")] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let own = |p: &Path, uid: u32, mode: u32| {
+            chown(p, Some(uid), Some(uid)).unwrap();
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        own(&base.join("home/alice"), ALICE, 0o755);
+        own(&alice, ALICE, 0o755);
+        own(&base.join("home/bob"), BOB, 0o755);
+        // The victim's docroot is world-writable so that only the guard stands between the
+        // server and harm (a creation or truncation the kernel would otherwise refuse).
+        own(&bob, BOB, 0o777);
+        fs::write(alice.join("index.html"), "alice-own\n").unwrap();
+        own(&alice.join("index.html"), ALICE, 0o644);
+        fs::write(bob.join("secret.txt"), "BOB-SECRET\n").unwrap();
+        own(&bob.join("secret.txt"), BOB, 0o666);
+        fs::create_dir(alice.join("uploads")).unwrap();
+        own(&alice.join("uploads"), ALICE, 0o777);
+        let link = |target: &Path, name: &str| {
+            let p = alice.join(name);
+            symlink(target, &p).unwrap();
+            lchown(&p, Some(ALICE), Some(ALICE)).unwrap();
+        };
+        link(&bob.join("secret.txt"), "link");
+        link(Path::new("../../bob/public_html/secret.txt"), "dotdot");
+        link(&bob, "bobdir");
+        link(&alice.join("index.html"), "ownlink");
+        link(&bob.join("created-by-attack"), "uploads/dangling");
+        // A hard link to the victim's file (root makes it: fs.protected_hardlinks).
+        fs::hard_link(bob.join("secret.txt"), alice.join("hard")).unwrap();
+        let sock = base.join("log.sock");
+        let log = UnixDatagram::bind(&sock).unwrap();
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o777)).unwrap();
+        log.set_nonblocking(true).unwrap();
+        let conf = base.join("etc/toctou-guard.conf");
+        fs::write(
+            &conf,
+            format!(
+                "root {}/home/*/public_html\nlog_socket {}\n{extra_conf}",
+                base.display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
+        Some(Fixture { base, so, conf, log })
+    }
+
+    fn alice(&self, rel: &str) -> PathBuf {
+        self.base.join("home/alice/public_html").join(rel)
+    }
+
+    fn bob(&self, rel: &str) -> PathBuf {
+        self.base.join("home/bob/public_html").join(rel)
+    }
+
+    /// Run a program as the server uid with the shim loaded.
+    fn run(&self, program: &Path, args: &[&OsStr]) -> Output {
+        Command::new(program)
+            .args(args)
+            .env("LD_PRELOAD", &self.so)
+            .env("TOCTOU_GUARD_CONFIG", &self.conf)
+            .uid(SERVER)
+            .gid(SERVER)
+            .output()
+            .expect("run helper")
+    }
+
+    /// `hooks ENTRY PATH [DIR]`: "OK <first line>" or "ERR <errno>".
+    fn hook(&self, entry: &str, path: &Path, dir: Option<&Path>) -> String {
+        let mut args = vec![OsStr::new(entry), path.as_os_str()];
+        if let Some(d) = dir {
+            args.push(d.as_os_str());
+        }
+        let out = self.run(&c_program("hooks"), &args);
+        assert!(
+            out.stderr.is_empty(),
+            "the shim must not write to fd 2: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Log lines received so far (datagrams are queued before the sender's call returns).
+    fn logs(&self) -> Vec<String> {
+        let mut buf = [0u8; 2048];
+        let mut lines = Vec::new();
+        while let Ok(n) = self.log.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        lines
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+const READ_ENTRIES: &[&str] = &[
+    "open",
+    "open64",
+    "openat",
+    "openat64",
+    "__open_2",
+    "__open64_2",
+    "__openat_2",
+    "__openat64_2",
+    "fopen",
+    "fopen64",
+    "freopen",
+    "freopen64",
+];
+
+#[test]
+fn every_hook_serves_own_files_and_refuses_other_tenants() {
+    let Some(f) = Fixture::new("hooks", "") else {
+        return;
+    };
+    for entry in READ_ENTRIES {
+        assert_eq!(
+            f.hook(entry, &f.alice("index.html"), None),
+            "OK alice-own",
+            "{entry} own file"
+        );
+        assert_eq!(
+            f.hook(entry, &f.alice("ownlink"), None),
+            "OK alice-own",
+            "{entry} own symlink"
+        );
+        for attack in ["link", "dotdot", "hard", "bobdir/secret.txt"] {
+            assert_eq!(
+                f.hook(entry, &f.alice(attack), None),
+                "ERR EACCES",
+                "{entry} {attack}"
+            );
+        }
+        let escape = f.alice("../../bob/public_html/secret.txt");
+        assert_eq!(f.hook(entry, &escape, None), "ERR EACCES", "{entry} ../ escape");
+    }
+    for entry in ["openat", "openat64", "__openat_2", "__openat64_2"] {
+        let dir = f.alice("");
+        assert_eq!(
+            f.hook(entry, Path::new("index.html"), Some(&dir)),
+            "OK alice-own",
+            "{entry} dirfd own"
+        );
+        assert_eq!(
+            f.hook(entry, Path::new("link"), Some(&dir)),
+            "ERR EACCES",
+            "{entry} dirfd link"
+        );
+        let up = Path::new("../../bob/public_html/secret.txt");
+        assert_eq!(
+            f.hook(entry, up, Some(&dir)),
+            "ERR EACCES",
+            "{entry} dirfd ../ escape"
+        );
+    }
+    assert_eq!(
+        f.hook("opendir", &f.alice(""), None),
+        "OK 9 entries",
+        "own docroot listing"
+    );
+    assert_eq!(
+        f.hook("opendir", &f.alice("bobdir"), None),
+        "ERR EACCES",
+        "listing another tenant's dir"
+    );
+    // The victim reading its own file is of course fine.
+    assert_eq!(f.hook("open", &f.bob("secret.txt"), None), "OK BOB-SECRET");
+    // Outside every root: untouched.
+    assert!(
+        f.hook("open", Path::new("/etc/passwd"), None)
+            .starts_with("OK root:")
+    );
+}
+
+#[test]
+fn refused_writes_leave_the_victims_file_alone() {
+    let Some(f) = Fixture::new("writes", "") else {
+        return;
+    };
+    for entry in ["trunc", "fopen-w", "creat", "creat64"] {
+        assert_eq!(
+            f.hook(entry, &f.alice("link"), None),
+            "ERR EACCES",
+            "{entry} through a symlink"
+        );
+        assert_eq!(
+            fs::read_to_string(f.bob("secret.txt")).unwrap(),
+            "BOB-SECRET\n",
+            "{entry} harmed the victim"
+        );
+    }
+    // Creation through a dangling symlink into the victim's (writable) docroot: refused,
+    // and nothing is created there.
+    assert_eq!(f.hook("creat", &f.alice("uploads/dangling"), None), "ERR EACCES");
+    assert!(
+        !f.bob("created-by-attack").exists(),
+        "a file was created in the victim's tree"
+    );
+    // The server may create files in a tenant directory that the rule accepts.
+    assert_eq!(f.hook("creat", &f.alice("uploads/new.txt"), None), "OK created");
+    assert_eq!(
+        fs::read_to_string(f.alice("uploads/new.txt")).unwrap(),
+        "created\n"
+    );
+    // O_TRUNC on an allowed file still truncates (after the check).
+    fs::write(f.alice("uploads/t.txt"), "data").unwrap();
+    chown(f.alice("uploads/t.txt"), Some(ALICE), None).unwrap();
+    fs::set_permissions(f.alice("uploads/t.txt"), fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(f.hook("trunc", &f.alice("uploads/t.txt"), None), "OK opened");
+    assert_eq!(fs::read(f.alice("uploads/t.txt")).unwrap(), b"");
+}
+
+#[test]
+fn denials_are_logged_to_authpriv_with_the_facts() {
+    let Some(f) = Fixture::new("log", "") else { return };
+    assert_eq!(f.hook("open", &f.alice("link"), None), "ERR EACCES");
+    let logs = f.logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let line = &logs[0];
+    assert!(line.starts_with("<84>toctou-guard["), "authpriv.warning: {line}");
+    for field in [
+        "action=deny".to_string(),
+        "reason=owner-mismatch".into(),
+        "comm=hooks".into(),
+        format!("path={}", f.alice("link").display()),
+        format!("owner={BOB}"),
+        format!("expected={ALICE}"),
+        format!("tenant={}/home/alice", f.base.display()),
+        "mode=enforce".into(),
+    ] {
+        assert!(line.contains(&field), "missing {field} in {line}");
+    }
+    assert_eq!(f.hook("open", &f.alice("index.html"), None), "OK alice-own");
+    assert!(f.logs().is_empty(), "allowed opens are not logged");
+}
+
+#[test]
+fn log_is_rate_limited() {
+    let Some(f) = Fixture::new("rate", "log_rate 3\n") else {
+        return;
+    };
+    // One process, many denials within a second: at most 3 lines (plus none for the rest).
+    let script = format!(
+        "for i in range(50):\n    try: open('{}')\n    except PermissionError: pass",
+        f.alice("link").display()
+    );
+    let out = f.run(
+        Path::new("/usr/bin/python3"),
+        &[OsStr::new("-c"), OsStr::new(&script)],
+    );
+    assert!(out.status.success());
+    let n = f.logs().len();
+    assert!(
+        (1..=6).contains(&n),
+        "50 denials in one process gave {n} log lines"
+    );
+}
+
+#[test]
+fn audit_mode_allows_and_logs() {
+    let Some(f) = Fixture::new("audit", "mode audit\n") else {
+        return;
+    };
+    assert_eq!(f.hook("open", &f.alice("link"), None), "OK BOB-SECRET");
+    let logs = f.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("action=audit") && l.contains("reason=owner-mismatch")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn fork_from_a_threaded_parent_does_not_deadlock() {
+    let Some(f) = Fixture::new("fork", "log_rate 1\n") else {
+        return;
+    };
+    let allowed = f.alice("index.html");
+    let denied = f.alice("link");
+    let out = f.run(
+        &c_program("forkstress"),
+        &[allowed.as_os_str(), denied.as_os_str(), OsStr::new("300")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "forkstress: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hung=0 child_bad=0"), "{stdout}");
+}
+
+#[test]
+fn broken_config_stops_the_guarded_process_naming_file_and_line() {
+    let Some(f) = Fixture::new("broken", "rooot /x\n") else {
+        return;
+    };
+    let out = f.run(Path::new("/bin/cat"), &[f.alice("index.html").as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "the process ran unguarded");
+    let expect = format!("toctou-guard: {}:3: unknown directive 'rooot'", f.conf.display());
+    assert!(stderr.contains(&expect), "{stderr}");
+}
+
+#[test]
+fn config_writable_by_a_tenant_is_refused() {
+    let Some(f) = Fixture::new("untrusted", "") else {
+        return;
+    };
+    chown(&f.conf, Some(ALICE), None).unwrap();
+    let out = f.run(Path::new("/bin/cat"), &[f.alice("index.html").as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("is owned by uid {ALICE}")), "{stderr}");
+    chown(&f.conf, Some(0), None).unwrap();
+    fs::set_permissions(&f.conf, fs::Permissions::from_mode(0o664)).unwrap();
+    let out = f.run(Path::new("/bin/cat"), &[f.alice("index.html").as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writable by group or others"));
+}
+
+#[test]
+fn owner_euid_judges_by_the_workers_uid() {
+    let Some(f) = Fixture::new("euid", "owner euid\nallow_uid 0\n") else {
+        return;
+    };
+    // The server uid owns nothing under the roots: every tenant file is refused to it...
+    assert_eq!(f.hook("open", &f.alice("index.html"), None), "ERR EACCES");
+    // ...while a worker running as alice reads her files but not bob's, even by absolute path.
+    let as_alice = |path: &Path| {
+        let out = Command::new(c_program("hooks"))
+            .args([OsStr::new("open"), path.as_os_str()])
+            .env("LD_PRELOAD", &f.so)
+            .env("TOCTOU_GUARD_CONFIG", &f.conf)
+            .uid(ALICE)
+            .gid(ALICE)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(as_alice(&f.alice("index.html")), "OK alice-own");
+    assert_eq!(as_alice(&f.bob("secret.txt")), "ERR EACCES");
+    assert_eq!(as_alice(&f.alice("link")), "ERR EACCES");
+}
+
+#[test]
+fn map_and_allow_uid() {
+    let Some(f) = Fixture::new("map", "") else { return };
+    let conf = format!(
+        "root {b}/home/*/public_html\nmap {b}/home/bob/public_html {ALICE}\nallow_uid 0\nlog_socket {b}/log.sock\n",
+        b = f.base.display()
+    );
+    fs::write(&f.conf, conf).unwrap();
+    // Bob's tree is mapped to alice's uid: bob's own file is now the odd one out.
+    assert_eq!(f.hook("open", &f.bob("secret.txt"), None), "ERR EACCES");
+    fs::write(f.alice("rootfile"), "root-owned\n").unwrap();
+    assert_eq!(
+        f.hook("open", &f.alice("rootfile"), None),
+        "OK root-owned",
+        "allow_uid 0"
+    );
+}

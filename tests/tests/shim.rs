@@ -60,7 +60,11 @@ fn c_program(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shim-c");
         fs::create_dir_all(&d).expect("mkdir");
-        for (src, extra) in [("hooks", &[][..]), ("forkstress", &["-pthread"][..])] {
+        for (src, extra) in [
+            ("hooks", &[][..]),
+            ("forkstress", &["-pthread"][..]),
+            ("noalloc", &[][..]),
+        ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])
                 .arg(d.join(src))
@@ -464,4 +468,75 @@ fn map_and_allow_uid() {
         "OK root-owned",
         "allow_uid 0"
     );
+}
+
+#[test]
+fn guarded_opens_do_not_allocate() {
+    let Some(f) = Fixture::new("noalloc", "log_rate 1000000\n") else {
+        return;
+    };
+    let (own, link) = (f.alice("index.html"), f.alice("link"));
+    let out = f.run(
+        &c_program("noalloc"),
+        &[own.as_os_str(), link.as_os_str(), OsStr::new("2000")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 2000 allowed and 2000 refused (and logged) opens, not one malloc among them.
+    assert_eq!(stdout.trim(), "mallocs=0 ok=2000 denied=2000");
+}
+
+/// The system calls the traced program made right after it opened `needle`.
+fn syscalls_after_open(f: &Fixture, needle: &Path) -> Vec<String> {
+    let trace = f.base.join("strace.txt");
+    let out = Command::new("strace")
+        .arg("-o")
+        .arg(&trace)
+        .arg(c_program("hooks"))
+        .args([OsStr::new("open"), needle.as_os_str()])
+        .env("LD_PRELOAD", &f.so)
+        .env("TOCTOU_GUARD_CONFIG", &f.conf)
+        .output()
+        .expect("strace (apt-get install strace)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = fs::read_to_string(&trace).unwrap();
+    let quoted = format!("\"{}\"", needle.display());
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("openat(") && l.contains(&quoted))
+        .expect("the open");
+    lines[at + 1..].iter().take(2).map(|l| l.to_string()).collect()
+}
+
+#[test]
+fn outside_every_root_costs_no_extra_system_call() {
+    let Some(f) = Fixture::new("strace", "") else {
+        return;
+    };
+    let after = syscalls_after_open(&f, Path::new("/etc/hostname"));
+    assert!(
+        after[0].starts_with("read(3,"),
+        "extra system call after an unguarded open: {after:?}"
+    );
+    // Under a root: exactly one fstat of the opened descriptor, then the program's read.
+    let after = syscalls_after_open(&f, &f.alice("index.html"));
+    assert!(
+        after[0].starts_with("fstat(3,") || after[0].starts_with("newfstatat(3, \"\""),
+        "{after:?}"
+    );
+    assert!(after[1].starts_with("read(3,"), "{after:?}");
+}
+
+#[test]
+fn programs_limits_which_processes_are_guarded() {
+    let Some(f) = Fixture::new("programs", "programs nginx apache2 php-fpm*\n") else {
+        return;
+    };
+    // `hooks` is not a listed program: it is left alone (as `ls` would be under ld.so.preload).
+    assert_eq!(f.hook("open", &f.alice("link"), None), "OK BOB-SECRET");
+    let conf = fs::read_to_string(&f.conf)
+        .unwrap()
+        .replace("programs nginx", "programs nginx hooks");
+    fs::write(&f.conf, conf).unwrap();
+    assert_eq!(f.hook("open", &f.alice("link"), None), "ERR EACCES");
 }

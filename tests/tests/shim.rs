@@ -410,6 +410,10 @@ fn broken_config_stops_the_guarded_process_naming_file_and_line() {
     assert!(out.stdout.is_empty(), "the process ran unguarded");
     let expect = format!("toctou-guard: {}:3: unknown directive 'rooot'", f.conf.display());
     assert!(stderr.contains(&expect), "{stderr}");
+    // It stops before main, from the library constructor, even if nothing is ever opened.
+    let out = f.run(Path::new("/bin/true"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&expect));
 }
 
 #[test]

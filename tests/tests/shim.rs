@@ -64,6 +64,7 @@ fn c_program(name: &str) -> PathBuf {
             ("hooks", &[][..]),
             ("forkstress", &["-pthread"][..]),
             ("noalloc", &[][..]),
+            ("early", &["-shared", "-fPIC"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])
@@ -543,4 +544,31 @@ fn programs_limits_which_processes_are_guarded() {
         .replace("programs nginx", "programs nginx hooks");
     fs::write(&f.conf, conf).unwrap();
     assert_eq!(f.hook("open", &f.alice("link"), None), "ERR EACCES");
+}
+
+#[test]
+fn opens_from_other_libraries_constructors_are_judged_too() {
+    let Some(f) = Fixture::new("early", "") else {
+        return;
+    };
+    let early = c_program("early");
+    // Whichever constructor runs first, the open made before main is guarded.
+    for order in [[&early, &f.so], [&f.so, &early]] {
+        let out_file = f.base.join("early.out");
+        let _ = fs::remove_file(&out_file);
+        let preload = format!("{} {}", order[0].display(), order[1].display());
+        let out = Command::new("/bin/true")
+            .env("LD_PRELOAD", &preload)
+            .env("TOCTOU_GUARD_CONFIG", &f.conf)
+            .env("EARLY_PATH", f.alice("link"))
+            .env("EARLY_OUT", &out_file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            fs::read_to_string(&out_file).unwrap(),
+            "ERR EACCES\n",
+            "preload order {preload}"
+        );
+    }
 }

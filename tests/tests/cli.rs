@@ -1,0 +1,125 @@
+//! `toctou-guard check` and `explain`, as an operator runs them (release build required).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cli() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()?
+        .join("release/toctou-guard");
+    if bin.exists() {
+        return Some(bin);
+    }
+    let what = format!(
+        "{} (run `cargo build --release --workspace` first)",
+        bin.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "missing in CI: {what}");
+    eprintln!("SKIP: missing {what}");
+    None
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn write_conf(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("toctou-guard.conf");
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
+fn run(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().unwrap()
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("good");
+    let conf = write_conf(&d, "mode audit\nroot /home/*/public_html\nallow_uid 0\n");
+    let out = run(&bin, &["check", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("syntax is ok") && stdout.contains("mode audit"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_names_file_and_line_of_an_error() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("bad");
+    let conf = write_conf(&d, "root /home/*/public_html\n# fine\nmap /srv/shop alice\n");
+    let out = run(&bin, &["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expect = format!("{}:3: 'alice' is not a numeric uid", conf.display());
+    assert!(stderr.contains(&expect), "{stderr}");
+}
+
+#[test]
+fn check_refuses_a_config_others_can_write() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("unsafe");
+    let conf = write_conf(&d, "root /home/*/public_html\n");
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run(&bin, &["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writable by group or others (mode 666)"));
+}
+
+#[test]
+fn explain_shows_root_tenant_owner_and_decision() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("explain");
+    let pub_dir = d.join("home/alice/public_html");
+    fs::create_dir_all(&pub_dir).unwrap();
+    fs::write(pub_dir.join("index.html"), "x").unwrap();
+    let conf = write_conf(&d, &format!("root {}/home/*/public_html\n", d.display()));
+    let path = pub_dir.join("sub/../index.html");
+    let out = run(
+        &bin,
+        &[
+            "explain",
+            path.to_str().unwrap(),
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("path:     {}", pub_dir.join("index.html").display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("tenant:   {}/home/alice", d.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("decision: allow"), "{stdout}");
+    let out = run(
+        &bin,
+        &["explain", "/etc/hostname", "--config", conf.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("outside every root"));
+    let escape = pub_dir.join("../../bob/public_html/x");
+    let out = run(
+        &bin,
+        &[
+            "explain",
+            escape.to_str().unwrap(),
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deny (escapes-tenant)"));
+}

@@ -1,1 +1,303 @@
-fn main() {}
+//! `toctou-guard-fs SOURCE MOUNTPOINT`: serve SOURCE through a FUSE mount where a file is
+//! served only if its owner is its tenant's owner, decided on the object the daemon holds.
+#![deny(unsafe_code)]
+
+mod args;
+mod denylog;
+mod fs;
+mod nodes;
+mod resolve;
+mod stats;
+mod syscalls;
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use toctou_policy::{Config, OwnerRule, Policy};
+
+use crate::args::Options;
+
+fn main() {
+    let opts = match Options::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            print!("{}", args::USAGE);
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("toctou-guard-fs: {e}\n\n{}", args::USAGE);
+            std::process::exit(2);
+        }
+    };
+    match run(opts) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("toctou-guard-fs: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--config`: the policy file, after the same trust check as the shim's.
+fn load_config(path: &Path) -> Result<Config, String> {
+    let euid = syscalls::euid();
+    toctou_policy::trust::check_path(path, euid, |p| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| toctou_policy::trust::Meta {
+                uid: m.uid(),
+                mode: m.mode(),
+            })
+    })
+    .map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg = Config::parse(&text, path).map_err(|e| e.to_string())?;
+    if cfg.owner == OwnerRule::Euid {
+        // The mount decides once per object and tenant and lets the kernel cache it; a rule
+        // that depends on the calling process cannot be cached. The tenant rule (or --owner)
+        // still applies: nothing is served unguarded.
+        eprintln!(
+            "toctou-guard-fs: {}: 'owner euid' is ignored here; files are judged by their \
+             tenant directory's owner (--tenant-depth) or --owner",
+            path.display()
+        );
+    }
+    Ok(cfg)
+}
+
+fn canonical_bytes(p: &Path) -> Result<Vec<u8>, String> {
+    let c = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(c.as_os_str().as_bytes().to_vec())
+}
+
+/// A mount point left behind by a dead daemon answers ENOTCONN: detach it first.
+fn clear_dead_mount(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        eprintln!(
+            "toctou-guard-fs: {}: detaching a dead FUSE mount",
+            mountpoint.display()
+        );
+        let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn is_fuse_mounted(mountpoint: &[u8]) -> bool {
+    std::fs::read("/proc/self/mountinfo").is_ok_and(|m| {
+        m.split(|&b| b == b'\n').any(|line| {
+            let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            f.len() > 4 && f[4] == mountpoint && line.windows(7).any(|w| w == b" - fuse")
+        })
+    })
+}
+
+fn write_stats(stats: &stats::Stats, file: Option<&PathBuf>) {
+    static DUMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let line = format!("dump={n} {}", stats.render());
+    eprintln!("toctou-guard-fs: stats {line}");
+    if let Some(f) = file {
+        let tmp = f.with_extension("tmp");
+        let ok = std::fs::File::create(&tmp)
+            .and_then(|mut fh| writeln!(fh, "{line}"))
+            .and_then(|()| std::fs::rename(&tmp, f));
+        if let Err(e) = ok {
+            eprintln!("toctou-guard-fs: cannot write {}: {e}", f.display());
+        }
+    }
+}
+
+/// The daemon holds one fd per inode the kernel caches, and the kernel only forgets
+/// inodes under memory pressure. Near the fd limit, ask the kernel to drop some entries
+/// (from this thread: never from a request handler, which could deadlock on the directory
+/// lock) so it forgets those inodes and their fds are closed. Lookups that still hit the
+/// limit fail (closed); nothing is ever served unchecked.
+fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, nofile: u64) {
+    let limit = usize::try_from(nofile).unwrap_or(usize::MAX).max(64);
+    let (high, low) = (limit / 10 * 7, limit / 10 * 5);
+    let valve_nodes = nodes.clone();
+    let valve = std::thread::Builder::new()
+        .name("fd-valve".into())
+        .spawn(move || {
+            loop {
+                std::thread::park_timeout(Duration::from_secs(1));
+                let live = valve_nodes.len();
+                if live <= high {
+                    continue;
+                }
+                for (parent, name) in valve_nodes.victims(live - low) {
+                    let _ = notifier.inval_entry(fuser::INodeNo(parent), OsStr::from_bytes(&name));
+                }
+            }
+        });
+    if let Ok(v) = valve {
+        nodes.set_valve(v.thread().clone(), high);
+    }
+}
+
+fn run(opts: Options) -> Result<(), String> {
+    let cfg = match &opts.config {
+        Some(p) => load_config(p)?,
+        None => Config::empty(Path::new("(built in)")),
+    };
+    let source_abs = canonical_bytes(&opts.source)?;
+    clear_dead_mount(&opts.mountpoint);
+    let mount_abs = canonical_bytes(&opts.mountpoint)?;
+
+    // --background: the parent waits until the child reports the mount ready.
+    let ready_pipe = if opts.background {
+        let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        match syscalls::fork_before_threads().map_err(|e| format!("fork: {e}"))? {
+            Some(_child) => {
+                drop(w);
+                let mut byte = [0u8; 1];
+                let ok = nix::unistd::read(&r, &mut byte).is_ok_and(|n| n == 1);
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            None => {
+                drop(r);
+                let _ = nix::unistd::setsid();
+                Some(w)
+            }
+        }
+    } else {
+        None
+    };
+
+    let nofile = syscalls::raise_nofile_limit();
+    let root_fd =
+        syscalls::open_source(&opts.source).map_err(|e| format!("{}: {e}", opts.source.display()))?;
+    let log = denylog::DenyLog::new(cfg.log_socket.clone(), cfg.log_rate, cfg.mode);
+    let stats = Arc::new(stats::Stats::default());
+    let mode = cfg.mode;
+    let settings = fs::Settings {
+        mode: opts.mode,
+        rw: opts.rw,
+        tenant_depth: opts.tenant_depth,
+        owner: opts.owner,
+        entry_ttl: opts.entry_ttl,
+        attr_ttl: opts.attr_ttl,
+        source_abs: if source_abs == b"/" {
+            Vec::new()
+        } else {
+            source_abs.clone()
+        },
+        prefixes: vec![source_abs.clone(), mount_abs.clone()],
+    };
+    let guard = fs::GuardFs::new(Policy::new(cfg), settings, root_fd, log, stats.clone())?;
+    let nodes = guard.nodes();
+
+    let fsname: String = String::from_utf8_lossy(&source_abs)
+        .chars()
+        .map(|c| if c == ',' || c.is_whitespace() { '_' } else { c })
+        .collect();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("toctou-guard-fs".into()),
+        // The kernel checks mode bits: with no OPEN the daemon never sees the caller's open.
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        // Reads go to SOURCE with O_NOATIME; no atime bookkeeping on the FUSE inodes either.
+        MountOption::NoAtime,
+        if opts.rw { MountOption::RW } else { MountOption::RO },
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = opts.threads > 1;
+
+    // Signals are taken synchronously by this thread; every other thread blocks them.
+    let mut sigs = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(|e| format!("sigprocmask: {e}"))?;
+
+    let mut session = fuser::Session::new(guard, &opts.mountpoint, &config)
+        .map_err(|e| format!("mount {}: {e}", opts.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    spawn_fd_valve(nodes, session.notifier(), nofile);
+    let main_pid = nix::unistd::getpid();
+    let runner = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            // Wake the main thread: the session ended (unmounted from outside, or error).
+            let _ = nix::sys::signal::kill(main_pid, Signal::SIGUSR2);
+            r
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+
+    eprintln!(
+        "toctou-guard-fs: serving {} at {} ({} mode, {}, tenant {}, policy {}, {} threads, fd limit {})",
+        opts.source.display(),
+        opts.mountpoint.display(),
+        opts.mode.as_str(),
+        if opts.rw { "rw" } else { "ro" },
+        match opts.owner {
+            Some(u) => format!("owner uid {u}"),
+            None => format!("depth {}", opts.tenant_depth),
+        },
+        mode.as_str(),
+        opts.threads,
+        nofile
+    );
+    if let Some(w) = ready_pipe {
+        let ok = is_fuse_mounted(&mount_abs);
+        let _ = nix::unistd::write(&w, if ok { b"1" } else { b"" });
+    }
+
+    let session_ended = loop {
+        match sigs.wait() {
+            Ok(Signal::SIGUSR1) => write_stats(&stats, opts.stats.as_ref()),
+            Ok(Signal::SIGUSR2) => break true,
+            Ok(Signal::SIGHUP) => {}
+            Ok(_) => break false,
+            Err(e) => return Err(format!("sigwait: {e}")),
+        }
+    };
+    if opts.stats.is_some() {
+        write_stats(&stats, opts.stats.as_ref());
+    }
+    if !session_ended {
+        // Clean unmount; if busy (a process still has its cwd there), detach it: the
+        // mount then disappears for everyone, and dies with us.
+        if let Err(e) = unmounter.unmount() {
+            eprintln!("toctou-guard-fs: unmount: {e}; detaching");
+            let _ = nix::mount::umount2(&opts.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !runner.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !runner.is_finished() {
+            // Still referenced after a detach: exiting closes /dev/fuse, which fails
+            // every remaining user with ENOTCONN (never the raw files).
+            return Ok(());
+        }
+    }
+    match runner.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("session: {e}")),
+        Err(_) => Err("session thread panicked".into()),
+    }
+}

@@ -1,0 +1,224 @@
+//! Following a symlink found in SOURCE, ourselves, one component at a time.
+//!
+//! The kernel is never shown a symlink: a link is resolved here, relative to the directory
+//! it sits in (its path below SOURCE), every component opened with `O_NOFOLLOW` from the
+//! previous one's held fd, nested links spliced in (at most [`MAX_HOPS`]), `..` popped off
+//! the stack of held directories. Nothing outside SOURCE can be reached: `..` above SOURCE
+//! and absolute targets not under SOURCE (or the mount point, which shows the same tree)
+//! are refused. The caller then judges the final object by the tenant of the directory the
+//! link sits in, exactly as if it had been found there.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::sys::stat::FileStat;
+
+use crate::syscalls;
+
+pub const MAX_HOPS: u32 = 40;
+
+/// The result of following a link.
+pub enum Followed {
+    Object(OwnedFd, FileStat),
+    /// The link leads outside SOURCE.
+    Escapes,
+}
+
+pub fn is_symlink(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Where a link target starts: `Some(rest)` relative to SOURCE's root for an absolute
+/// target under one of `prefixes`, `None` for an absolute target elsewhere.
+fn strip_prefix<'a>(target: &'a [u8], prefixes: &[Vec<u8>]) -> Option<&'a [u8]> {
+    prefixes.iter().find_map(|p| {
+        let rest = target.strip_prefix(p.as_slice())?;
+        (rest.is_empty() || rest[0] == b'/' || p.as_slice() == b"/").then_some(rest)
+    })
+}
+
+fn components(p: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
+}
+
+/// Follow the link whose target is `target`, sitting in the directory `dir_path`
+/// (path below SOURCE). `root` is SOURCE's held fd; `prefixes` are the absolute paths
+/// that name SOURCE's root (SOURCE itself and the mount point).
+pub fn follow(
+    root: BorrowedFd<'_>,
+    prefixes: &[Vec<u8>],
+    dir_path: &[u8],
+    target: &[u8],
+) -> Result<Followed, Errno> {
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    let rel = if target.first() == Some(&b'/') {
+        match strip_prefix(target, prefixes) {
+            Some(rest) => rest,
+            None => return Ok(Followed::Escapes),
+        }
+    } else {
+        pending.extend(components(dir_path).map(<[u8]>::to_vec));
+        target
+    };
+    pending.extend(components(rel).map(<[u8]>::to_vec));
+
+    let mut stack: Vec<(OwnedFd, FileStat)> = Vec::new();
+    let mut hops = 1;
+    while let Some(c) = pending.pop_front() {
+        if c == b".." {
+            if stack.pop().is_none() {
+                return Ok(Followed::Escapes);
+            }
+            continue;
+        }
+        let fd = match stack.last() {
+            Some((_, st)) if !is_dir(st) => return Err(Errno::ENOTDIR),
+            Some((dir, _)) => syscalls::open_child(dir, OsStr::from_bytes(&c))?,
+            None => syscalls::open_child(root, OsStr::from_bytes(&c))?,
+        };
+        let st = syscalls::fstat(&fd)?;
+        if is_symlink(&st) {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(Errno::ELOOP);
+            }
+            let t = syscalls::readlink_fd(&fd)?;
+            let rest = if t.first() == Some(&b'/') {
+                match strip_prefix(&t, prefixes) {
+                    Some(rest) => {
+                        stack.clear();
+                        rest
+                    }
+                    None => return Ok(Followed::Escapes),
+                }
+            } else {
+                &t[..]
+            };
+            for comp in components(rest).rev() {
+                pending.push_front(comp.to_vec());
+            }
+            continue;
+        }
+        stack.push((fd, st));
+    }
+    match stack.pop() {
+        Some((fd, st)) => Ok(Followed::Object(fd, st)),
+        None => {
+            let fd = root.try_clone_to_owned().map_err(|_| Errno::EMFILE)?;
+            let st = syscalls::fstat(fd.as_fd())?;
+            Ok(Followed::Object(fd, st))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    /// SOURCE with alice/pub/{f, sub/g}, bob/secret and links; removed on drop.
+    struct Src(PathBuf);
+    impl Drop for Src {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn src() -> (Src, OwnedFd) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("tg-resolve-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("alice/pub/sub")).unwrap();
+        std::fs::create_dir_all(d.join("bob")).unwrap();
+        std::fs::write(d.join("alice/pub/f"), b"f").unwrap();
+        std::fs::write(d.join("alice/pub/sub/g"), b"g").unwrap();
+        std::fs::write(d.join("bob/secret"), b"s").unwrap();
+        symlink("sub", d.join("alice/pub/s")).unwrap();
+        symlink("s/../f", d.join("alice/pub/chain")).unwrap();
+        symlink("loop2", d.join("alice/pub/loop1")).unwrap();
+        symlink("loop1", d.join("alice/pub/loop2")).unwrap();
+        let fd = syscalls::open_source(&d).unwrap();
+        (Src(d), fd)
+    }
+
+    fn ino_of(p: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    fn follow_to(s: &Src, fd: &OwnedFd, dir: &str, target: &str) -> Result<Option<u64>, Errno> {
+        let prefixes = vec![s.0.as_os_str().as_bytes().to_vec(), b"/mnt/guarded".to_vec()];
+        Ok(
+            match follow(fd.as_fd(), &prefixes, dir.as_bytes(), target.as_bytes())? {
+                Followed::Object(_, st) => Some(st.st_ino),
+                Followed::Escapes => None,
+            },
+        )
+    }
+
+    #[test]
+    fn follows_inside_source() {
+        let (s, fd) = src();
+        let f = ino_of(&s.0.join("alice/pub/f"));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "f"), Ok(Some(f)));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "./sub/../f"), Ok(Some(f)));
+        assert_eq!(
+            follow_to(&s, &fd, "/alice/pub", "chain"),
+            Ok(Some(f)),
+            "nested links"
+        );
+        assert_eq!(
+            follow_to(&s, &fd, "/alice/pub/s", "../f"),
+            Ok(Some(f)),
+            "dir via link"
+        );
+        let abs = format!("{}/alice/pub/f", s.0.display());
+        assert_eq!(
+            follow_to(&s, &fd, "/alice/pub", &abs),
+            Ok(Some(f)),
+            "absolute under SOURCE"
+        );
+        assert_eq!(
+            follow_to(&s, &fd, "/alice/pub", "/mnt/guarded/alice/pub/f"),
+            Ok(Some(f))
+        );
+        // Another tenant's file is reached (and then judged by the caller, not here).
+        let secret = ino_of(&s.0.join("bob/secret"));
+        assert_eq!(
+            follow_to(&s, &fd, "/alice/pub", "../../bob/secret"),
+            Ok(Some(secret))
+        );
+    }
+
+    #[test]
+    fn never_leaves_source() {
+        let (s, fd) = src();
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "../../../etc/passwd"), Ok(None));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "/etc/passwd"), Ok(None));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "/mnt/guardedx/a"), Ok(None));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "loop1"), Err(Errno::ELOOP));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "f/x"), Err(Errno::ENOTDIR));
+        assert_eq!(follow_to(&s, &fd, "/alice/pub", "missing"), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = vec![b"/srv/www".to_vec(), b"/var/www".to_vec()];
+        assert_eq!(strip_prefix(b"/srv/www/alice/x", &p), Some(&b"/alice/x"[..]));
+        assert_eq!(strip_prefix(b"/srv/www", &p), Some(&b""[..]));
+        assert_eq!(strip_prefix(b"/srv/wwwx/a", &p), None);
+        assert_eq!(strip_prefix(b"/etc/passwd", &p), None);
+        assert_eq!(strip_prefix(b"/var/www/bob", &p), Some(&b"/bob"[..]));
+    }
+}

@@ -1,0 +1,303 @@
+//! Every system call the daemon makes on SOURCE, one wrapper each.
+//!
+//! The short names are the safe ones: [`open_child`] never follows a symlink and never
+//! leaves the directory it is given (one component, `O_NOFOLLOW`, names with `/` refused).
+//! Following a link is done by `resolve.rs`, one hop at a time, on top of these.
+//! This is the only module allowed to contain `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode};
+
+/// Is `name` one plain directory entry name (not empty, `.`, `..`, no `/`, no NUL)?
+pub fn is_plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Open one entry of `dir` as an `O_PATH` handle, never following a symlink: a symlink
+/// gives a handle on the link itself. The handle pins the object (its inode cannot be
+/// reused while it is held) and is what every later decision and read is made on.
+pub fn open_child(dir: impl AsFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Open the operator-given SOURCE directory (the operator's path may contain symlinks;
+/// nothing below it is ever opened by path again).
+pub fn open_source(path: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+pub fn fstat(fd: impl AsFd) -> Result<FileStat, Errno> {
+    nix::sys::stat::fstat(fd)
+}
+
+/// The target of the symlink `fd` (an `O_PATH|O_NOFOLLOW` handle on the link itself).
+pub fn readlink_fd(fd: impl AsFd) -> Result<Vec<u8>, Errno> {
+    nix::fcntl::readlinkat(fd, "").map(|s| s.as_bytes().to_vec())
+}
+
+/// The magic link naming the object behind `fd`.
+fn proc_fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Open the very object `fd` holds with real access `flags` (`O_RDONLY`, `O_RDWR`).
+/// Goes through `/proc/self/fd/N`, which names the held inode, not a path that could be
+/// swapped: the result is the object that was checked.
+pub fn reopen(fd: &OwnedFd, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let flags = flags & (OFlag::O_ACCMODE | OFlag::O_APPEND | OFlag::O_NOATIME);
+    nix::fcntl::open(
+        proc_fd_path(fd).as_str(),
+        flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .or_else(|e| {
+        // O_NOATIME is refused for files we do not own when not root.
+        if e == Errno::EPERM && flags.contains(OFlag::O_NOATIME) {
+            reopen(fd, flags - OFlag::O_NOATIME)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// Open the directory `fd` holds for reading its entries.
+pub fn open_dir_for_read(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+pub fn pread(fd: impl AsFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    nix::sys::uio::pread(fd, buf, off)
+}
+
+pub fn pwrite(fd: impl AsFd, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+    let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    nix::sys::uio::pwrite(fd, buf, off)
+}
+
+/// Fill `buf` with `linux_dirent64` records starting at directory offset `offset`.
+/// Returns the number of bytes filled (0 at the end).
+pub fn getdents(dir: &OwnedFd, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    nix::unistd::lseek(dir, off, nix::unistd::Whence::SeekSet)?;
+    // SAFETY: `dir` is an open directory fd for the duration of the call; `buf` is a valid,
+    // writable region of `buf.len()` bytes that the kernel fills with at most that many bytes.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// One parsed `linux_dirent64` record.
+pub struct RawDirent<'a> {
+    pub ino: u64,
+    pub next_off: u64,
+    pub d_type: u8,
+    pub name: &'a [u8],
+}
+
+/// Parse the records `getdents` wrote into `buf[..len]` (no `unsafe`: plain byte decoding).
+pub fn parse_dirents(buf: &[u8]) -> impl Iterator<Item = RawDirent<'_>> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let rec = buf.get(pos..pos + 19)?;
+        let ino = u64::from_ne_bytes(rec[0..8].try_into().ok()?);
+        let next_off = i64::from_ne_bytes(rec[8..16].try_into().ok()?) as u64;
+        let reclen = u16::from_ne_bytes(rec[16..18].try_into().ok()?) as usize;
+        let d_type = rec[18];
+        let name_area = buf.get(pos + 19..pos + reclen)?;
+        let name_len = name_area.iter().position(|&b| b == 0).unwrap_or(name_area.len());
+        if reclen == 0 {
+            return None;
+        }
+        pos += reclen;
+        Some(RawDirent {
+            ino,
+            next_off,
+            d_type,
+            name: &name_area[..name_len],
+        })
+    })
+}
+
+pub fn fchmod_held(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        proc_fd_path(fd).as_str(),
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+}
+
+pub fn fchown_held(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    nix::unistd::fchownat(
+        fd,
+        "",
+        uid.map(nix::unistd::Uid::from_raw),
+        gid.map(nix::unistd::Gid::from_raw),
+        AtFlags::AT_EMPTY_PATH,
+    )
+}
+
+pub fn truncate_held(fd: &OwnedFd, size: u64) -> Result<(), Errno> {
+    let size = i64::try_from(size).map_err(|_| Errno::EINVAL)?;
+    nix::unistd::truncate(proc_fd_path(fd).as_str(), size)
+}
+
+pub fn utimens_held(
+    fd: &OwnedFd,
+    atime: &nix::sys::time::TimeSpec,
+    mtime: &nix::sys::time::TimeSpec,
+) -> Result<(), Errno> {
+    nix::sys::stat::utimensat(
+        fd,
+        "",
+        atime,
+        mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .or_else(|e| {
+        if e == Errno::ENOENT || e == Errno::EINVAL {
+            // Older kernels: utimensat(fd, "", AT_EMPTY_PATH) is not available.
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                proc_fd_path(fd).as_str(),
+                atime,
+                mtime,
+                nix::sys::stat::UtimensatFlags::FollowSymlink,
+            )
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// Create a regular file `name` in `dir` (exclusively, never following a symlink).
+pub fn create_child(dir: &OwnedFd, name: &OsStr, flags: OFlag, mode: u32) -> Result<OwnedFd, Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    let acc = flags & (OFlag::O_ACCMODE | OFlag::O_APPEND);
+    nix::fcntl::openat(
+        dir,
+        name,
+        acc | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+}
+
+pub fn mkdir_child(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode))
+}
+
+pub fn unlink_child(dir: &OwnedFd, name: &OsStr, is_dir: bool) -> Result<(), Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    let flag = if is_dir {
+        nix::unistd::UnlinkatFlags::RemoveDir
+    } else {
+        nix::unistd::UnlinkatFlags::NoRemoveDir
+    };
+    nix::unistd::unlinkat(dir, name, flag)
+}
+
+pub fn rename_child(
+    from: &OwnedFd,
+    name: &OsStr,
+    to: &OwnedFd,
+    newname: &OsStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    if !is_plain_name(name.as_bytes()) || !is_plain_name(newname.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    nix::fcntl::renameat2(
+        from,
+        name,
+        to,
+        newname,
+        nix::fcntl::RenameFlags::from_bits_truncate(flags),
+    )
+}
+
+/// Switch this thread's filesystem uid/gid (Linux credentials are per thread for these);
+/// restored when the guard drops. Objects created through the mount belong to the tenant.
+pub struct FsCred {
+    uid: u32,
+    gid: u32,
+}
+
+impl FsCred {
+    pub fn switch(uid: u32, gid: u32) -> FsCred {
+        let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+        FsCred {
+            uid: old_uid.as_raw(),
+            gid: old_gid.as_raw(),
+        }
+    }
+}
+
+impl Drop for FsCred {
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(self.uid));
+        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(self.gid));
+    }
+}
+
+/// Raise the open-file limit to its hard maximum: the daemon holds one fd per known inode.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit struct read by the kernel.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    lim.rlim_cur
+}
+
+/// `fork()` before any thread exists (`--background`). Returns `Some(child pid)` in the
+/// parent, `None` in the child.
+pub fn fork_before_threads() -> Result<Option<i32>, Errno> {
+    // SAFETY: called from `main` before any other thread is started, so the child is a
+    // complete copy of a single-threaded process and may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}

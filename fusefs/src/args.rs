@@ -14,7 +14,7 @@ options:
   --tenant-depth N      tenant directories are N levels below SOURCE (default 1)
   --owner UID           every file must be owned by UID instead (no tenant directories)
   --config FILE         policy configuration: allow_uid, mode enforce|audit, log_socket,
-                        log_rate are used; root/map lines are required by the format but
+                        log_rate are used; root/map lines are optional and
                         ignored (the tenant comes from SOURCE); 'owner euid' is ignored
                         with a warning (a caller-dependent rule cannot be cached)
   --mode noopen|passthrough

@@ -58,7 +58,7 @@ fn load_config(path: &Path) -> Result<Config, String> {
     })
     .map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cfg = Config::parse(&text, path).map_err(|e| e.to_string())?;
+    let cfg = Config::parse_settings(&text, path).map_err(|e| e.to_string())?;
     if cfg.owner == OwnerRule::Euid {
         // The mount decides once per object and tenant and lets the kernel cache it; a rule
         // that depends on the calling process cannot be cached. The tenant rule (or --owner)

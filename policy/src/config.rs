@@ -92,6 +92,16 @@ impl Config {
 
     /// Parse and validate configuration text read from `source`.
     pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
+        Self::parse_inner(text, source, true)
+    }
+
+    /// Parse settings for a guard that gets its trees elsewhere (the FUSE mount: SOURCE and
+    /// `--tenant-depth`): `root`/`map` lines are allowed but not required.
+    pub fn parse_settings(text: &str, source: &Path) -> Result<Config, Error> {
+        Self::parse_inner(text, source, false)
+    }
+
+    fn parse_inner(text: &str, source: &Path, require_roots: bool) -> Result<Config, Error> {
         let mut cfg = Config::empty(source);
         let mut seen_mode = None;
         let mut seen_owner = None;
@@ -229,7 +239,7 @@ impl Config {
         }
         maps.append(&mut roots);
         cfg.roots = maps;
-        if cfg.roots.is_empty() {
+        if cfg.roots.is_empty() && require_roots {
             return Err(Error::new(
                 ErrorKind::Invalid,
                 source,
@@ -344,6 +354,13 @@ mod tests {
         );
         assert!(err_at("mode enforce\nmode audit\n").1.contains("given twice"));
         assert!(err_at("root /a/*\nowner root\n").1.contains("unknown owner rule"));
+    }
+
+    #[test]
+    fn settings_need_no_root() {
+        let c = Config::parse_settings("allow_uid 0\nmode audit\n", Path::new("fs.conf")).unwrap();
+        assert_eq!((c.allow_uids.as_slice(), c.mode), (&[0][..], Mode::Audit));
+        assert!(Config::parse_settings("bogus\n", Path::new("fs.conf")).is_err());
     }
 
     #[test]

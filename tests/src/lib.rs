@@ -1,1 +1,18 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: prerequisites that skip locally but fail in CI,
+//! the workspace's built artifacts (the shim, the FUSE daemon, `toctou-attack`), and a lock
+//! that keeps heavy race tests from measuring each other.
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod harness;
+pub mod prereq;
+
+use std::sync::{Mutex, MutexGuard};
+
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// Hold this while a test races or loads a server: tests of one binary run in parallel,
+/// and on a 2-core machine two races at once slow each other down.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,330 @@
+//! The attacks, one per scenario: what the attacker tenant lays out in its own document
+//! root, which pair of names its swapper exchanges, and which files it asks the server for.
+//!
+//! Every swap is `renameat2(RENAME_EXCHANGE)` of two names in one attacker-owned directory,
+//! done by the attacker's uid (see `swapper.rs`). Files are laid out by root and `lchown`ed
+//! to the attacker, which is what the attacker could do itself.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result, Wrap};
+use crate::tenants::{SECRET_FILE, Tenants, mk_dir, mk_file, mk_symlink, relative};
+
+/// One attack (or the legit lane alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// The requested file flips between the attacker's file and a symlink to the secret.
+    Final,
+    /// An intermediate directory flips with a symlink to the victim's directory.
+    Dir,
+    /// The attacker's document root itself flips with a symlink to the victim's.
+    Docroot,
+    /// A hard link to the victim's secret.
+    Hardlink,
+    /// The requested file flips with a relative symlink `../../../victim/...`.
+    Dotdot,
+    /// The requested file flips with a symlink to a root-owned file.
+    System,
+    /// A path component cycles directory -> symlink to the victim's dir -> regular file.
+    Dirfile,
+    /// An intermediate directory flips with a symlink `../../..` so that the walk leaves the
+    /// attacker's root and ends in the victim's.
+    Escape,
+    /// No attack: both tenants ask for their own files (all clients in the legit lane).
+    Legit,
+    /// PHP only: the attacker's page reads the victim's file by absolute path.
+    Direct,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 10] = [
+        Scenario::Final,
+        Scenario::Dir,
+        Scenario::Docroot,
+        Scenario::Hardlink,
+        Scenario::Dotdot,
+        Scenario::System,
+        Scenario::Dirfile,
+        Scenario::Escape,
+        Scenario::Legit,
+        Scenario::Direct,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Final => "final",
+            Scenario::Dir => "dir",
+            Scenario::Docroot => "docroot",
+            Scenario::Hardlink => "hardlink",
+            Scenario::Dotdot => "dotdot",
+            Scenario::System => "system",
+            Scenario::Dirfile => "dirfile",
+            Scenario::Escape => "escape",
+            Scenario::Legit => "legit",
+            Scenario::Direct => "direct",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// One line for `--help` and the README.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Final => {
+                "the requested file flips (RENAME_EXCHANGE) between the attacker's file and a symlink to the victim's secret"
+            }
+            Scenario::Dir => {
+                "an intermediate directory flips with a symlink to the victim's secret directory"
+            }
+            Scenario::Docroot => {
+                "the attacker's document root flips with a symlink to the victim's document root"
+            }
+            Scenario::Hardlink => {
+                "a hard link to the victim's secret inside the attacker's root (made by root: fs.protected_hardlinks=1 forbids the tenant to)"
+            }
+            Scenario::Dotdot => {
+                "the requested file flips with a relative symlink ../../../victim/public_html/..."
+            }
+            Scenario::System => {
+                "the requested file flips with a symlink to a root-owned file the server can read (config without allow_uid 0)"
+            }
+            Scenario::Dirfile => {
+                "a path component cycles directory -> symlink to the victim's directory -> regular file"
+            }
+            Scenario::Escape => {
+                "an intermediate directory flips with a symlink '../../..', so the walk leaves the attacker's root and ends in the victim's"
+            }
+            Scenario::Legit => {
+                "no attack: both tenants fetch their own files, nested files, their own symlinks and root-owned shared files"
+            }
+            Scenario::Direct => "PHP only: the attacker's page reads the victim's secret by absolute path",
+        }
+    }
+
+    /// True for the attacks that are a race (a bare target must leak in them).
+    pub fn is_race(self) -> bool {
+        !matches!(self, Scenario::Hardlink | Scenario::Legit | Scenario::Direct)
+    }
+
+    /// True when there is an attack lane at all.
+    pub fn is_attack(self) -> bool {
+        self != Scenario::Legit
+    }
+}
+
+/// What the swapper does: exchange each pair twice (there and back), cycling through the
+/// pairs, so that the layout is whole again whenever it stops between units.
+#[derive(Debug, Clone)]
+pub struct SwapPlan {
+    /// The attacker-owned directory holding both names.
+    pub dir: PathBuf,
+    pub pairs: Vec<(String, String)>,
+    /// Swapper threads (1 when several pairs share a name: units must not interleave).
+    pub max_threads: usize,
+}
+
+/// A scenario laid out on disk; removed again on drop.
+#[derive(Debug)]
+pub struct Prepared {
+    pub scenario: Scenario,
+    /// Files the attacker asks for (the lane whose responses are searched for the marker).
+    pub attack: Vec<PathBuf>,
+    /// A response containing any of these is a leak.
+    pub leak_markers: Vec<Vec<u8>>,
+    pub swap: Option<SwapPlan>,
+    /// Whether the guard config may contain `allow_uid 0` (not in `system`).
+    pub allow_root: bool,
+    /// The attacker's document root moves: keep its files out of the legit lane.
+    pub moves_attacker_docroot: bool,
+    pub note: Option<String>,
+    cleanup: Vec<PathBuf>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for p in self.cleanup.drain(..) {
+            match p.symlink_metadata() {
+                Ok(m) if m.is_dir() => {
+                    let _ = fs::remove_dir_all(&p);
+                }
+                Ok(_) => {
+                    let _ = fs::remove_file(&p);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+/// Lay out `scenario` in the attacker's document root.
+pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
+    let a = &t.attacker;
+    let (u, g) = (a.uid, a.gid);
+    let work = a.docroot.join(format!("attack-{}", scenario.name()));
+    let own = |what: &str| format!("attacker's own {what} file\n").into_bytes();
+    let mut p = Prepared {
+        scenario,
+        attack: Vec::new(),
+        leak_markers: vec![t.marker.as_bytes().to_vec(), t.system_marker.clone()],
+        swap: None,
+        allow_root: scenario != Scenario::System,
+        moves_attacker_docroot: false,
+        note: None,
+        cleanup: Vec::new(),
+    };
+    let fresh_work = |p: &mut Prepared| -> Result<()> {
+        if work.symlink_metadata().is_ok() {
+            fs::remove_dir_all(&work).wrap(|| format!("remove stale {}", work.display()))?;
+        }
+        mk_dir(&work, u, g, 0o755)?;
+        p.cleanup.push(work.clone());
+        Ok(())
+    };
+    match scenario {
+        Scenario::Final | Scenario::Dotdot | Scenario::System => {
+            fresh_work(&mut p)?;
+            mk_file(&work.join("page.txt"), &own(scenario.name()), u, g, 0o644)?;
+            let target = match scenario {
+                Scenario::Final => t.secret.clone(),
+                Scenario::Dotdot => relative(&work, &t.secret),
+                _ => t.system_secret.clone(),
+            };
+            mk_symlink(&target, &work.join(".swap"), u, g)?;
+            p.attack.push(work.join("page.txt"));
+            p.swap = Some(SwapPlan {
+                dir: work.clone(),
+                pairs: vec![pair("page.txt", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::Dir => {
+            fresh_work(&mut p)?;
+            mk_dir(&work.join("sub"), u, g, 0o755)?;
+            mk_file(&work.join("sub").join(SECRET_FILE), &own("dir"), u, g, 0o644)?;
+            mk_symlink(&t.secret_dir, &work.join(".swap"), u, g)?;
+            p.attack.push(work.join("sub").join(SECRET_FILE));
+            p.swap = Some(SwapPlan {
+                dir: work.clone(),
+                pairs: vec![pair("sub", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::Dirfile => {
+            fresh_work(&mut p)?;
+            mk_dir(&work.join("sub"), u, g, 0o755)?;
+            mk_file(&work.join("sub").join(SECRET_FILE), &own("dirfile"), u, g, 0o644)?;
+            mk_symlink(&t.secret_dir, &work.join(".swap"), u, g)?;
+            mk_file(&work.join(".file"), &own("dirfile plain"), u, g, 0o644)?;
+            p.attack.push(work.join("sub").join(SECRET_FILE));
+            p.swap = Some(SwapPlan {
+                dir: work.clone(),
+                pairs: vec![pair("sub", ".swap"), pair("sub", ".file")],
+                max_threads: 1,
+            });
+        }
+        Scenario::Escape => {
+            fresh_work(&mut p)?;
+            // `up` is a real directory mirroring the path from the common ancestor down to
+            // the secret, holding the attacker's own file; `.swap` is `../../..` (that
+            // ancestor). Same request, two different walks.
+            let ancestor = crate::tenants::common_ancestor(&work, &t.secret);
+            let rest = t
+                .secret
+                .strip_prefix(&ancestor)
+                .map_err(|_| Error::msg("escape: no common ancestor"))?;
+            let up = work.join("up");
+            mk_dir(&up, u, g, 0o755)?;
+            let mut dir = up.clone();
+            let comps: Vec<_> = rest.components().collect();
+            for (i, c) in comps.iter().enumerate() {
+                dir.push(c);
+                if i + 1 == comps.len() {
+                    mk_file(&dir, &own("escape"), u, g, 0o644)?;
+                } else {
+                    mk_dir(&dir, u, g, 0o755)?;
+                }
+            }
+            mk_symlink(&relative(&work, &ancestor), &work.join(".swap"), u, g)?;
+            p.attack.push(up.join(rest));
+            p.swap = Some(SwapPlan {
+                dir: work.clone(),
+                pairs: vec![pair("up", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::Docroot => {
+            // The attacker's docroot has its own `tg-secret/page.txt`; the swap replaces the
+            // whole docroot with a symlink to the victim's.
+            let name = t
+                .secret_dir
+                .file_name()
+                .ok_or_else(|| Error::msg("secret dir has no name"))?;
+            let mirror = a.docroot.join(name);
+            if mirror.symlink_metadata().is_ok() {
+                fs::remove_dir_all(&mirror).wrap(|| format!("remove stale {}", mirror.display()))?;
+            }
+            mk_dir(&mirror, u, g, 0o755)?;
+            p.cleanup.push(mirror.clone());
+            mk_file(&mirror.join(SECRET_FILE), &own("docroot"), u, g, 0o644)?;
+            let leaf = a
+                .docroot
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let swap = a.home.join(".swap-docroot");
+            if swap.symlink_metadata().is_ok() {
+                fs::remove_file(&swap).wrap(|| format!("remove stale {}", swap.display()))?;
+            }
+            mk_symlink(&t.victim.docroot, &swap, u, g)?;
+            p.cleanup.push(swap);
+            p.attack.push(mirror.join(SECRET_FILE));
+            p.swap = Some(SwapPlan {
+                dir: a.home.clone(),
+                pairs: vec![(leaf, ".swap-docroot".into())],
+                max_threads: 4,
+            });
+            p.moves_attacker_docroot = true;
+        }
+        Scenario::Hardlink => {
+            fresh_work(&mut p)?;
+            let link = work.join(SECRET_FILE);
+            fs::hard_link(&t.secret, &link)
+                .wrap(|| format!("link {} -> {}", link.display(), t.secret.display()))?;
+            let protected = fs::read_to_string("/proc/sys/fs/protected_hardlinks").map(|s| s.trim() == "1");
+            p.note = Some(match protected {
+                Ok(true) => "hard link made by root: fs.protected_hardlinks=1 forbids the tenant".into(),
+                _ => "hard link made by root (fs.protected_hardlinks=0: the tenant could make it itself)"
+                    .into(),
+            });
+            p.attack.push(link);
+        }
+        Scenario::Direct => {
+            p.attack.push(t.secret.clone());
+        }
+        Scenario::Legit => {}
+    }
+    Ok(p)
+}
+
+/// The legit files that stay put during `prepared` (and whether root-owned shared files
+/// may be served).
+pub fn legit_files<'a>(
+    t: &'a Tenants,
+    prepared: &Prepared,
+    attacker_only: bool,
+) -> Vec<&'a crate::tenants::LegitFile> {
+    t.legit
+        .iter()
+        .filter(|l| !(l.attacker && prepared.moves_attacker_docroot))
+        .filter(|l| !l.shared || prepared.allow_root)
+        .filter(|l| !attacker_only || l.attacker)
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! Targets: the servers the harness attacks, behind one trait. Each starts on 127.0.0.1 on
+//! a free port, is ready once it answers HTTP, and stops on drop.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::scenario::Scenario;
+use crate::tenants::Tenants;
+
+/// What stands between the attacker and the victim's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Nothing but the server's own path check: must leak in every race.
+    Bare,
+    /// The LD_PRELOAD shim: must never leak.
+    Shim,
+    /// The FUSE mount: must never leak.
+    Fuse,
+    /// A server's own defence shown for reference (nginx `disable_symlinks if_not_owner`):
+    /// reported, but it decides no exit status.
+    Reference,
+    /// An operator's live server: must never leak.
+    External,
+}
+
+impl Guard {
+    /// Must this target show zero leaks and zero false denials?
+    pub fn must_hold(self) -> bool {
+        matches!(self, Guard::Shim | Guard::Fuse | Guard::External)
+    }
+}
+
+/// Every target the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Naive,
+    NaiveShim,
+    NaiveFuse,
+    Apache,
+    ApacheShim,
+    ApacheFuse,
+    Nginx,
+    NginxShim,
+    NginxFuse,
+    NginxIfNotOwner,
+    Php,
+    PhpShim,
+    External,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 13] = [
+        TargetKind::Naive,
+        TargetKind::NaiveShim,
+        TargetKind::NaiveFuse,
+        TargetKind::Apache,
+        TargetKind::ApacheShim,
+        TargetKind::ApacheFuse,
+        TargetKind::Nginx,
+        TargetKind::NginxShim,
+        TargetKind::NginxFuse,
+        TargetKind::NginxIfNotOwner,
+        TargetKind::Php,
+        TargetKind::PhpShim,
+        TargetKind::External,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Naive => "naive",
+            TargetKind::NaiveShim => "naive+shim",
+            TargetKind::NaiveFuse => "naive+fuse",
+            TargetKind::Apache => "apache",
+            TargetKind::ApacheShim => "apache+shim",
+            TargetKind::ApacheFuse => "apache+fuse",
+            TargetKind::Nginx => "nginx",
+            TargetKind::NginxShim => "nginx+shim",
+            TargetKind::NginxFuse => "nginx+fuse",
+            TargetKind::NginxIfNotOwner => "nginx-if-not-owner",
+            TargetKind::Php => "php",
+            TargetKind::PhpShim => "php+shim",
+            TargetKind::External => "external",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TargetKind> {
+        TargetKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            TargetKind::Naive => {
+                "built-in server: lstat-checks symlink owners on the path (like SymLinksIfOwnerMatch), then opens it"
+            }
+            TargetKind::NaiveShim => "the same server re-executed with LD_PRELOAD=libtoctou_guard.so",
+            TargetKind::NaiveFuse => {
+                "the built-in server serving the tenants through the toctou-guard-fs mount"
+            }
+            TargetKind::Apache => {
+                "apache2 -DFOREGROUND, event MPM, Options SymLinksIfOwnerMatch, User www-data"
+            }
+            TargetKind::ApacheShim => "the same Apache with LD_PRELOAD=libtoctou_guard.so",
+            TargetKind::ApacheFuse => "the same Apache serving the tenants through the toctou-guard-fs mount",
+            TargetKind::Nginx => "nginx, disable_symlinks off, master + 2 workers as www-data",
+            TargetKind::NginxShim => "the same nginx with LD_PRELOAD=libtoctou_guard.so",
+            TargetKind::NginxFuse => "the same nginx serving the tenants through the toctou-guard-fs mount",
+            TargetKind::NginxIfNotOwner => {
+                "nginx with disable_symlinks if_not_owner (nginx's own defence, for reference)"
+            }
+            TargetKind::Php => {
+                "nginx + php-fpm8.2, one pool running as the attacker tenant, a page that reads a file"
+            }
+            TargetKind::PhpShim => "the same with LD_PRELOAD=libtoctou_guard.so in php-fpm and `owner euid`",
+            TargetKind::External => "an operator's live server (--url, --attacker-docroot, --victim-docroot)",
+        }
+    }
+
+    pub fn guard(self) -> Guard {
+        match self {
+            TargetKind::Naive | TargetKind::Apache | TargetKind::Nginx | TargetKind::Php => Guard::Bare,
+            TargetKind::NaiveShim | TargetKind::ApacheShim | TargetKind::NginxShim | TargetKind::PhpShim => {
+                Guard::Shim
+            }
+            TargetKind::NaiveFuse | TargetKind::ApacheFuse | TargetKind::NginxFuse => Guard::Fuse,
+            TargetKind::NginxIfNotOwner => Guard::Reference,
+            TargetKind::External => Guard::External,
+        }
+    }
+
+    pub fn is_php(self) -> bool {
+        matches!(self, TargetKind::Php | TargetKind::PhpShim)
+    }
+
+    /// Does `scenario` apply to this target?
+    pub fn supports(self, scenario: Scenario) -> bool {
+        match self {
+            TargetKind::Php | TargetKind::PhpShim => {
+                matches!(scenario, Scenario::Final | Scenario::Direct | Scenario::Legit)
+            }
+            TargetKind::External => {
+                !matches!(scenario, Scenario::Docroot | Scenario::Escape | Scenario::Direct)
+            }
+            _ => scenario != Scenario::Direct,
+        }
+    }
+}
+
+/// An operator's live server.
+#[derive(Debug, Clone)]
+pub struct ExternalSpec {
+    /// `http://127.0.0.1:8080/~eve` - the URL of the attacker's document root.
+    pub url: String,
+    pub attacker_docroot: PathBuf,
+    pub victim_docroot: PathBuf,
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone, Default)]
+pub struct Tools {
+    /// `toctou-attack` itself (re-executed as the naive server).
+    pub self_exe: PathBuf,
+    pub shim: Option<PathBuf>,
+    pub fs: Option<PathBuf>,
+    pub apache: Option<PathBuf>,
+    pub nginx: Option<PathBuf>,
+    pub php_fpm: Option<PathBuf>,
+    pub external: Option<ExternalSpec>,
+}
+
+fn first_existing(cands: &[&str]) -> Option<PathBuf> {
+    cands.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// The most recently modified of `cands` that exists.
+pub fn newest(cands: &[PathBuf]) -> Option<PathBuf> {
+    cands
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.clone())
+}
+
+impl Tools {
+    /// Find the servers on this machine; the shim and the FUSE daemon default to the files
+    /// next to `self_exe` (`target/release/`, or `target/release/deps/` where `cargo test`
+    /// leaves the shim; the newer wins).
+    pub fn detect(self_exe: &Path, shim: Option<PathBuf>, fs: Option<PathBuf>) -> Tools {
+        let dir = self_exe.parent().unwrap_or(Path::new("."));
+        let near = |name: &str| newest(&[dir.join(name), dir.join("deps").join(name)]);
+        let shim = shim.or_else(|| near("libtoctou_guard.so"));
+        let fs = fs.or_else(|| near("toctou-guard-fs"));
+        Tools {
+            self_exe: self_exe.to_path_buf(),
+            shim: shim.filter(|p| p.is_file()),
+            fs: fs.filter(|p| p.is_file()),
+            apache: first_existing(&["/usr/sbin/apache2", "/usr/sbin/httpd"]),
+            nginx: first_existing(&["/usr/sbin/nginx", "/usr/bin/nginx"]),
+            php_fpm: first_existing(&["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm"]),
+            external: None,
+        }
+    }
+
+    /// Why `kind` cannot run here, if it cannot.
+    pub fn missing(&self, kind: TargetKind) -> Option<String> {
+        let mut why = Vec::new();
+        if crate::sys::geteuid() != 0 {
+            why.push("root".to_string());
+        }
+        let need_shim = kind.guard() == Guard::Shim;
+        let need_fs = kind.guard() == Guard::Fuse;
+        if need_shim && self.shim.is_none() {
+            why.push(
+                "the shim libtoctou_guard.so (cargo build --release -p toctou-guard-shim, or --shim PATH)"
+                    .into(),
+            );
+        }
+        if need_fs {
+            if self.fs.is_none() {
+                why.push("the FUSE daemon toctou-guard-fs (cargo build --release -p toctou-guard-fs, or --fs PATH)".into());
+            }
+            if !Path::new("/dev/fuse").exists() {
+                why.push("/dev/fuse".into());
+            }
+        }
+        match kind {
+            TargetKind::Apache | TargetKind::ApacheShim | TargetKind::ApacheFuse if self.apache.is_none() => {
+                why.push("apache2".into())
+            }
+            TargetKind::Nginx
+            | TargetKind::NginxShim
+            | TargetKind::NginxFuse
+            | TargetKind::NginxIfNotOwner
+                if self.nginx.is_none() =>
+            {
+                why.push("nginx".into())
+            }
+            TargetKind::Php | TargetKind::PhpShim => {
+                if self.nginx.is_none() {
+                    why.push("nginx".into());
+                }
+                if self.php_fpm.is_none() {
+                    why.push("php-fpm8.2".into());
+                }
+            }
+            TargetKind::External if self.external.is_none() => {
+                why.push("--url, --attacker-docroot and --victim-docroot".into())
+            }
+            _ => {}
+        }
+        if why.is_empty() {
+            None
+        } else {
+            Some(format!("needs {}", why.join(", ")))
+        }
+    }
+}
+
+/// What a target is started with.
+pub struct StartEnv<'a> {
+    pub tenants: &'a Tenants,
+    pub tools: &'a Tools,
+    /// The guard configuration (shim targets; the FUSE daemon gets it too).
+    pub guard_config: &'a Path,
+}
+
+/// A running target.
+pub trait Target {
+    fn kind(&self) -> TargetKind;
+    /// Where to send requests.
+    fn addr(&self) -> SocketAddr;
+    /// The URL path asking this target for `file` (a path under the tenants' directories),
+    /// or `None` when this target cannot address it.
+    fn url(&self, file: &Path) -> Option<String>;
+    /// An error if any of its processes died.
+    fn check_alive(&mut self) -> Result<()>;
+    /// PIDs of its main processes (for the report).
+    fn describe(&self) -> String;
+}
+
+/// Start `kind`.
+pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
+    use crate::targets;
+    match kind {
+        TargetKind::Naive | TargetKind::NaiveShim | TargetKind::NaiveFuse => targets::naive::start(kind, env),
+        TargetKind::Apache | TargetKind::ApacheShim | TargetKind::ApacheFuse => {
+            targets::apache::start(kind, env)
+        }
+        TargetKind::Nginx | TargetKind::NginxShim | TargetKind::NginxFuse | TargetKind::NginxIfNotOwner => {
+            targets::nginx::start(kind, env)
+        }
+        TargetKind::Php | TargetKind::PhpShim => targets::php::start(kind, env),
+        TargetKind::External => targets::external::start(env),
+    }
+}

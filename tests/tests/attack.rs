@@ -1,0 +1,184 @@
+//! The attack harness against real targets: bare servers must leak (or the race proves
+//! nothing), guarded ones must not leak and must not refuse a tenant's own files.
+//!
+//! Needs root; Apache/nginx/php-fpm/the shim/the FUSE daemon for the targets that use them.
+//! A missing prerequisite prints `SKIP:` locally and fails when `CI` is set.
+
+use std::time::Duration;
+
+use toctou_attack::report::Verdict;
+use toctou_attack::{Report, RunOptions, Scenario, TargetKind, Tools, run_matrix};
+use toctou_guard_tests::harness::tools_for;
+use toctou_guard_tests::{heavy, prereq};
+
+/// Requests per cell for guarded targets: at least 100,000 per scenario when the machine
+/// keeps up, bounded in time so a slow machine still finishes.
+const GUARDED_REQUESTS: u64 = 100_000;
+const GUARDED_SECONDS: u64 = 20;
+
+fn run(tools: Tools, kinds: &[TargetKind], scenarios: &[Scenario], requests: u64, seconds: u64) -> Report {
+    let _guard = heavy();
+    let mut opts = RunOptions::new(tools);
+    opts.targets = kinds.to_vec();
+    opts.scenarios = scenarios.to_vec();
+    opts.max_requests = requests;
+    opts.max_time = Duration::from_secs(seconds);
+    eprintln!("{}", Report::table_header());
+    let report = run_matrix(&opts, |c| eprintln!("{}", Report::table_row(c))).expect("run the attack");
+    for c in &report.cells {
+        assert!(
+            c.error.is_none(),
+            "{} {}: {}",
+            c.target.name(),
+            c.scenario.name(),
+            c.error.as_deref().unwrap_or("")
+        );
+    }
+    report
+}
+
+fn assert_bare_leaks(kind: TargetKind) {
+    let scenarios = [Scenario::Final, Scenario::Dir];
+    let Some(tools) = tools_for(&[kind]) else { return };
+    let report = run(tools.clone(), &[kind], &scenarios, 60_000, 10);
+    for s in scenarios {
+        let mut c = report.cell(kind, s).expect("cell ran").clone();
+        if c.load.leaks == 0 {
+            // A loaded machine can starve the race; one longer try before concluding.
+            eprintln!(
+                "{} {}: no leak yet, trying once more with a larger budget",
+                kind.name(),
+                s.name()
+            );
+            let again = run(tools.clone(), &[kind], &[s], 200_000, 30);
+            c = again.cell(kind, s).expect("cell ran").clone();
+        }
+        assert!(
+            c.swaps > 0,
+            "{} {}: the swapper never swapped",
+            kind.name(),
+            s.name()
+        );
+        assert!(
+            c.load.leaks > 0,
+            "{} {}: no leak in {} requests - the race is not hard enough to prove anything",
+            kind.name(),
+            s.name(),
+            c.load.requests()
+        );
+        assert_eq!(
+            c.load.false_denials,
+            0,
+            "{} {}: {:?}",
+            kind.name(),
+            s.name(),
+            c.load.first_false_denial
+        );
+    }
+}
+
+fn all_scenarios(kind: TargetKind) -> Vec<Scenario> {
+    Scenario::ALL.into_iter().filter(|s| kind.supports(*s)).collect()
+}
+
+fn assert_guarded_holds(kind: TargetKind) {
+    let Some(tools) = tools_for(&[kind]) else { return };
+    let scenarios = all_scenarios(kind);
+    let report = run(tools, &[kind], &scenarios, GUARDED_REQUESTS, GUARDED_SECONDS);
+    let (requests, leaks, false_denials) = report.totals(kind);
+    for s in &scenarios {
+        let c = report.cell(kind, *s).expect("cell ran");
+        assert_eq!(
+            c.verdict(),
+            Verdict::Ok,
+            "{} {}: {}",
+            kind.name(),
+            s.name(),
+            Report::table_row(c)
+        );
+        if c.swaps == 0 && s.is_race() {
+            panic!("{} {}: the swapper never swapped", kind.name(), s.name());
+        }
+    }
+    assert_eq!(leaks, 0, "{}: leaked", kind.name());
+    assert_eq!(false_denials, 0, "{}: refused tenants' own files", kind.name());
+    assert!(requests >= 100_000, "{}: only {requests} requests", kind.name());
+}
+
+#[test]
+fn bare_naive_server_leaks_in_final_and_dir() {
+    assert_bare_leaks(TargetKind::Naive);
+}
+
+#[test]
+fn bare_apache_symlinks_if_owner_match_leaks_in_final_and_dir() {
+    assert_bare_leaks(TargetKind::Apache);
+}
+
+#[test]
+fn naive_server_with_shim_never_leaks_in_any_scenario() {
+    assert_guarded_holds(TargetKind::NaiveShim);
+}
+
+#[test]
+fn apache_with_shim_never_leaks_in_any_scenario() {
+    assert_guarded_holds(TargetKind::ApacheShim);
+}
+
+#[test]
+fn nginx_with_shim_never_leaks_in_any_scenario() {
+    assert_guarded_holds(TargetKind::NginxShim);
+}
+
+#[test]
+fn php_fpm_pool_with_shim_never_leaks() {
+    assert_guarded_holds(TargetKind::PhpShim);
+}
+
+#[test]
+fn naive_server_through_fuse_never_leaks_in_any_scenario() {
+    if prereq::fuse() {
+        assert_guarded_holds(TargetKind::NaiveFuse);
+    }
+}
+
+#[test]
+fn nginx_through_fuse_never_leaks_in_any_scenario() {
+    if prereq::fuse() {
+        assert_guarded_holds(TargetKind::NginxFuse);
+    }
+}
+
+#[test]
+fn apache_through_fuse_never_leaks_in_any_scenario() {
+    if prereq::fuse() {
+        assert_guarded_holds(TargetKind::ApacheFuse);
+    }
+}
+
+/// `mode audit` logs what it would deny and lets it through: the race leaks, and the log
+/// says `action=audit`. (Shows the enforce results above are the shim's doing.)
+#[test]
+fn shim_in_audit_mode_logs_but_lets_the_race_through() {
+    let kind = TargetKind::NaiveShim;
+    let Some(tools) = tools_for(&[kind]) else { return };
+    let _guard = heavy();
+    let mut opts = RunOptions::new(tools);
+    opts.targets = vec![kind];
+    opts.scenarios = vec![Scenario::Final, Scenario::Hardlink];
+    opts.max_requests = 40_000;
+    opts.max_time = Duration::from_secs(10);
+    opts.audit = true;
+    let report = run_matrix(&opts, |c| eprintln!("{}", Report::table_row(c))).expect("run");
+    let c = report.cell(kind, Scenario::Hardlink).expect("hardlink cell");
+    assert!(c.error.is_none(), "{:?}", c.error);
+    assert!(c.load.leaks > 0, "audit mode refused the hard link");
+    assert!(c.log_lines > 0, "audit mode logged nothing");
+    assert!(
+        c.log_sample
+            .iter()
+            .any(|l| l.contains("action=audit") && l.contains("reason=owner-mismatch")),
+        "no audit line: {:?}",
+        c.log_sample
+    );
+}

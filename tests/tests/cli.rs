@@ -6,19 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn cli() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()?
-        .join("release/toctou-guard");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let what = format!(
-        "{} (run `cargo build --release --workspace` first)",
-        bin.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "missing in CI: {what}");
-    eprintln!("SKIP: missing {what}");
-    None
+    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
+    toctou_guard_tests::prereq::require(bin.is_some(), "toctou-guard (cargo build --release --workspace)")
+        .then_some(bin?)
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -18,75 +18,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use toctou_guard_tests::{artifacts, prereq};
+
 const ALICE: u32 = 43001; // the attacker tenant
 const BOB: u32 = 43002; // the victim tenant
 const SERVER: u32 = 43003; // the web server's uid
 
 const VICTIM: &[u8] = b"BOB-SECRET-wp-config-DB_PASSWORD=hunter2\n";
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// The daemon binary: the workspace's release build, or one built here (a nested
-/// `cargo build` into the shared target dir would wait on `cargo test`'s own lock).
-fn daemon() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_daemon).clone()
-}
-
-fn build_daemon() -> PathBuf {
-    let release = target_dir().join("release/toctou-guard-fs");
-    if release.exists() {
-        return release;
-    }
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fs-build");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let st = Command::new(cargo)
-        .current_dir(&ws)
-        .args(["build", "--release", "-p", "toctou-guard-fs", "--target-dir"])
-        .arg(&scratch)
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "cargo build -p toctou-guard-fs failed");
-    scratch.join("release/toctou-guard-fs")
-}
-
-/// Root and /dev/fuse, or a reason to skip (a failure in CI).
+/// Root, /dev/fuse and the daemon, or a reason to skip (a failure in CI).
 fn prerequisites() -> Option<PathBuf> {
-    let missing = if !is_root() {
-        Some("root (tests own files as tenants and mount FUSE)")
-    } else if fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_err()
-    {
-        Some("a usable /dev/fuse")
-    } else {
-        None
-    };
-    match missing {
-        None => Some(daemon()),
-        Some(what) if std::env::var_os("CI").is_some() => panic!("missing in CI: {what}"),
-        Some(what) => {
-            eprintln!("SKIP: missing {what}");
-            None
-        }
+    if !prereq::root() || !prereq::fuse() {
+        return None;
     }
+    let daemon = artifacts::fs_daemon();
+    prereq::require(
+        daemon.is_some(),
+        "toctou-guard-fs (cargo build --release --workspace)",
+    )
+    .then_some(daemon?)
 }
 
 fn is_fuse_mount(mnt: &Path) -> bool {

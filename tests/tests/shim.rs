@@ -11,47 +11,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use toctou_guard_tests::{artifacts, prereq};
+
 const ALICE: u32 = 42001; // the attacker tenant
 const BOB: u32 = 42002; // the victim tenant
 const SERVER: u32 = 42003; // the web server's uid
 
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// Root, the built shim and a C compiler, or a reason to skip (a failure in CI).
+/// Root and the built shim, or a reason to skip (a failure in CI).
 fn prerequisites() -> Option<PathBuf> {
-    let so = target_dir().join("release/libtoctou_guard.so");
-    let missing = if !is_root() {
-        Some("root (tests own files as tenants and drop to a server uid)".to_string())
-    } else if !so.exists() {
-        Some(format!(
-            "{} (run `cargo build --release --workspace` first)",
-            so.display()
-        ))
-    } else {
-        None
-    };
-    match missing {
-        None => Some(so),
-        Some(what) if std::env::var_os("CI").is_some() => panic!("missing in CI: {what}"),
-        Some(what) => {
-            eprintln!("SKIP: missing {what}");
-            None
-        }
+    if !prereq::root() {
+        return None;
     }
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    let so = artifacts::shim();
+    prereq::require(
+        so.is_some(),
+        "libtoctou_guard.so (cargo build --release --workspace)",
+    )
+    .then_some(so?)
 }
 
 /// Compile a helper from tests/c once per test binary.

@@ -65,6 +65,27 @@ pub enum Target {
     Deny(DenyReason),
 }
 
+/// Absolute, shorter than `PATH_MAX`, no empty, `.` or `..` component, no trailing `/`.
+#[inline]
+fn is_clean(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') || path.len() >= crate::path::PATH_MAX {
+        return false;
+    }
+    if path.len() == 1 {
+        return true;
+    }
+    let mut i = 0;
+    while let Some(off) = path[i..].iter().position(|&b| b == b'/') {
+        let c = &path[i + off + 1..];
+        let next = c.iter().position(|&b| b == b'/').unwrap_or(c.len());
+        if matches!(&c[..next], b"" | b"." | b"..") {
+            return false;
+        }
+        i += off + 1;
+    }
+    true
+}
+
 /// The answer for one opened file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -123,6 +144,49 @@ impl Policy {
         }
     }
 
+    /// The fast path: an absolute path that is already clean (no `//`, `.` or `..`
+    /// component, no trailing `/`) is matched in place, with no copy: one scan for
+    /// cleanliness, then a few byte comparisons per root. `None` means "not clean: use
+    /// [`Self::classify`]". Tenant lengths index into `path` itself.
+    #[inline]
+    pub fn classify_clean(&self, path: &[u8]) -> Option<Target> {
+        if !is_clean(path) {
+            return None;
+        }
+        // The first root a walk would enter is the shallowest match (maps first at a tie).
+        let mut best: Option<(usize, usize, usize)> = None; // (depth, root, tenant_len)
+        for (i, r) in self.config.roots.iter().enumerate() {
+            if let Some(tenant_len) = r.pattern.match_clean(path)
+                && best.is_none_or(|(d, _, _)| r.pattern.depth() < d)
+            {
+                best = Some((r.pattern.depth(), i, tenant_len));
+            }
+        }
+        Some(match best {
+            None => Target::Outside,
+            Some((_, root, tenant_len)) => self.target_for(Some(root), |_| tenant_len),
+        })
+    }
+
+    fn target_for(&self, root: Option<usize>, tenant_len: impl FnOnce(usize) -> usize) -> Target {
+        match root {
+            None => Target::Outside,
+            Some(root) => {
+                let entry = &self.config.roots[root];
+                let expected = match (entry.fixed_uid, self.config.owner) {
+                    (Some(uid), _) => Expected::Uid(uid),
+                    (None, OwnerRule::Euid) => Expected::Euid,
+                    (None, OwnerRule::Tenant) => Expected::TenantOwner,
+                };
+                Target::Guarded {
+                    root,
+                    tenant_len: tenant_len(entry.pattern.tenant_depth()),
+                    expected,
+                }
+            }
+        }
+    }
+
     fn walk(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Result<Target, TooLong> {
         out.clear();
         let relative = path.first() != Some(&b'/');
@@ -147,22 +211,9 @@ impl Policy {
                     .map(|i| (i, self.config.roots[i].pattern.tenant_depth()));
             }
         }
-        Ok(match entered {
-            None => Target::Outside,
-            Some((root, tenant_depth)) => {
-                let entry = &self.config.roots[root];
-                let expected = match (entry.fixed_uid, self.config.owner) {
-                    (Some(uid), _) => Expected::Uid(uid),
-                    (None, OwnerRule::Euid) => Expected::Euid,
-                    (None, OwnerRule::Tenant) => Expected::TenantOwner,
-                };
-                Target::Guarded {
-                    root,
-                    tenant_len: out.prefix_len(tenant_depth),
-                    expected,
-                }
-            }
-        })
+        Ok(self.target_for(entered.map(|(i, _)| i), |tenant_depth| {
+            out.prefix_len(tenant_depth)
+        }))
     }
 
     /// Index of the first root matching `out` exactly at its current depth.
@@ -297,6 +348,45 @@ mod tests {
         // Entering a root only after `..`: the root it ends in decides.
         let (_, tenant) = classify(&p, None, "/home/alice/../bob/public_html/x");
         assert_eq!(tenant, "/home/bob");
+    }
+
+    #[test]
+    fn clean_fast_path_agrees_with_the_full_walk() {
+        let p = policy("root /home/*/public_html\nmap /srv/shop 1005\nroot /var/www\n");
+        let cases = [
+            "/",
+            "/etc/passwd",
+            "/home",
+            "/home/alice",
+            "/home/alice/public_html",
+            "/home/alice/public_html/a/b.html",
+            "/home/alice/private/x",
+            "/srv/shop",
+            "/srv/shop/x/y",
+            "/srv/shopping",
+            "/var/www",
+            "/var/www/index.html",
+            "/var/wwwx/a",
+        ];
+        for c in cases {
+            let fast = p
+                .classify_clean(c.as_bytes())
+                .unwrap_or_else(|| panic!("{c} is clean"));
+            assert_eq!(fast, classify(&p, None, c).0, "{c}");
+        }
+        for unclean in [
+            "/home//alice",
+            "/home/./a",
+            "/home/a/..",
+            "/home/a/",
+            "relative",
+            "/a/../b",
+        ] {
+            assert_eq!(p.classify_clean(unclean.as_bytes()), None, "{unclean}");
+        }
+        let p = policy("root /\nowner euid\n");
+        assert_eq!(p.classify_clean(b"/etc/x"), Some(classify(&p, None, "/etc/x").0));
+        assert_eq!(p.classify_clean(b"/"), Some(classify(&p, None, "/").0));
     }
 
     #[test]

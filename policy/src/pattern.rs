@@ -10,12 +10,25 @@ enum Component {
 }
 
 /// A parsed `root` (or `map`) path: absolute, whole components, at most one `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RootPattern {
     text: String,
     components: Vec<Component>,
     star: Option<usize>,
+    /// Normalised text before the tenant component, with its trailing `/`
+    /// (`/home/` for `/home/*/public_html`; the whole root for a root without `*`).
+    lit_prefix: Vec<u8>,
+    /// Normalised text after the tenant component (`/public_html`; empty if none).
+    lit_suffix: Vec<u8>,
 }
+
+impl PartialEq for RootPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.components == other.components
+    }
+}
+
+impl Eq for RootPattern {}
 
 impl RootPattern {
     /// Parse a pattern; the error is a message for the operator (the caller adds file:line).
@@ -50,13 +63,31 @@ impl RootPattern {
                 c => components.push(Component::Literal(c.as_bytes().to_vec())),
             }
         }
-        if components.is_empty() && allow_star {
-            // `root /` would guard every file of the system; allow it but only explicitly.
-        }
+        let join = |comps: &[Component]| {
+            let mut out = Vec::new();
+            for c in comps {
+                out.push(b'/');
+                if let Component::Literal(l) = c {
+                    out.extend_from_slice(l);
+                }
+            }
+            out
+        };
+        let (lit_prefix, lit_suffix) = match star {
+            Some(i) => {
+                let mut prefix = join(&components[..i]);
+                prefix.push(b'/');
+                (prefix, join(&components[i + 1..]))
+            }
+            None if components.is_empty() => (b"/".to_vec(), Vec::new()),
+            None => (join(&components), Vec::new()),
+        };
         Ok(RootPattern {
             text: text.to_string(),
             components,
             star,
+            lit_prefix,
+            lit_suffix,
         })
     }
 
@@ -78,6 +109,24 @@ impl RootPattern {
     /// Depth of the tenant directory: the `*` component, or the whole root when it has none.
     pub fn tenant_depth(&self) -> usize {
         self.star.map_or(self.components.len(), |i| i + 1)
+    }
+
+    /// Is the clean absolute `path` (see `Policy::classify_clean`) under this root? Returns
+    /// the byte length of its tenant directory. Plain byte comparisons: the hot path.
+    #[inline]
+    pub fn match_clean(&self, path: &[u8]) -> Option<usize> {
+        let rest = path.strip_prefix(self.lit_prefix.as_slice())?;
+        let under = |rest: &[u8]| rest.is_empty() || rest[0] == b'/';
+        if self.star.is_none() {
+            // `/` itself matches everything; otherwise the root or something below it.
+            return (self.components.is_empty() || under(rest)).then_some(path.len() - rest.len());
+        }
+        let name_len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+        if name_len == 0 {
+            return None;
+        }
+        let after = rest[name_len..].strip_prefix(self.lit_suffix.as_slice())?;
+        under(after).then_some(self.lit_prefix.len() + name_len)
     }
 
     /// Does `path` (whose depth must equal [`Self::depth`]) match this pattern exactly?
@@ -117,6 +166,27 @@ mod tests {
         let r = RootPattern::parse("/srv/www//site1/", true).unwrap();
         assert_eq!(r.tenant_depth(), 3);
         assert!(r.matches(&p("/srv/www/site1")));
+    }
+
+    #[test]
+    fn match_clean_finds_the_tenant() {
+        let r = RootPattern::parse("/home/*/public_html", true).unwrap();
+        assert_eq!(r.match_clean(b"/home/alice/public_html"), Some(11));
+        assert_eq!(r.match_clean(b"/home/alice/public_html/x/y"), Some(11));
+        assert_eq!(r.match_clean(b"/home/alice/public_htmlx"), None);
+        assert_eq!(r.match_clean(b"/home/alice"), None);
+        assert_eq!(r.match_clean(b"/home/alice/private"), None);
+        assert_eq!(r.match_clean(b"/homex/alice/public_html"), None);
+        let r = RootPattern::parse("/srv/*", true).unwrap();
+        assert_eq!(r.match_clean(b"/srv/a/b"), Some(6));
+        assert_eq!(r.match_clean(b"/srv/a"), Some(6));
+        assert_eq!(r.match_clean(b"/srv"), None);
+        let r = RootPattern::parse("/var/www", true).unwrap();
+        assert_eq!(r.match_clean(b"/var/www/x"), Some(8));
+        assert_eq!(r.match_clean(b"/var/www"), Some(8));
+        assert_eq!(r.match_clean(b"/var/wwwx"), None);
+        let r = RootPattern::parse("/", true).unwrap();
+        assert_eq!(r.match_clean(b"/etc/passwd"), Some(1));
     }
 
     #[test]

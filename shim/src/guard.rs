@@ -56,11 +56,17 @@ fn raw_open(dir: Dir, path: &CStr, flags: OFlags, mode: Mode) -> Result<OwnedFd,
 
 fn guarded(st: &State, dir: Dir, path: &CStr, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
     let bytes = path.to_bytes();
-    let mut scratch = [0u8; PATH_MAX];
+    // Fast path: a clean absolute path (what servers pass) is matched in place, no copy.
+    if bytes.first() == Some(&b'/')
+        && let Some(target) = st.policy.classify_clean(bytes)
+    {
+        return apply(st, target, bytes, dir, path, flags, mode);
+    }
+    let mut base_buf = [0u8; PATH_MAX];
     let base = if bytes.first() == Some(&b'/') {
         None
     } else {
-        match dir_path(dir, &mut scratch) {
+        match dir_path(dir, &mut base_buf) {
             Some(b) => Some(b),
             None => {
                 return refuse_unopened(
@@ -77,29 +83,43 @@ fn guarded(st: &State, dir: Dir, path: &CStr, flags: OFlags, mode: Mode) -> Resu
         }
     };
     let mut norm = ScratchPath::new();
-    let (tenant_len, expected) = match st.policy.classify(base, bytes, &mut norm) {
-        Target::Outside => return raw_open(dir, path, flags, mode),
+    match st.policy.classify(base, bytes, &mut norm) {
         // Log the path as asked: the normalised one stops where the walk was refused.
-        Target::Deny(reason) => return refuse_unopened(st, reason, bytes, b"", dir, path, flags, mode),
+        Target::Deny(reason) => refuse_unopened(st, reason, bytes, b"", dir, path, flags, mode),
+        target => apply(st, target, norm.as_bytes(), dir, path, flags, mode),
+    }
+}
+
+/// Act on a classified path; `normalized` is what tenant lengths index into.
+fn apply(
+    st: &State,
+    target: Target,
+    normalized: &[u8],
+    dir: Dir,
+    path: &CStr,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let (tenant_len, expected) = match target {
+        Target::Outside => return raw_open(dir, path, flags, mode),
+        Target::Deny(reason) => return refuse_unopened(st, reason, normalized, b"", dir, path, flags, mode),
         Target::Guarded {
             tenant_len, expected, ..
         } => (tenant_len, expected),
     };
-    let tenant = &norm.as_bytes()[..tenant_len];
+    let tenant = &normalized[..tenant_len];
     let expected_uid = match expected {
         Expected::Uid(uid) => uid,
         Expected::Euid => rustix::process::geteuid().as_raw(),
-        Expected::TenantOwner => match tenant_owner(st, &norm, tenant_len, &mut scratch) {
+        Expected::TenantOwner => match tenant_owner(st, tenant) {
             Ok(uid) => uid,
-            Err(reason) => {
-                return refuse_unopened(st, reason, norm.as_bytes(), tenant, dir, path, flags, mode);
-            }
+            Err(reason) => return refuse_unopened(st, reason, normalized, tenant, dir, path, flags, mode),
         },
     };
     let check = Check {
         st,
         expected: expected_uid,
-        path: norm.as_bytes(),
+        path: normalized,
         tenant,
     };
     if flags.contains(OFlags::TMPFILE) {
@@ -252,27 +272,31 @@ fn refuse_unopened(
 }
 
 /// The tenant directory's owner: cached, else `lstat` (never following it).
-fn tenant_owner(
-    st: &State,
-    norm: &ScratchPath,
-    tenant_len: usize,
-    buf: &mut [u8; PATH_MAX],
-) -> Result<u32, DenyReason> {
-    let tenant = &norm.as_bytes()[..tenant_len];
+fn tenant_owner(st: &State, tenant: &[u8]) -> Result<u32, DenyReason> {
     let key = st.owners.key(tenant);
     let now = state::now_ms();
     if let Some(uid) = st.owners.get(key, now) {
         return Ok(uid);
     }
-    let c = CStr::from_bytes_with_nul(norm.prefix_with_nul(tenant_len, buf))
-        .map_err(|_| DenyReason::TenantMissing)?;
+    let stat = if tenant.len() < 256 {
+        lstat_dir(tenant, &mut [0u8; 256])
+    } else {
+        lstat_dir(tenant, &mut [0u8; PATH_MAX])
+    }?;
+    st.owners.put(key, stat, now);
+    Ok(stat)
+}
+
+/// `lstat` of a directory named by `name` (copied into `buf` to add the NUL).
+fn lstat_dir(name: &[u8], buf: &mut [u8]) -> Result<u32, DenyReason> {
+    let nul = buf.get_mut(..=name.len()).ok_or(DenyReason::PathTooLong)?;
+    nul[..name.len()].copy_from_slice(name);
+    nul[name.len()] = 0;
+    let c = CStr::from_bytes_with_nul(nul).map_err(|_| DenyReason::TenantMissing)?;
     match rustix::fs::statat(CWD, c, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(s) => match FileType::from_raw_mode(s.st_mode) {
             FileType::Symlink => Err(DenyReason::TenantIsSymlink),
-            FileType::Directory => {
-                st.owners.put(key, s.st_uid, now);
-                Ok(s.st_uid)
-            }
+            FileType::Directory => Ok(s.st_uid),
             _ => Err(DenyReason::TenantMissing),
         },
         Err(_) => Err(DenyReason::TenantMissing),

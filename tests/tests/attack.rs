@@ -165,7 +165,9 @@ fn shim_in_audit_mode_logs_but_lets_the_race_through() {
     let _guard = heavy();
     let mut opts = RunOptions::new(tools);
     opts.targets = vec![kind];
-    opts.scenarios = vec![Scenario::Final, Scenario::Hardlink];
+    // One cell only: the shim's log is rate-limited per second (log_rate 1000 here), so a
+    // cell that starts in the same second as a previous, denial-heavy one may log nothing.
+    opts.scenarios = vec![Scenario::Hardlink];
     opts.max_requests = 40_000;
     opts.max_time = Duration::from_secs(10);
     opts.audit = true;

@@ -252,11 +252,15 @@ impl Config {
 
     /// Is the program named `name` (basename of its executable) to be guarded?
     pub fn guards_program(&self, name: &[u8]) -> bool {
-        self.programs.is_empty()
-            || self.programs.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix.as_bytes()),
-                None => name == p.as_bytes(),
-            })
+        self.programs.is_empty() || self.programs.iter().any(|p| program_matches(p, name))
+    }
+}
+
+/// Does the program `name` match `pattern` (a name, or a prefix ending in `*`)?
+pub fn program_matches(pattern: &str, name: &[u8]) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix.as_bytes()),
+        None => name == pattern.as_bytes(),
     }
 }
 

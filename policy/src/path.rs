@@ -100,19 +100,6 @@ impl PathBuf {
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
     }
-
-    /// Copy the first `len` bytes plus a NUL into `out`, for a system call on that prefix.
-    pub fn prefix_with_nul<'a>(&self, len: usize, out: &'a mut [u8; PATH_MAX]) -> &'a [u8] {
-        let len = len.min(self.len);
-        out[..len].copy_from_slice(&self.buf[..len]);
-        out[len] = 0;
-        &out[..=len]
-    }
-
-    /// Copy the whole path plus a NUL into `out`.
-    pub fn with_nul<'a>(&self, out: &'a mut [u8; PATH_MAX]) -> &'a [u8] {
-        self.prefix_with_nul(self.len, out)
-    }
 }
 
 /// Split a path into its components, skipping empty ones and `.`.
@@ -176,8 +163,7 @@ mod tests {
         assert_eq!(out.depth(), 4);
         assert_eq!(&out.as_bytes()[..out.prefix_len(2)], b"/home/alice");
         assert_eq!(&out.as_bytes()[..out.prefix_len(0)], b"/");
-        let mut nul = [0u8; PATH_MAX];
-        assert_eq!(out.prefix_with_nul(out.prefix_len(1), &mut nul), b"/home\0");
+        assert_eq!(&out.as_bytes()[..out.prefix_len(1)], b"/home");
     }
 
     #[test]

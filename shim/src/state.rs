@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use toctou_policy::config::program_matches;
 use toctou_policy::trust::{self, Meta};
 use toctou_policy::{Config, DEFAULT_CONFIG_PATH, OwnerCache, Policy};
 
@@ -124,10 +125,7 @@ fn load() {
                 LoadError::Missing => format!("{}: cannot read: no such file", path.display()),
                 LoadError::Other(m) => m,
             };
-            let server = SERVER_PROGRAMS.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => program.starts_with(prefix.as_bytes()),
-                None => program == p.as_bytes(),
-            });
+            let server = SERVER_PROGRAMS.iter().any(|p| program_matches(p, program));
             let log = Logger::new(Path::new(toctou_policy::config::DEFAULT_LOG_SOCKET), 1);
             if explicit || server {
                 log.config_error(&format!("{msg}; refusing to start"));

@@ -34,8 +34,15 @@ fn prerequisites() -> Option<PathBuf> {
 fn c_program(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shim-c");
+        // Outside the checkout: the programs run as unprivileged uids, which cannot reach a
+        // checkout under a private (0700) directory.
+        let d = std::env::temp_dir().join(format!("tg-shim-bin-{}", std::process::id()));
         fs::create_dir_all(&d).expect("mkdir");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Copied once, before any test runs a program that loads it.
+        if let Some(shim) = artifacts::shim() {
+            fs::copy(shim, d.join("libtoctou_guard.so")).expect("copy the shim");
+        }
         for (src, extra) in [
             ("hooks", &[][..]),
             ("forkstress", &["-pthread"][..]),
@@ -70,7 +77,9 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str, extra_conf: &str) -> Option<Fixture> {
-        let so = prerequisites()?;
+        prerequisites()?;
+        // The shim is loaded by unprivileged uids too: use the copy beside the C programs.
+        let so = c_program("libtoctou_guard.so");
         let base = std::env::temp_dir().join(format!("tg-shim-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let alice = base.join("home/alice/public_html");

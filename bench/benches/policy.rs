@@ -49,7 +49,7 @@ fn classify_decide(c: &mut Criterion) {
 
 fn owner_cache(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy/owner cache");
-    let one = OwnerCache::new(4096, 1000);
+    let one = OwnerCache::new(4096, 1000, [7, 11]);
     let k = one.key(b"/home/alice");
     one.put(k, 1001, 1);
     g.bench_function("1 tenant: key + get (hit)", |b| {
@@ -57,7 +57,7 @@ fn owner_cache(c: &mut Criterion) {
     });
     let names: Vec<String> = (0..100_000).map(|i| format!("/home/t{i}")).collect();
     for slots in [4096usize, 131_072] {
-        let cache = OwnerCache::new(slots, 1000);
+        let cache = OwnerCache::new(slots, 1000, [7, 11]);
         let mut i = 0usize;
         g.bench_function(
             format!("100,000 tenants round-robin, {slots} slots: key + get, put on miss"),

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use toctou_policy::{Config, Decision, Expected, Policy, ScratchPath, Target};
+use toctou_policy::{Config, Decision, Expected, Meta, Policy, ScratchPath, Target, tenant_owner};
 
 pub fn explain(cfg: Config, path: &Path, uid: Option<u32>) -> String {
     let policy = Policy::new(cfg);
@@ -63,18 +63,17 @@ pub fn explain(cfg: Config, path: &Path, uid: Option<u32>) -> String {
             );
             Ok(u)
         }
-        Expected::TenantOwner => match std::fs::symlink_metadata(&tenant) {
-            Ok(m) if m.file_type().is_symlink() => Err(toctou_policy::DenyReason::TenantIsSymlink),
-            Ok(m) if m.is_dir() => {
-                let _ = writeln!(
-                    out,
-                    "expected: uid {} (owner of {tenant}, not following symlinks)",
-                    m.uid()
-                );
-                Ok(m.uid())
+        Expected::TenantOwner => {
+            let meta = std::fs::symlink_metadata(&tenant).ok().map(|m| Meta {
+                uid: m.uid(),
+                mode: m.mode(),
+            });
+            let owner = tenant_owner(meta);
+            if let Ok(u) = owner {
+                let _ = writeln!(out, "expected: uid {u} (owner of {tenant}, not following symlinks)");
             }
-            _ => Err(toctou_policy::DenyReason::TenantMissing),
-        },
+            owner
+        }
     };
     let expected_uid = match expected_uid {
         Ok(u) => u,

@@ -1,10 +1,12 @@
-//! Read a configuration the way the shim does: ownership first, then syntax.
+//! Read a configuration exactly as the guards do (`toctou_policy::load`), with `std::fs`.
 
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use toctou_policy::trust::{self, Meta};
-use toctou_policy::{CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, Error, ErrorKind};
+use toctou_policy::load::{self, ConfigIo, OpenFailure, Opened, Roots};
+use toctou_policy::{CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, Error, Meta};
 
 pub fn default_path() -> PathBuf {
     std::env::var_os(CONFIG_ENV).map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from)
@@ -22,28 +24,64 @@ pub fn euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-pub fn load(path: &Path) -> Result<Config, Error> {
-    let io = |e: std::io::Error| Error::new(ErrorKind::Io, path, None, format!("cannot read: {e}"));
-    let text = std::fs::read(path).map_err(io)?;
-    let euid = euid();
-    trust::check_path(path, euid, |p| {
-        std::fs::symlink_metadata(p).ok().map(|m| Meta {
+/// `std::fs` for the policy's loader.
+#[derive(Default)]
+struct StdIo {
+    file: Option<File>,
+}
+
+impl ConfigIo for StdIo {
+    fn open(&mut self, path: &Path) -> Result<Opened, OpenFailure> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => OpenFailure::NotFound,
+                Some(libc::ELOOP) => OpenFailure::Symlink,
+                _ => OpenFailure::Other(e.to_string()),
+            })?;
+        let m = file.metadata().map_err(|e| OpenFailure::Other(e.to_string()))?;
+        self.file = Some(file);
+        Ok(Opened {
+            meta: Meta {
+                uid: m.uid(),
+                mode: m.mode(),
+            },
+            size: m.size(),
+        })
+    }
+
+    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String> {
+        let file = self.file.as_mut().ok_or("not open")?;
+        let mut text = Vec::new();
+        file.take(limit + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| e.to_string())?;
+        Ok(text)
+    }
+
+    fn lstat(&mut self, path: &Path) -> Option<Meta> {
+        std::fs::symlink_metadata(path).ok().map(|m| Meta {
             uid: m.uid(),
             mode: m.mode(),
         })
-    })?;
-    let m = std::fs::metadata(path).map_err(io)?;
-    trust::check_component(
-        path,
-        path,
-        Meta {
-            uid: m.uid(),
-            mode: m.mode(),
-        },
-        euid,
-        true,
-    )?;
-    let text =
-        String::from_utf8(text).map_err(|_| Error::new(ErrorKind::Syntax, path, None, "not UTF-8 text"))?;
-    Config::parse(&text, path)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, Error> {
+    load::load(&mut StdIo::default(), path, euid(), Roots::Required).map_err(|e| e.error().clone())
+}
+
+/// An error for the operator: the guards' message, then the offending line itself. The CLI
+/// may show it (the guards never do): it read the file with the operator's own rights.
+pub fn describe(e: &Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(n) = e.line()
+        && let Ok(text) = std::fs::read(e.file())
+        && let Some(line) = text.split(|&b| b == b'\n').nth(n - 1)
+    {
+        msg.push_str(&format!("\n  {n} | {}", String::from_utf8_lossy(line)));
+    }
+    msg
 }

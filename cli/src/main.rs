@@ -34,7 +34,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 Some([]) | None => load::default_path(),
                 _ => return Err(format!("check takes at most one CONFIG\n{USAGE}")),
             };
-            let cfg = load::load(&path).map_err(|e| e.to_string())?;
+            let cfg = load::load(&path).map_err(|e| load::describe(&e))?;
             println!(
                 "{}: syntax is ok, ownership is safe: mode {}, {} guarded tree(s), owner rule {:?}, allow_uid {:?}",
                 path.display(),
@@ -66,7 +66,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             }
             let path = path.ok_or(format!("explain needs a PATH\n{USAGE}"))?;
             let config = config.unwrap_or_else(load::default_path);
-            let cfg = load::load(&config).map_err(|e| e.to_string())?;
+            let cfg = load::load(&config).map_err(|e| load::describe(&e))?;
             print!("{}", explain::explain(cfg, &path, uid));
             Ok(ExitCode::SUCCESS)
         }

@@ -8,6 +8,7 @@
 //! allow_uid 0                     # owners accepted everywhere
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
@@ -92,24 +93,64 @@ impl Config {
 
     /// Parse and validate configuration text read from `source`.
     pub fn parse(text: &str, source: &Path) -> Result<Config, Error> {
+        Self::parse_inner(text.as_bytes(), source, true)
+    }
+
+    /// [`Self::parse`] for raw file contents: a line that is not UTF-8 is an error there.
+    pub fn parse_bytes(text: &[u8], source: &Path) -> Result<Config, Error> {
         Self::parse_inner(text, source, true)
     }
 
-    /// Parse settings for a guard that gets its trees elsewhere (the FUSE mount: SOURCE and
-    /// `--tenant-depth`): `root`/`map` lines are allowed but not required.
+    /// Parse settings for a guard that can also get its trees elsewhere (the FUSE mount:
+    /// SOURCE and `--tenant-depth`): `root`/`map` lines are allowed but not required.
     pub fn parse_settings(text: &str, source: &Path) -> Result<Config, Error> {
+        Self::parse_inner(text.as_bytes(), source, false)
+    }
+
+    /// [`Self::parse_settings`] for raw file contents.
+    pub fn parse_settings_bytes(text: &[u8], source: &Path) -> Result<Config, Error> {
         Self::parse_inner(text, source, false)
     }
 
-    fn parse_inner(text: &str, source: &Path, require_roots: bool) -> Result<Config, Error> {
+    /// Add a guarded tree built in code (the FUSE mount's `--tenant-depth` and `--owner`),
+    /// checked for duplicates like a configured one.
+    pub fn add_root(&mut self, pattern: RootPattern, fixed_uid: Option<u32>) -> Result<(), Error> {
+        if let Some(first) = self.roots.iter().find(|r| r.pattern.same_tree(&pattern)) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                &self.source,
+                Some(first.line),
+                "this tree is also given on the command line",
+            ));
+        }
+        let entry = RootEntry {
+            pattern,
+            fixed_uid,
+            line: 0,
+        };
+        // Maps first: they win at equal depth.
+        let at = if fixed_uid.is_some() {
+            self.roots.iter().take_while(|r| r.fixed_uid.is_some()).count()
+        } else {
+            self.roots.len()
+        };
+        self.roots.insert(at, entry);
+        Ok(())
+    }
+
+    // Messages quote nothing of a line but its directive word (and that only when it looks
+    // like one): a privileged process pointed at a secret file must not print the secret.
+    fn parse_inner(text: &[u8], source: &Path, require_roots: bool) -> Result<Config, Error> {
         let mut cfg = Config::empty(source);
         let mut seen_mode = None;
         let mut seen_owner = None;
         let mut maps = Vec::new();
         let mut roots = Vec::new();
-        for (idx, raw) in text.lines().enumerate() {
+        let mut trees: HashMap<String, usize> = HashMap::new();
+        for (idx, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line = idx + 1;
             let err = |msg: String| Error::new(ErrorKind::Syntax, source, Some(line), msg);
+            let raw = std::str::from_utf8(raw).map_err(|_| err("not UTF-8 text".into()))?;
             let content = raw.split('#').next().unwrap_or("").trim();
             if content.is_empty() {
                 continue;
@@ -124,6 +165,21 @@ impl Config {
                     Err(err(format!("'{directive}' takes {n} argument(s): {usage}")))
                 }
             };
+            let mut tree = |pattern: &RootPattern| match trees.entry(pattern.key()) {
+                std::collections::hash_map::Entry::Occupied(first) => Err(Error::new(
+                    ErrorKind::Invalid,
+                    source,
+                    Some(line),
+                    format!(
+                        "'{directive}': this tree is already configured on line {}",
+                        first.get()
+                    ),
+                )),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(line);
+                    Ok(())
+                }
+            };
             match directive {
                 "mode" => {
                     exactly(1, "mode enforce|audit")?;
@@ -134,9 +190,7 @@ impl Config {
                     cfg.mode = match args[0] {
                         "enforce" => Mode::Enforce,
                         "audit" => Mode::Audit,
-                        other => {
-                            return Err(err(format!("unknown mode '{other}' (expected enforce or audit)")));
-                        }
+                        _ => return Err(err("unknown mode (expected enforce or audit)".into())),
                     };
                 }
                 "owner" => {
@@ -148,16 +202,14 @@ impl Config {
                     cfg.owner = match args[0] {
                         "tenant" => OwnerRule::Tenant,
                         "euid" => OwnerRule::Euid,
-                        other => {
-                            return Err(err(format!(
-                                "unknown owner rule '{other}' (expected tenant or euid)"
-                            )));
-                        }
+                        _ => return Err(err("unknown owner rule (expected tenant or euid)".into())),
                     };
                 }
                 "root" => {
                     exactly(1, "root PATTERN (e.g. root /home/*/public_html)")?;
-                    let pattern = RootPattern::parse(args[0], true).map_err(err)?;
+                    let pattern =
+                        RootPattern::parse(args[0], true).map_err(|m| err(format!("'root': {m}")))?;
+                    tree(&pattern)?;
                     roots.push(RootEntry {
                         pattern,
                         fixed_uid: None,
@@ -166,8 +218,10 @@ impl Config {
                 }
                 "map" => {
                     exactly(2, "map PATH UID")?;
-                    let pattern = RootPattern::parse(args[0], false).map_err(err)?;
-                    let uid = parse_uid(args[1]).map_err(err)?;
+                    let pattern =
+                        RootPattern::parse(args[0], false).map_err(|m| err(format!("'map': {m}")))?;
+                    let uid = parse_uid(args[1]).map_err(|m| err(format!("'map': {m}")))?;
+                    tree(&pattern)?;
                     maps.push(RootEntry {
                         pattern,
                         fixed_uid: Some(uid),
@@ -179,7 +233,8 @@ impl Config {
                         return Err(err("'allow_uid' takes one or more UIDs".into()));
                     }
                     for a in &args {
-                        cfg.allow_uids.push(parse_uid(a).map_err(err)?);
+                        cfg.allow_uids
+                            .push(parse_uid(a).map_err(|m| err(format!("'allow_uid': {m}")))?);
                     }
                 }
                 "programs" => {
@@ -191,50 +246,36 @@ impl Config {
                 "log_socket" => {
                     exactly(1, "log_socket PATH")?;
                     if !args[0].starts_with('/') {
-                        return Err(err(format!("log_socket '{}' is not an absolute path", args[0])));
+                        return Err(err("'log_socket': the path is not absolute".into()));
                     }
                     cfg.log_socket = PathBuf::from(args[0]);
                 }
                 "log_rate" => {
                     exactly(1, "log_rate LINES_PER_SECOND")?;
-                    cfg.log_rate = parse_number(args[0], 1, 1_000_000).map_err(err)?;
+                    cfg.log_rate =
+                        parse_number(args[0], 1, 1_000_000).map_err(|m| err(format!("'log_rate': {m}")))?;
                 }
                 "cache_ttl_ms" => {
                     exactly(1, "cache_ttl_ms MILLISECONDS")?;
-                    cfg.cache_ttl_ms = parse_number(args[0], 0, 3_600_000).map_err(err)?;
+                    cfg.cache_ttl_ms = parse_number(args[0], 0, 3_600_000)
+                        .map_err(|m| err(format!("'cache_ttl_ms': {m}")))?;
                 }
                 "cache_slots" => {
                     exactly(1, "cache_slots N (a power of two)")?;
-                    let n = parse_number(args[0], 1, 1 << 24).map_err(err)?;
+                    let n =
+                        parse_number(args[0], 1, 1 << 24).map_err(|m| err(format!("'cache_slots': {m}")))?;
                     if !n.is_power_of_two() {
-                        return Err(err(format!("cache_slots {n} is not a power of two")));
+                        return Err(err(format!("'cache_slots': {n} is not a power of two")));
                     }
                     cfg.cache_slots = n as usize;
                 }
                 other => {
                     return Err(err(format!(
-                        "unknown directive '{other}' (expected one of: mode, root, map, owner, \
-                         allow_uid, programs, log_socket, log_rate, cache_ttl_ms, cache_slots)"
+                        "unknown directive {} (expected one of: mode, root, map, owner, \
+                         allow_uid, programs, log_socket, log_rate, cache_ttl_ms, cache_slots)",
+                        quote_word(other)
                     )));
                 }
-            }
-        }
-        for dup in roots.iter().chain(&maps) {
-            let same = roots
-                .iter()
-                .chain(&maps)
-                .find(|r| r.pattern.same_tree(&dup.pattern) && r.line != dup.line);
-            if let Some(first) = same.filter(|f| f.line < dup.line) {
-                return Err(Error::new(
-                    ErrorKind::Invalid,
-                    source,
-                    Some(dup.line),
-                    format!(
-                        "'{}' is already configured on line {}",
-                        dup.pattern.as_str(),
-                        first.line
-                    ),
-                ));
             }
         }
         maps.append(&mut roots);
@@ -264,19 +305,26 @@ pub fn program_matches(pattern: &str, name: &[u8]) -> bool {
     }
 }
 
+/// A word of the file, quoted only if it looks like a directive (letters, digits, `_`).
+fn quote_word(w: &str) -> String {
+    if w.len() <= 32 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        format!("'{w}'")
+    } else {
+        "(not shown: not a directive word)".into()
+    }
+}
+
 fn parse_uid(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(u) if u != u32::MAX => Ok(u),
-        _ => Err(format!(
-            "'{s}' is not a numeric uid (use `id -u NAME` to find it)"
-        )),
+        _ => Err("a UID is not numeric (use `id -u NAME` to find it)".into()),
     }
 }
 
 fn parse_number(s: &str, min: u32, max: u32) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("'{s}' is not a number between {min} and {max}")),
+        _ => Err(format!("the value is not a number between {min} and {max}")),
     }
 }
 
@@ -337,16 +385,20 @@ mod tests {
             "{msg}"
         );
         assert_eq!(err_at("mode enforce\nmode sometimes\n").0, 2);
-        assert!(err_at("root /a/*\nmode on\n").1.contains("unknown mode 'on'"));
+        assert!(
+            err_at("root /a/*\nmode on\n")
+                .1
+                .contains(":2: unknown mode (expected")
+        );
         assert!(
             err_at("root a/*/b\n")
                 .1
-                .contains(":1: 'a/*/b' is not an absolute path")
+                .contains(":1: 'root': the path is not absolute")
         );
         assert!(
             err_at("root /a/*\nmap /b bob\n")
                 .1
-                .contains(":2: 'bob' is not a numeric uid")
+                .contains(":2: 'map': a UID is not numeric")
         );
         assert!(err_at("root /a/*\nmap /b\n").1.contains("takes 2 argument"));
         assert!(err_at("root /a/*\nallow_uid -1\n").1.contains(":2:"));
@@ -354,10 +406,51 @@ mod tests {
         assert!(
             err_at("root /a/*\nroot /a/*/\n")
                 .1
-                .contains(":2: '/a/*/' is already configured on line 1")
+                .contains(":2: 'root': this tree is already configured on line 1")
+        );
+        assert!(
+            err_at("root /a/*\nmap /a/* 5\n")
+                .1
+                .contains(":2: 'map': '*' is only allowed in 'root'"),
+            "a map cannot have a star"
         );
         assert!(err_at("mode enforce\nmode audit\n").1.contains("given twice"));
         assert!(err_at("root /a/*\nowner root\n").1.contains("unknown owner rule"));
+    }
+
+    #[test]
+    fn messages_never_quote_a_secret() {
+        // What /etc/shadow would say: nothing after the directive word, and no word that is
+        // not a directive word, may appear in the message.
+        for text in [
+            "root:$y$j9T$secrethash:19000:0:99999:7:::\n",
+            "map /srv/x s3cr3t-value\n",
+            "root /a/*\nmode s3cr3t-value\n",
+            "root /a/*\nlog_rate s3cr3t-value\n",
+            "root s3cr3t-value\n",
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(!msg.contains("s3cr3t") && !msg.contains("secrethash"), "{msg}");
+        }
+        let msg = parse("root /a/*\nnot_a_directive x\n").unwrap_err().to_string();
+        assert!(msg.contains("unknown directive 'not_a_directive'"), "{msg}");
+    }
+
+    #[test]
+    fn duplicates_are_found_in_linear_time() {
+        let mut text = String::new();
+        for i in 0..100_000 {
+            text.push_str(&format!("map /srv/vhosts/site{i}/httpdocs {}\n", 10_000 + i));
+        }
+        let c = parse(&text).unwrap();
+        assert_eq!(c.roots.len(), 100_000);
+        text.push_str("map /srv/vhosts/site7/httpdocs/ 1\n");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains(":100001: 'map': this tree is already configured on line 8")
+        );
     }
 
     #[test]

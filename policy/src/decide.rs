@@ -1,7 +1,19 @@
 //! Path → tenant → expected owner → decision.
 
 use crate::config::{Config, Mode, OwnerRule};
+use crate::meta::Meta;
 use crate::path::{PathBuf, TooLong, components};
+
+/// The tenant rule's expected owner: the owner of the tenant directory, from what `lstat`
+/// (never following it) said of it (`None`: it could not be read). A symlinked tenant
+/// directory says nothing about the files behind it, so it is refused, like a missing one.
+pub fn tenant_owner(tenant_dir: Option<Meta>) -> Result<u32, DenyReason> {
+    match tenant_dir {
+        Some(m) if m.is_dir() => Ok(m.uid),
+        Some(m) if m.is_symlink() => Err(DenyReason::TenantIsSymlink),
+        _ => Err(DenyReason::TenantMissing),
+    }
+}
 
 /// Why an open is (or, in audit mode, would be) refused. `as_str` is the word in log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,6 +415,15 @@ mod tests {
         );
         let p = policy("mode audit\nroot /home/*/public_html\n");
         assert_eq!(p.decide(1002, 1001), Decision::Audit(DenyReason::OwnerMismatch));
+    }
+
+    #[test]
+    fn tenant_owner_from_lstat() {
+        let m = |mode| Some(Meta { uid: 1001, mode });
+        assert_eq!(tenant_owner(m(0o040755)), Ok(1001));
+        assert_eq!(tenant_owner(m(0o120777)), Err(DenyReason::TenantIsSymlink));
+        assert_eq!(tenant_owner(m(0o100644)), Err(DenyReason::TenantMissing));
+        assert_eq!(tenant_owner(None), Err(DenyReason::TenantMissing));
     }
 
     #[test]

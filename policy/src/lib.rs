@@ -8,14 +8,19 @@
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod load;
+pub mod logline;
+pub mod meta;
 pub mod owner_cache;
 pub mod path;
 pub mod pattern;
 pub mod trust;
 
 pub use config::{Config, Mode, OwnerRule};
-pub use decide::{Decision, DenyReason, Expected, Policy, Target};
+pub use decide::{Decision, DenyReason, Expected, Policy, Target, tenant_owner};
 pub use error::{Error, ErrorKind};
+pub use load::{ConfigIo, LoadError, OpenFailure, Opened, Roots};
+pub use meta::Meta;
 pub use owner_cache::OwnerCache;
 pub use path::{PATH_MAX, PathBuf as ScratchPath};
 pub use pattern::RootPattern;

@@ -1,12 +1,11 @@
 //! A bounded, lock-free cache of tenant owners: `tenant directory → uid`, with expiry.
 //!
 //! Fixed size (allocated once), so 100,000 tenants cannot grow a worker's memory; readers
-//! never block and never allocate, and a `fork()` in the middle of an update can at worst
-//! leave one slot permanently missing in the child (see [`OwnerCache::reset`]).
-//! Each slot is a seqlock: a writer that finds the slot busy simply does not cache.
+//! never block and never allocate. Each slot is a seqlock: a writer that finds the slot busy
+//! simply does not cache, so a `fork()` (or a writer's death) in the middle of an update can
+//! at worst leave that one slot uncached in the child: never a wrong owner, never a wait.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{DefaultHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 struct Slot {
@@ -22,13 +21,15 @@ pub struct OwnerCache {
     slots: Box<[Slot]>,
     mask: usize,
     ttl_ms: u64,
-    /// Keyed per process so a tenant cannot pick a name that collides with another's.
-    hasher: RandomState,
+    /// Secret key of the slot hash, chosen by the caller per process (the shim takes the
+    /// kernel's `AT_RANDOM` bytes), so a tenant cannot pick a name that collides with
+    /// another tenant's: the policy itself never asks the OS for randomness.
+    seed: [u64; 2],
 }
 
 impl OwnerCache {
-    /// `slots` is rounded up to a power of two.
-    pub fn new(slots: usize, ttl_ms: u32) -> Self {
+    /// `slots` is rounded up to a power of two; `seed` keys the hash (keep it secret).
+    pub fn new(slots: usize, ttl_ms: u32, seed: [u64; 2]) -> Self {
         let n = slots.max(1).next_power_of_two();
         let slots = (0..n)
             .map(|_| Slot {
@@ -42,13 +43,18 @@ impl OwnerCache {
             slots,
             mask: n - 1,
             ttl_ms: u64::from(ttl_ms),
-            hasher: RandomState::new(),
+            seed,
         }
     }
 
     /// The cache key of a tenant directory path.
     pub fn key(&self, tenant: &[u8]) -> u64 {
-        self.hasher.hash_one(tenant)
+        // SipHash over the secret seed, then the name: unpredictable without the seed.
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.seed[0]);
+        h.write_u64(self.seed[1]);
+        h.write(tenant);
+        h.finish()
     }
 
     fn slot(&self, key: u64) -> &Slot {
@@ -94,20 +100,6 @@ impl OwnerCache {
             .store(now_ms.saturating_add(self.ttl_ms).max(1), Ordering::Relaxed);
         slot.seq.store(s.wrapping_add(2), Ordering::Release);
     }
-
-    /// Empty every slot. For a freshly forked child, where another thread of the parent may
-    /// have been mid-update (its slot would otherwise stay busy for ever).
-    pub fn reset(&self) {
-        for slot in self.slots.iter() {
-            slot.expires_ms.store(0, Ordering::Relaxed);
-            slot.seq.store(0, Ordering::Release);
-        }
-    }
-
-    /// Bytes held, for memory accounting.
-    pub fn size_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
-    }
 }
 
 #[cfg(test)]
@@ -115,9 +107,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    const SEED: [u64; 2] = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+
+    #[test]
+    fn the_seed_keys_the_hash() {
+        let a = OwnerCache::new(16, 100, SEED);
+        let b = OwnerCache::new(16, 100, [1, 2]);
+        assert_ne!(a.key(b"/home/alice"), b.key(b"/home/alice"));
+        assert_eq!(
+            a.key(b"/home/alice"),
+            OwnerCache::new(4, 1, SEED).key(b"/home/alice")
+        );
+    }
+
     #[test]
     fn hit_miss_expiry() {
-        let c = OwnerCache::new(16, 100);
+        let c = OwnerCache::new(16, 100, SEED);
         let k = c.key(b"/home/alice");
         assert_eq!(c.get(k, 0), None);
         c.put(k, 1001, 1000);
@@ -128,8 +133,7 @@ mod tests {
 
     #[test]
     fn bounded_and_colliding_keys_never_confuse_owners() {
-        let c = OwnerCache::new(4, 1000);
-        assert_eq!(c.size_bytes(), 4 * std::mem::size_of::<Slot>());
+        let c = OwnerCache::new(4, 1000, SEED);
         let keys: Vec<u64> = (0..1000)
             .map(|i| c.key(format!("/home/t{i}").as_bytes()))
             .collect();
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn ttl_zero_disables_caching() {
-        let c = OwnerCache::new(4, 0);
+        let c = OwnerCache::new(4, 0, SEED);
         let k = c.key(b"/x");
         c.put(k, 1, 0);
         assert_eq!(c.get(k, 0), None);
@@ -153,7 +157,7 @@ mod tests {
 
     #[test]
     fn concurrent_readers_see_only_written_pairs() {
-        let c = Arc::new(OwnerCache::new(1, 1_000_000));
+        let c = Arc::new(OwnerCache::new(1, 1_000_000, SEED));
         let keys = [c.key(b"/a"), c.key(b"/b")];
         let writer = {
             let c = c.clone();

@@ -107,8 +107,10 @@ pub(crate) fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
 }
 
-/// Normalise `path` (joined to `base` when relative) into `out`, without root matching.
-pub fn normalize(base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Result<(), TooLong> {
+/// Normalise `path` (joined to `base` when relative) into `out`, without root matching: the
+/// reference the tests hold [`crate::Policy::classify`]'s walk to.
+#[cfg(test)]
+pub(crate) fn normalize(base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Result<(), TooLong> {
     out.clear();
     let relative = path.first() != Some(&b'/');
     let base_iter = base.filter(|_| relative).into_iter().flat_map(components);

@@ -1,4 +1,5 @@
-//! Root patterns: `/home/*/public_html`, where `*` is the tenant component.
+//! Root patterns: `/home/*/public_html`, where `*` matches any one component and the last
+//! `*` is the tenant (`/srv/www/*/*` for tenants two levels below `/srv/www`).
 
 use crate::path::PathBuf;
 
@@ -9,12 +10,15 @@ enum Component {
     Star,
 }
 
-/// A parsed `root` (or `map`) path: absolute, whole components, at most one `*`.
+/// A parsed `root` (or `map`) path: absolute, whole components, `*` for any one component.
 #[derive(Debug, Clone)]
 pub struct RootPattern {
     text: String,
     components: Vec<Component>,
+    /// Index of the last `*`: the tenant component.
     star: Option<usize>,
+    /// More than one `*`: [`Self::match_clean`] walks components instead of comparing bytes.
+    multi_star: bool,
     /// Normalised text before the tenant component, with its trailing `/`
     /// (`/home/` for `/home/*/public_html`; the whole root for a root without `*`).
     lit_prefix: Vec<u8>,
@@ -34,31 +38,26 @@ impl RootPattern {
     /// Parse a pattern; the error is a message for the operator (the caller adds file:line).
     pub fn parse(text: &str, allow_star: bool) -> Result<Self, String> {
         if !text.starts_with('/') {
-            return Err(format!("'{text}' is not an absolute path"));
+            return Err("the path is not absolute".into());
         }
         let mut components = Vec::new();
         let mut star = None;
+        let mut stars = 0;
         for c in text.split('/').filter(|c| !c.is_empty()) {
             match c {
                 "." | ".." => {
-                    return Err(format!("'{text}': '.' and '..' are not allowed in a root"));
+                    return Err("'.' and '..' are not allowed in a root".into());
                 }
                 "*" if !allow_star => {
-                    return Err(format!("'{text}': '*' is only allowed in 'root', not in 'map'"));
-                }
-                "*" if star.is_some() => {
-                    return Err(format!(
-                        "'{text}': only one '*' (the tenant component) is allowed"
-                    ));
+                    return Err("'*' is only allowed in 'root', not in 'map'".into());
                 }
                 "*" => {
+                    stars += 1;
                     star = Some(components.len());
                     components.push(Component::Star);
                 }
                 c if c.contains(['*', '?', '[']) => {
-                    return Err(format!(
-                        "'{text}': '*' must be a whole path component (as in /home/*/public_html)"
-                    ));
+                    return Err("'*' must be a whole path component (as in /home/*/public_html)".into());
                 }
                 c => components.push(Component::Literal(c.as_bytes().to_vec())),
             }
@@ -73,7 +72,8 @@ impl RootPattern {
             }
             out
         };
-        let (lit_prefix, lit_suffix) = match star {
+        let first_star = components.iter().position(|c| *c == Component::Star);
+        let (lit_prefix, lit_suffix) = match first_star {
             Some(i) => {
                 let mut prefix = join(&components[..i]);
                 prefix.push(b'/');
@@ -86,6 +86,7 @@ impl RootPattern {
             text: text.to_string(),
             components,
             star,
+            multi_star: stars > 1,
             lit_prefix,
             lit_suffix,
         })
@@ -94,6 +95,23 @@ impl RootPattern {
     /// The pattern as written in the configuration.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The tree as one normalised string (`/home/*/public_html`), whatever its spelling:
+    /// equal keys, same tree.
+    pub fn key(&self) -> String {
+        let mut k = String::new();
+        for c in &self.components {
+            k.push('/');
+            match c {
+                Component::Star => k.push('*'),
+                Component::Literal(l) => k.push_str(&String::from_utf8_lossy(l)),
+            }
+        }
+        if k.is_empty() {
+            k.push('/');
+        }
+        k
     }
 
     /// Do both patterns describe the same tree (whatever their spelling)?
@@ -106,7 +124,7 @@ impl RootPattern {
         self.components.len()
     }
 
-    /// Depth of the tenant directory: the `*` component, or the whole root when it has none.
+    /// Depth of the tenant directory: the last `*` component, or the whole root when it has none.
     pub fn tenant_depth(&self) -> usize {
         self.star.map_or(self.components.len(), |i| i + 1)
     }
@@ -116,6 +134,9 @@ impl RootPattern {
     #[inline]
     pub fn match_clean(&self, path: &[u8]) -> Option<usize> {
         let rest = path.strip_prefix(self.lit_prefix.as_slice())?;
+        if self.multi_star {
+            return self.match_components(path);
+        }
         let under = |rest: &[u8]| rest.is_empty() || rest[0] == b'/';
         if self.star.is_none() {
             // `/` itself matches everything; otherwise the root or something below it.
@@ -127,6 +148,26 @@ impl RootPattern {
         }
         let after = rest[name_len..].strip_prefix(self.lit_suffix.as_slice())?;
         under(after).then_some(self.lit_prefix.len() + name_len)
+    }
+
+    /// [`Self::match_clean`] for patterns with several `*`: one component at a time.
+    fn match_components(&self, path: &[u8]) -> Option<usize> {
+        let mut end = 0; // byte length of the prefix matched so far
+        let mut tenant_len = None;
+        let mut parts = path[1..].split(|&b| b == b'/');
+        for (i, p) in self.components.iter().enumerate() {
+            let c = parts.next().filter(|c| !c.is_empty())?;
+            if let Component::Literal(l) = p
+                && l.as_slice() != c
+            {
+                return None;
+            }
+            end += 1 + c.len();
+            if Some(i) == self.star {
+                tenant_len = Some(end);
+            }
+        }
+        tenant_len
     }
 
     /// Does `path` (whose depth must equal [`Self::depth`]) match this pattern exactly?
@@ -190,16 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn several_stars_the_last_is_the_tenant() {
+        let r = RootPattern::parse("/srv/*/*/web", true).unwrap();
+        assert_eq!((r.depth(), r.tenant_depth()), (4, 3));
+        assert!(r.matches(&p("/srv/c1/w2/web")));
+        assert!(!r.matches(&p("/srv/c1/w2/x")));
+        assert_eq!(r.match_clean(b"/srv/c1/w2/web/index.php"), Some(10));
+        assert_eq!(r.match_clean(b"/srv/c1/w2/web"), Some(10));
+        assert_eq!(r.match_clean(b"/srv/c1/w2/webx"), None);
+        assert_eq!(r.match_clean(b"/srv/c1/w2"), None);
+        assert_eq!(r.match_clean(b"/srvx/c1/w2/web"), None);
+        let r = RootPattern::parse("/srv/*/*", true).unwrap();
+        assert_eq!(r.match_clean(b"/srv/a/bb/c"), Some(9));
+        assert_eq!(r.match_clean(b"/srv/a"), None);
+    }
+
+    #[test]
     fn rejects_bad_patterns() {
         assert!(
             RootPattern::parse("home/*/x", true)
                 .unwrap_err()
                 .contains("absolute")
-        );
-        assert!(
-            RootPattern::parse("/home/*/*/x", true)
-                .unwrap_err()
-                .contains("only one")
         );
         assert!(
             RootPattern::parse("/home/user*/x", true)

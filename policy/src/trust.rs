@@ -7,19 +7,8 @@ use std::path::Path;
 
 use crate::error::{Error, ErrorKind};
 
-/// What `lstat` said about one path component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    pub uid: u32,
-    /// `st_mode` (type and permission bits).
-    pub mode: u32,
-}
-
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
-const S_ISVTX: u32 = 0o1000;
+pub use crate::meta::Meta;
+use crate::meta::{S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISVTX};
 
 /// Check one component. `path` is the component's full path, `is_target` for the file itself.
 pub fn check_component(
@@ -62,14 +51,14 @@ pub fn check_component(
     Ok(())
 }
 
-/// Check the file and every ancestor, using `lstat` to read each one.
-pub fn check_path(
+/// Check every directory above the file (the file itself is checked on its opened
+/// descriptor by the loader), using `lstat` to read each one.
+pub fn check_ancestors(
     config: &Path,
     euid: u32,
     mut lstat: impl FnMut(&Path) -> Option<Meta>,
 ) -> Result<(), Error> {
-    let mut is_target = true;
-    for p in config.ancestors() {
+    for p in config.ancestors().skip(1) {
         if p.as_os_str().is_empty() {
             break;
         }
@@ -81,8 +70,7 @@ pub fn check_path(
                 format!("cannot read {}", p.display()),
             )
         })?;
-        check_component(config, p, meta, euid, is_target)?;
-        is_target = false;
+        check_component(config, p, meta, euid, false)?;
     }
     Ok(())
 }
@@ -105,9 +93,10 @@ mod tests {
     }
 
     fn check(f: Meta, parent: Meta, euid: u32) -> Result<(), Error> {
-        check_path(Path::new("/etc/tg/x.conf"), euid, |p| {
+        let conf = Path::new("/etc/tg/x.conf");
+        check_component(conf, conf, f, euid, true)?;
+        check_ancestors(conf, euid, |p| {
             Some(match p.to_str().unwrap() {
-                "/etc/tg/x.conf" => f,
                 "/etc/tg" => parent,
                 _ => dir(0, 0o755),
             })

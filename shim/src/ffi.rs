@@ -122,3 +122,44 @@ pub fn refuse_to_start(message: &[u8]) -> ! {
         libc::_exit(1)
     }
 }
+
+/// Secure-execution mode (setuid, setgid, file capabilities), as ld.so decides it.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave this process; no state.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The 16 random bytes the kernel gave this process at exec (`AT_RANDOM`): a hash key with
+/// no system call. Zero if absent (then the cache still works, with a guessable key).
+pub fn at_random() -> [u64; 2] {
+    // SAFETY: as above.
+    let p = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u8; 16];
+    if p.is_null() {
+        return [0, 0];
+    }
+    // SAFETY: AT_RANDOM points to 16 bytes on the initial stack, valid for the whole life of
+    // the process; read unaligned since nothing promises alignment.
+    let b = unsafe { core::ptr::read_unaligned(p) };
+    let (lo, hi) = b.split_at(8);
+    [
+        u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+    ]
+}
+
+/// The file this library was loaded from, as the dynamic loader names it.
+pub fn own_library_path() -> Option<&'static CStr> {
+    let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let here = own_library_path as *const libc::c_void;
+    // SAFETY: dladdr fills `info` for an address inside a loaded object; it does not
+    // allocate, and the loader's lock it takes is recursive (safe inside our constructor).
+    let found = unsafe { libc::dladdr(here, info.as_mut_ptr()) } != 0;
+    // SAFETY: initialised by dladdr when it succeeded (zeroed otherwise).
+    let info = unsafe { info.assume_init() };
+    if !found || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is the loader's NUL-terminated name of a loaded object, which this
+    // library (we are running its code) keeps loaded.
+    Some(unsafe { CStr::from_ptr(info.dli_fname) })
+}

@@ -29,19 +29,6 @@ impl<const N: usize> FmtBuf<N> {
         self.len += n;
     }
 
-    /// Append untrusted bytes (a path a tenant chose) so they cannot forge log fields or
-    /// lines: anything but printable ASCII, and `\`, `=` and space, becomes `\xNN`.
-    pub fn push_escaped(&mut self, bytes: &[u8]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for &b in bytes {
-            if b.is_ascii_graphic() && b != b'\\' && b != b'=' {
-                self.push_bytes(&[b]);
-            } else {
-                self.push_bytes(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            }
-        }
-    }
-
     /// The contents plus a NUL, as a C string (None if full or if it holds a NUL).
     pub fn as_cstr(&mut self) -> Option<&core::ffi::CStr> {
         if self.len >= N {
@@ -70,12 +57,5 @@ mod tests {
         b.write_str("0123456789").unwrap();
         assert_eq!(b.as_bytes(), b"01234567");
         assert!(b.as_cstr().is_none());
-    }
-
-    #[test]
-    fn escapes_what_could_forge_a_field() {
-        let mut b = FmtBuf::<64>::new();
-        b.push_escaped(b"/a b\n=x\\\xff");
-        assert_eq!(b.as_bytes(), b"/a\\x20b\\x0a\\x3dx\\x5c\\xff");
     }
 }

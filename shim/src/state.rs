@@ -4,14 +4,19 @@
 //! own `open` hook. It runs from the library constructor, or from the first hooked call if
 //! another library's constructor opens a file before ours ran.
 
+use core::ffi::CStr;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
 use toctou_policy::config::program_matches;
-use toctou_policy::trust::{self, Meta};
-use toctou_policy::{Config, DEFAULT_CONFIG_PATH, OwnerCache, Policy};
+use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, Roots};
+use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
 
 use crate::ffi;
 use crate::syslog::Logger;
@@ -104,30 +109,23 @@ pub fn now_ms() -> u64 {
 
 /// Load the configuration, or decide what its absence means for this process.
 fn load() {
-    // `toctou_policy::CONFIG_ENV`, read without allocating.
-    let explicit_path = ffi::getenv(c"TOCTOU_GUARD_CONFIG").filter(|p| !p.is_empty());
-    let preload_names_us =
-        ffi::getenv(c"LD_PRELOAD").is_some_and(|v| v.windows(13).any(|w| w == b"toctou_guard."));
-    let explicit = explicit_path.is_some() || preload_names_us;
-    let path = Path::new(
-        std::str::from_utf8(explicit_path.unwrap_or(DEFAULT_CONFIG_PATH.as_bytes()))
-            .unwrap_or(DEFAULT_CONFIG_PATH),
-    );
-
-    let mut exe = [0u8; 256];
+    let env = Env::read();
+    let path = Path::new(OsStr::from_bytes(
+        env.config.unwrap_or(DEFAULT_CONFIG_PATH.as_bytes()),
+    ));
+    let mut exe = [0u8; PATH_MAX];
     let program = program_name(&mut exe);
+    let server = program.is_some_and(|p| SERVER_PROGRAMS.iter().any(|s| program_matches(s, p)));
 
-    let config = match read_config(path) {
+    let euid = rustix::process::geteuid().as_raw();
+    let config = match load::load(&mut RawIo::default(), path, euid, Roots::Required) {
         Ok(c) => c,
-        Err(LoadError::Missing) if !explicit => return, // installed, not configured: inert
+        // Installed, not configured, not a server, not asked for: inert.
+        Err(LoadError::Missing(_)) if !env.explicit && !server => return,
         Err(e) => {
-            let msg = match e {
-                LoadError::Missing => format!("{}: cannot read: no such file", path.display()),
-                LoadError::Other(m) => m,
-            };
-            let server = SERVER_PROGRAMS.iter().any(|p| program_matches(p, program));
+            let msg = e.error().to_string();
             let log = Logger::new(Path::new(toctou_policy::config::DEFAULT_LOG_SOCKET), 1);
-            if explicit || server {
+            if env.explicit || server {
                 log.config_error(&format!("{msg}; refusing to start"));
                 ffi::refuse_to_start(format!("toctou-guard: {msg}; refusing to start\n").as_bytes());
             }
@@ -135,68 +133,130 @@ fn load() {
             return;
         }
     };
-    if !config.guards_program(program) {
+    // A name that cannot be read is guarded (fail closed).
+    if program.is_some_and(|p| !config.guards_program(p)) {
         return;
     }
     quiet_panics(&config.log_socket);
     let state = State {
-        owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms),
+        owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms, ffi::at_random()),
         log: Logger::new(&config.log_socket, config.log_rate),
         policy: Policy::new(config),
     };
     let _ = STATE.set(state);
 }
 
-enum LoadError {
-    Missing,
-    Other(String),
+/// What the environment asks of us. In secure-execution mode (setuid, setgid, file
+/// capabilities: `AT_SECURE`) it asks nothing, exactly as ld.so ignores `LD_*` there: the
+/// caller of a privileged program must not choose what it reads or prints.
+struct Env {
+    /// `TOCTOU_GUARD_CONFIG`, as raw bytes (a path need not be UTF-8).
+    config: Option<&'static [u8]>,
+    /// Guarding was asked for explicitly: a configuration was named, or `LD_PRELOAD`
+    /// names this very library (however it was renamed).
+    explicit: bool,
 }
 
-/// Read and validate the configuration file with raw system calls.
-fn read_config(path: &Path) -> Result<Config, LoadError> {
-    let euid = rustix::process::geteuid().as_raw();
-    let lstat = |p: &Path| {
-        rustix::fs::statat(CWD, p, AtFlags::SYMLINK_NOFOLLOW)
+impl Env {
+    fn read() -> Env {
+        if ffi::secure_execution() {
+            return Env {
+                config: None,
+                explicit: false,
+            };
+        }
+        // `toctou_policy::CONFIG_ENV`, read without allocating.
+        let config = ffi::getenv(c"TOCTOU_GUARD_CONFIG").filter(|p| !p.is_empty());
+        let preloaded = ffi::getenv(c"LD_PRELOAD").is_some_and(preload_names_us);
+        Env {
+            explicit: config.is_some() || preloaded,
+            config,
+        }
+    }
+}
+
+/// Does an `LD_PRELOAD` value (entries separated by spaces or colons) name this library?
+/// Compared by the object itself (device and inode), not by its file name.
+fn preload_names_us(list: &[u8]) -> bool {
+    let Some(ours) = ffi::own_library_path().and_then(stat_id) else {
+        return false;
+    };
+    list.split(|&b| b == b' ' || b == b':')
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            let mut buf = [0u8; PATH_MAX];
+            let Some(c) = nul_terminated(entry, &mut buf) else {
+                return false;
+            };
+            // A bare name is found by ld.so in its search path: compare our own basename.
+            if !entry.contains(&b'/') {
+                return ffi::own_library_path()
+                    .is_some_and(|p| p.to_bytes().rsplit(|&b| b == b'/').next() == Some(entry));
+            }
+            stat_id(c) == Some(ours)
+        })
+}
+
+fn stat_id(path: &CStr) -> Option<(u64, u64)> {
+    rustix::fs::stat(path).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
+fn nul_terminated<'a>(bytes: &[u8], buf: &'a mut [u8]) -> Option<&'a CStr> {
+    let dst = buf.get_mut(..=bytes.len())?;
+    dst[..bytes.len()].copy_from_slice(bytes);
+    dst[bytes.len()] = 0;
+    CStr::from_bytes_with_nul(dst).ok()
+}
+
+/// The loader's system calls, raw (rustix): reading the configuration never re-enters our
+/// own `open` hook.
+#[derive(Default)]
+struct RawIo {
+    fd: Option<OwnedFd>,
+}
+
+impl ConfigIo for RawIo {
+    fn open(&mut self, path: &Path) -> Result<Opened, OpenFailure> {
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOENT => OpenFailure::NotFound,
+            Errno::LOOP => OpenFailure::Symlink,
+            e => OpenFailure::Other(e.to_string()),
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| OpenFailure::Other(e.to_string()))?;
+        self.fd = Some(fd);
+        Ok(Opened {
+            meta: Meta {
+                uid: st.st_uid,
+                mode: st.st_mode,
+            },
+            size: st.st_size as u64,
+        })
+    }
+
+    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String> {
+        let fd = self.fd.as_ref().ok_or("not open")?;
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while text.len() as u64 <= limit {
+            match rustix::io::read(fd, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(text)
+    }
+
+    fn lstat(&mut self, path: &Path) -> Option<Meta> {
+        rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
             .ok()
             .map(|st| Meta {
                 uid: st.st_uid,
                 mode: st.st_mode,
             })
-    };
-    let fd = match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Err(LoadError::Missing),
-        Err(e) => return Err(LoadError::Other(format!("{}: cannot read: {e}", path.display()))),
-    };
-    trust::check_path(path, euid, lstat).map_err(|e| LoadError::Other(e.to_string()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| LoadError::Other(format!("{}: {e}", path.display())))?;
-    trust::check_component(
-        path,
-        path,
-        Meta {
-            uid: st.st_uid,
-            mode: st.st_mode,
-        },
-        euid,
-        true,
-    )
-    .map_err(|e| LoadError::Other(e.to_string()))?;
-    let mut text = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match rustix::io::read(&fd, &mut chunk) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&chunk[..n]),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(LoadError::Other(format!("{}: cannot read: {e}", path.display()))),
-        }
-        if text.len() > 1 << 20 {
-            return Err(LoadError::Other(format!("{}: larger than 1 MiB", path.display())));
-        }
     }
-    let text = String::from_utf8(text)
-        .map_err(|_| LoadError::Other(format!("{}: not UTF-8 text", path.display())))?;
-    Config::parse(&text, path).map_err(|e| LoadError::Other(e.to_string()))
 }
 
 /// Our own panics (this library has its own copy of std, so its own hook) go to syslog,
@@ -211,13 +271,16 @@ fn quiet_panics(socket: &Path) {
     }));
 }
 
-/// Basename of `/proc/self/exe`, for the `programs` directive.
-fn program_name(buf: &mut [u8; 256]) -> &[u8] {
-    let n = rustix::fs::readlinkat_raw(CWD, c"/proc/self/exe", &mut buf[..])
-        .unwrap_or(0)
-        .min(buf.len());
+/// Basename of `/proc/self/exe`, for the `programs` directive; `None` if it cannot be read
+/// whole. A deleted binary (upgraded under a running server) reads as `NAME (deleted)`.
+fn program_name(buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
+    let n = rustix::fs::readlinkat_raw(CWD, c"/proc/self/exe", &mut buf[..]).ok()?;
+    if n == 0 || n >= buf.len() {
+        return None; // possibly cut: a prefix of the name must not pass for the name
+    }
     let full = &buf[..n];
-    full.rsplit(|&b| b == b'/').next().unwrap_or(full)
+    let full = full.strip_suffix(b" (deleted)").unwrap_or(full);
+    full.rsplit(|&b| b == b'/').next()
 }
 
 /// Library constructor: load before `main` so a broken configuration stops the server at

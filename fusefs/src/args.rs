@@ -11,11 +11,13 @@ Serve SOURCE at MOUNTPOINT; a file under SOURCE/TENANT/... is served only if its
 the owner of SOURCE/TENANT (read without following symlinks), or an allow_uid.
 
 options:
-  --tenant-depth N      tenant directories are N levels below SOURCE (default 1)
-  --owner UID           every file must be owned by UID instead (no tenant directories)
-  --config FILE         policy configuration: allow_uid, mode enforce|audit, log_socket,
-                        log_rate are used; root/map lines are optional and
-                        ignored (the tenant comes from SOURCE); 'owner euid' is ignored
+  --tenant-depth N      shorthand for 'root SOURCE/*/.../*' (N stars; 0: SOURCE itself is
+                        the tenant): tenant directories are N levels below SOURCE
+                        (the default, 1, when the configuration has no root/map line)
+  --owner UID           shorthand for 'map SOURCE UID': every file must be owned by UID
+  --config FILE         the guards' configuration, as the shim reads it: root and map
+                        lines (matched against the absolute paths in SOURCE), allow_uid,
+                        mode enforce|audit, log_socket, log_rate; 'owner euid' is ignored
                         with a warning (a caller-dependent rule cannot be cached)
   --mode noopen|passthrough
                         noopen (default): decide at lookup, kernel skips OPEN/FLUSH and
@@ -54,7 +56,8 @@ impl DataMode {
 pub struct Options {
     pub source: PathBuf,
     pub mountpoint: PathBuf,
-    pub tenant_depth: u32,
+    /// `--tenant-depth`, if given.
+    pub tenant_depth: Option<u32>,
     pub owner: Option<u32>,
     pub config: Option<PathBuf>,
     pub mode: DataMode,
@@ -79,7 +82,7 @@ impl Options {
         let mut o = Options {
             source: PathBuf::new(),
             mountpoint: PathBuf::new(),
-            tenant_depth: 1,
+            tenant_depth: None,
             owner: None,
             config: None,
             mode: DataMode::NoOpen,
@@ -91,7 +94,6 @@ impl Options {
             stats: None,
             background: false,
         };
-        let mut depth_given = false;
         while let Some(a) = args.next() {
             // Accept --flag=value as well as --flag value.
             let (flag, inline) = match a.split_once('=') {
@@ -102,8 +104,7 @@ impl Options {
             match flag.as_str() {
                 "-h" | "--help" => return Err(String::new()),
                 "--tenant-depth" => {
-                    o.tenant_depth = number("--tenant-depth", value())?;
-                    depth_given = true;
+                    o.tenant_depth = Some(number("--tenant-depth", value())?);
                 }
                 "--owner" => o.owner = Some(number("--owner", value())?),
                 "--config" => o.config = Some(PathBuf::from(value().ok_or("--config needs a file")?)),
@@ -143,11 +144,11 @@ impl Options {
         }
         o.mountpoint = PathBuf::from(positional.pop().unwrap_or_default());
         o.source = PathBuf::from(positional.pop().unwrap_or_default());
-        if o.owner.is_some() && depth_given {
+        if o.owner.is_some() && o.tenant_depth.is_some() {
             return Err("--owner and --tenant-depth exclude each other".into());
         }
-        if o.owner.is_some() {
-            o.tenant_depth = 0;
+        if o.tenant_depth.is_some_and(|d| d > 64) {
+            return Err("--tenant-depth must be at most 64".into());
         }
         if !(1..=1024).contains(&o.threads) {
             return Err("--threads must be between 1 and 1024".into());
@@ -197,7 +198,7 @@ impl Options {
             "rw" => self.rw = true,
             "ro" => self.rw = false,
             "allow_other" => self.allow_other = true,
-            "tenant_depth" => self.tenant_depth = number("tenant_depth", val)?,
+            "tenant_depth" => self.tenant_depth = Some(number("tenant_depth", val)?),
             "owner" | "owner_uid" => self.owner = Some(number("owner", val)?),
             "config" => self.config = Some(PathBuf::from(val.ok_or("config= needs a file")?)),
             "mode" => {
@@ -228,10 +229,10 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let o = parse("/srv /mnt").unwrap();
-        assert_eq!((o.tenant_depth, o.rw, o.mode), (1, false, DataMode::NoOpen));
+        assert_eq!((o.tenant_depth, o.rw, o.mode), (None, false, DataMode::NoOpen));
         let o = parse("/srv /mnt --owner 33 -o rw,allow_other --mode passthrough --threads=3").unwrap();
         assert_eq!(o.owner, Some(33));
-        assert_eq!(o.tenant_depth, 0);
+        assert_eq!(o.tenant_depth, None);
         assert!(o.rw && o.allow_other);
         assert_eq!((o.mode, o.threads), (DataMode::Passthrough, 3));
         assert!(parse("/srv /mnt --owner 1 --tenant-depth 2").is_err());

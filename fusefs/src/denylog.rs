@@ -1,54 +1,38 @@
-//! Denials (and audit-mode would-be denials) as one syslog datagram each, rate-limited.
-//!
-//! Format, facility authpriv (10), severity warning (4) → `<84>`:
-//! `<84>toctou-guard-fs[PID]: action=deny reason=owner-mismatch path=/rel/path owner=UID
-//! expected=UID tenant=/abs/tenant/dir mode=enforce`
-//! The socket is non-blocking: a stalled syslog daemon drops lines, never stalls the mount.
+//! Denials (and audit-mode would-be denials) as one syslog datagram each, rate-limited, in
+//! the one line format both guards share (`toctou_policy::logline`, documented in the
+//! README), tagged `toctou-guard-fs[PID]`. The socket is non-blocking: a stalled syslog
+//! daemon drops lines, never stalls the mount.
 #![forbid(unsafe_code)]
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use toctou_policy::logline::{self, Denial, PRI_DENIAL, RateLimit};
 use toctou_policy::{DenyReason, Mode};
+
+const TAG: &str = "toctou-guard-fs";
 
 pub struct DenyLog {
     socket: Option<UnixDatagram>,
     target: PathBuf,
-    rate: u32,
+    rate: RateLimit,
     pid: u32,
     mode: Mode,
-    window: Mutex<Window>,
-}
-
-struct Window {
-    start: Instant,
-    sent: u32,
-    suppressed: u64,
 }
 
 /// One denial, as logged.
 pub struct Event<'a> {
     pub audit: bool,
     pub reason: DenyReason,
+    /// Absolute path in SOURCE.
     pub path: &'a [u8],
     pub owner: Option<u32>,
     pub expected: Option<u32>,
     pub tenant: &'a [u8],
-}
-
-/// Bytes as a log-safe word: printable ASCII kept, everything else (spaces, `=`, control
-/// and non-ASCII bytes) as `\xNN`, so a tenant-chosen file name cannot forge fields or lines.
-pub fn escape(out: &mut String, bytes: &[u8]) {
-    use std::fmt::Write;
-    for &b in bytes {
-        if b.is_ascii_graphic() && b != b'\\' && b != b'=' {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
+    /// The requesting process: its uid, and its pid (for its name).
+    pub uid: Option<u32>,
+    pub pid: Option<u32>,
 }
 
 impl DenyLog {
@@ -59,70 +43,49 @@ impl DenyLog {
         DenyLog {
             socket,
             target,
-            rate: rate.max(1),
+            rate: RateLimit::new(rate),
             pid: std::process::id(),
             mode,
-            window: Mutex::new(Window {
-                start: Instant::now(),
-                sent: 0,
-                suppressed: 0,
-            }),
         }
     }
 
-    pub fn format(&self, ev: &Event<'_>) -> String {
-        let mut line = format!(
-            "<84>toctou-guard-fs[{}]: action={} reason={} path=",
-            self.pid,
-            if ev.audit { "audit" } else { "deny" },
-            ev.reason.as_str()
+    /// The whole line for `ev`, reporting `suppressed` dropped lines.
+    pub fn format(&self, ev: &Event<'_>, suppressed: u64) -> String {
+        // The caller's name, only on a denial (rate-limited): one small read of /proc.
+        let comm = ev
+            .pid
+            .and_then(|p| std::fs::read(format!("/proc/{p}/comm")).ok())
+            .unwrap_or_default();
+        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        let mut line = String::new();
+        let _ = logline::write_header(&mut line, PRI_DENIAL, TAG, self.pid);
+        let _ = logline::write_denial(
+            &mut line,
+            &Denial {
+                audit: ev.audit,
+                reason: ev.reason,
+                mode: self.mode,
+                uid: ev.uid,
+                owner: ev.owner,
+                expected: ev.expected,
+                suppressed,
+                comm,
+                tenant: ev.tenant,
+                path: ev.path,
+            },
         );
-        escape(&mut line, ev.path);
-        let num = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |u| u.to_string());
-        line.push_str(&format!(
-            " owner={} expected={} tenant=",
-            num(ev.owner),
-            num(ev.expected)
-        ));
-        escape(&mut line, ev.tenant);
-        line.push_str(" mode=");
-        line.push_str(self.mode.as_str());
         line
     }
 
     pub fn log(&self, ev: &Event<'_>) {
-        let summary = {
-            let mut w = self.window.lock();
-            if w.start.elapsed().as_secs() >= 1 {
-                let s = std::mem::take(&mut w.suppressed);
-                w.start = Instant::now();
-                w.sent = 0;
-                s
-            } else {
-                0
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(suppressed) = self.rate.admit(now) {
+            let line = self.format(ev, suppressed);
+            if let Some(s) = &self.socket {
+                let _ = s.send_to(line.as_bytes(), &self.target);
             }
-        };
-        if summary > 0 {
-            self.send(&format!(
-                "<84>toctou-guard-fs[{}]: action=suppressed count={summary} mode={}",
-                self.pid,
-                self.mode.as_str()
-            ));
-        }
-        {
-            let mut w = self.window.lock();
-            if w.sent >= self.rate {
-                w.suppressed += 1;
-                return;
-            }
-            w.sent += 1;
-        }
-        self.send(&self.format(ev));
-    }
-
-    fn send(&self, line: &str) {
-        if let Some(s) = &self.socket {
-            let _ = s.send_to(line.as_bytes(), &self.target);
         }
     }
 }
@@ -134,19 +97,24 @@ mod tests {
     #[test]
     fn line_format() {
         let l = DenyLog::new(PathBuf::from("/nonexistent"), 5, Mode::Enforce);
-        let s = l.format(&Event {
-            audit: false,
-            reason: DenyReason::OwnerMismatch,
-            path: b"/alice/a b=c",
-            owner: Some(1002),
-            expected: Some(1001),
-            tenant: b"/srv/alice",
-        });
+        let s = l.format(
+            &Event {
+                audit: false,
+                reason: DenyReason::OwnerMismatch,
+                path: b"/srv/alice/a b=c",
+                owner: Some(1002),
+                expected: Some(1001),
+                tenant: b"/srv/alice",
+                uid: Some(33),
+                pid: None,
+            },
+            3,
+        );
         assert!(s.starts_with("<84>toctou-guard-fs["), "{s}");
         assert!(
             s.ends_with(
-                "]: action=deny reason=owner-mismatch path=/alice/a\\x20b\\x3dc owner=1002 \
-                 expected=1001 tenant=/srv/alice mode=enforce"
+                "]: action=deny reason=owner-mismatch mode=enforce uid=33 owner=1002 \
+                 expected=1001 suppressed=3 comm= tenant=/srv/alice path=/srv/alice/a\\x20b\\x3dc"
             ),
             "{s}"
         );

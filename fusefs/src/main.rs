@@ -3,8 +3,13 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod attr;
+mod config;
+mod data;
 mod denylog;
 mod fs;
+mod lookup;
+mod mutate;
 mod nodes;
 mod resolve;
 mod stats;
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
-use toctou_policy::{Config, OwnerRule, Policy};
+use toctou_policy::Policy;
 
 use crate::args::Options;
 
@@ -42,34 +47,6 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-/// `--config`: the policy file, after the same trust check as the shim's.
-fn load_config(path: &Path) -> Result<Config, String> {
-    let euid = syscalls::euid();
-    toctou_policy::trust::check_path(path, euid, |p| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(p)
-            .ok()
-            .map(|m| toctou_policy::trust::Meta {
-                uid: m.uid(),
-                mode: m.mode(),
-            })
-    })
-    .map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cfg = Config::parse_settings(&text, path).map_err(|e| e.to_string())?;
-    if cfg.owner == OwnerRule::Euid {
-        // The mount decides once per object and tenant and lets the kernel cache it; a rule
-        // that depends on the calling process cannot be cached. The tenant rule (or --owner)
-        // still applies: nothing is served unguarded.
-        eprintln!(
-            "toctou-guard-fs: {}: 'owner euid' is ignored here; files are judged by their \
-             tenant directory's owner (--tenant-depth) or --owner",
-            path.display()
-        );
-    }
-    Ok(cfg)
 }
 
 fn canonical_bytes(p: &Path) -> Result<Vec<u8>, String> {
@@ -144,11 +121,9 @@ fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, nofile: u
 }
 
 fn run(opts: Options) -> Result<(), String> {
-    let cfg = match &opts.config {
-        Some(p) => load_config(p)?,
-        None => Config::empty(Path::new("(built in)")),
-    };
     let source_abs = canonical_bytes(&opts.source)?;
+    let cfg = config::load(&opts, &source_abs)?;
+    let trees: Vec<String> = cfg.roots.iter().map(|r| r.pattern.as_str().to_string()).collect();
     clear_dead_mount(&opts.mountpoint);
     let mount_abs = canonical_bytes(&opts.mountpoint)?;
 
@@ -181,8 +156,6 @@ fn run(opts: Options) -> Result<(), String> {
     let settings = fs::Settings {
         mode: opts.mode,
         rw: opts.rw,
-        tenant_depth: opts.tenant_depth,
-        owner: opts.owner,
         entry_ttl: opts.entry_ttl,
         attr_ttl: opts.attr_ttl,
         source_abs: if source_abs == b"/" {
@@ -248,15 +221,12 @@ fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| format!("spawn: {e}"))?;
 
     eprintln!(
-        "toctou-guard-fs: serving {} at {} ({} mode, {}, tenant {}, policy {}, {} threads, fd limit {})",
+        "toctou-guard-fs: serving {} at {} ({} mode, {}, trees {}, policy {}, {} threads, fd limit {})",
         opts.source.display(),
         opts.mountpoint.display(),
         opts.mode.as_str(),
         if opts.rw { "rw" } else { "ro" },
-        match opts.owner {
-            Some(u) => format!("owner uid {u}"),
-            None => format!("depth {}", opts.tenant_depth),
-        },
+        trees.join(" "),
         mode.as_str(),
         opts.threads,
         nofile

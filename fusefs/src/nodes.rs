@@ -51,6 +51,9 @@ pub struct Node {
     /// Depth below SOURCE of the name it was looked up by (the root is 0).
     pub depth: u32,
     pub tenant: Option<Arc<Tenant>>,
+    /// Whether the rule judges this node's own object: false outside every root and for a
+    /// tenant directory reached by its own name (it is its own owner).
+    pub judged: bool,
     /// Path relative to SOURCE, starting with `/`, as looked up (for logs and for
     /// resolving relative symlinks found in this directory).
     pub path: Box<[u8]>,
@@ -90,6 +93,7 @@ pub struct NewNode {
     pub kind: FileType,
     pub depth: u32,
     pub tenant: Option<Arc<Tenant>>,
+    pub judged: bool,
     pub path: Box<[u8]>,
     pub readable: bool,
 }
@@ -105,6 +109,7 @@ impl Nodes {
             kind: new.kind,
             depth: 0,
             tenant: new.tenant,
+            judged: new.judged,
             path: new.path,
             readable: new.readable,
             rfd: OnceLock::new(),
@@ -184,6 +189,7 @@ impl Nodes {
             kind: new.kind,
             depth: new.depth,
             tenant: new.tenant,
+            judged: new.judged,
             path: new.path,
             readable: new.readable,
             rfd: OnceLock::new(),

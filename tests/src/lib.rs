@@ -1,11 +1,16 @@
 //! Helpers shared by the integration tests: prerequisites that skip locally but fail in CI,
-//! the workspace's built artifacts (the shim, the FUSE daemon, `toctou-attack`), and a lock
+//! the workspace's built artifacts (the shim, the FUSE daemon, `toctou-attack`), the FUSE
+//! daemon's harness (a two-tenant tree and a running mount), the shim's fixture (two
+//! docroots, a config, the C helpers), deadline polls in place of fixed sleeps, and a lock
 //! that keeps heavy race tests from measuring each other.
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
+pub mod fuse_tree;
 pub mod harness;
+pub mod poll;
 pub mod prereq;
+pub mod shim_fixture;
 
 use std::sync::{Mutex, MutexGuard};
 

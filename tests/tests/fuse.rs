@@ -5,231 +5,23 @@
 //!
 //! Needs root and /dev/fuse (skipped with `SKIP:` otherwise, a failure when `CI` is set).
 //! Uses target/release/toctou-guard-fs (from `cargo build --release --workspace`), or builds
-//! it into this test's scratch directory.
+//! it into this test's scratch directory. The harness is `toctou_guard_tests::fuse_tree`.
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{PermissionsExt, chown, lchown, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use toctou_guard_tests::{artifacts, prereq};
-
-const ALICE: u32 = 43001; // the attacker tenant
-const BOB: u32 = 43002; // the victim tenant
-const SERVER: u32 = 43003; // the web server's uid
-
-const VICTIM: &[u8] = b"BOB-SECRET-wp-config-DB_PASSWORD=hunter2\n";
-
-/// Root, /dev/fuse and the daemon, or a reason to skip (a failure in CI).
-fn prerequisites() -> Option<PathBuf> {
-    if !prereq::root() || !prereq::fuse() {
-        return None;
-    }
-    let daemon = artifacts::fs_daemon();
-    prereq::require(
-        daemon.is_some(),
-        "toctou-guard-fs (cargo build --release --workspace)",
-    )
-    .then_some(daemon?)
-}
-
-fn is_fuse_mount(mnt: &Path) -> bool {
-    let want = mnt.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-        m.lines().any(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            f.len() > 4 && f[4] == want && l.contains(" - fuse")
-        })
-    })
-}
-
-/// A scratch tree: SOURCE/{alice,bob}/pub, a mount point, removed on drop.
-struct Tree {
-    base: PathBuf,
-    src: PathBuf,
-    mnt: PathBuf,
-}
-
-impl Tree {
-    fn new(tag: &str) -> Tree {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let base = PathBuf::from(format!(
-            "/tmp/tg-fuse-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&base);
-        let src = base.join("src");
-        let mnt = base.join("mnt");
-        for d in [&base, &src, &mnt] {
-            fs::create_dir_all(d).expect("mkdir");
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        let t = Tree { base, src, mnt };
-        for (who, uid) in [("alice", ALICE), ("bob", BOB)] {
-            t.dir(&format!("{who}/pub"), uid);
-            chown(t.src.join(who), Some(uid), Some(uid)).expect("chown");
-        }
-        t.file("bob/pub/secret", VICTIM, BOB);
-        t
-    }
-
-    fn dir(&self, rel: &str, uid: u32) {
-        let p = self.src.join(rel);
-        fs::create_dir_all(&p).expect("mkdir");
-        chown(&p, Some(uid), Some(uid)).expect("chown");
-    }
-
-    fn file(&self, rel: &str, data: &[u8], uid: u32) -> PathBuf {
-        let p = self.src.join(rel);
-        fs::write(&p, data).expect("write");
-        chown(&p, Some(uid), Some(uid)).expect("chown");
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
-        p
-    }
-
-    fn link(&self, rel: &str, target: &str, uid: u32) {
-        let p = self.src.join(rel);
-        symlink(target, &p).expect("symlink");
-        lchown(&p, Some(uid), Some(uid)).expect("lchown");
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        if is_fuse_mount(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        let _ = fs::remove_dir_all(&self.base);
-    }
-}
-
-/// A running daemon; dropping it stops it and lazily unmounts whatever is left.
-struct Mount {
-    child: Option<Child>,
-    mnt: PathBuf,
-}
-
-impl Mount {
-    fn start(bin: &Path, tree: &Tree, extra: &[&str]) -> Mount {
-        let log = fs::File::create(tree.base.join("fs.log")).expect("log file");
-        let child = Command::new(bin)
-            .arg(&tree.src)
-            .arg(&tree.mnt)
-            .arg("--allow-other")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn toctou-guard-fs");
-        let mut m = Mount {
-            child: Some(child),
-            mnt: tree.mnt.clone(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !is_fuse_mount(&m.mnt) {
-            if let Some(c) = m.child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                panic!(
-                    "toctou-guard-fs exited with {st}: {}",
-                    fs::read_to_string(tree.base.join("fs.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "not mounted after 15 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        m
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            send_signal(c.id(), sig);
-        }
-    }
-
-    /// SIGTERM and wait (bounded); the exit status.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        send_signal(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if is_fuse_mount(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-    }
-}
-
-fn send_signal(pid: u32, sig: &str) {
-    assert!(pid > 1, "no such daemon");
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-/// Read `path` as the unprivileged server uid (`cat`): Ok(bytes) or Err(stderr).
-fn read_as_server(path: &Path) -> Result<Vec<u8>, String> {
-    let out = Command::new("cat")
-        .arg(path)
-        .uid(SERVER)
-        .gid(SERVER)
-        .output()
-        .expect("run cat");
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-fn assert_eacces(path: &Path) {
-    match fs::read(path) {
-        Ok(data) => panic!(
-            "{} was served ({} bytes, victim: {})",
-            path.display(),
-            data.len(),
-            data == VICTIM
-        ),
-        Err(e) => assert_eq!(
-            e.raw_os_error(),
-            Some(libc::EACCES),
-            "{}: expected EACCES, got {e}",
-            path.display()
-        ),
-    }
-    let err = read_as_server(path).expect_err("served to the server uid");
-    assert!(err.contains("Permission denied"), "{}: {err}", path.display());
-}
+use toctou_guard_tests::fuse_tree::{
+    ALICE, BOB, Mount, Tree, VICTIM, assert_eacces, counter, is_fuse_mount, prerequisites, read_as_server,
+    wait_stats,
+};
+use toctou_guard_tests::poll::{wait_for, wait_until};
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -533,11 +325,10 @@ fn fuse_killed_daemon_fails_closed() {
     t.link("alice/pub/evil", "../../bob/pub/secret", ALICE);
     let mut m = Mount::start(&bin, &t, &["--entry-ttl-ms", "50", "--attr-ttl-ms", "50"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed, leaked) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
+    // Per reader (0: alice's page, 1: the link to bob's file): reads served and failed.
+    let served: Arc<[AtomicU64; 2]> = Arc::default();
+    let failed: Arc<[AtomicU64; 2]> = Arc::default();
+    let leaked = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
         .map(|i| {
             let (stop, served, failed, leaked) =
@@ -554,29 +345,49 @@ fn fuse_killed_daemon_fails_closed() {
                         Ok(d) if d.windows(11).any(|w| w == b"BOB-SECRET-") => {
                             leaked.fetch_add(1, Ordering::Relaxed)
                         }
-                        Ok(_) => served.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        Ok(_) => served[i].fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed[i].fetch_add(1, Ordering::Relaxed),
                     };
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    m.signal("KILL");
-    if let Some(mut c) = m.child.take() {
-        let _ = c.wait();
-    }
-    let served_at_kill = served.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(500));
+    let load = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
+    // Both readers under way against the live daemon: the page served, the link refused.
+    wait_until(
+        "the readers' first answers from the live daemon (page served, link refused)",
+        Duration::from_secs(4),
+        || load(&served)[0] > 0 && load(&failed)[1] > 0,
+    );
+    m.kill();
+    let served_at_kill = load(&served)[0];
+    // Both readers go on against the dead mount until each has failed a good many times
+    // (names and attributes cached before the kill expire within 50 ms).
+    let failed_at_kill = load(&failed);
+    wait_until(
+        "both readers to fail 20 times against the killed daemon's mount",
+        Duration::from_secs(4),
+        || {
+            let now = load(&failed);
+            (0..2).all(|i| now[i] >= failed_at_kill[i] + 20)
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().expect("reader");
     }
     assert_eq!(leaked.load(Ordering::Relaxed), 0, "victim bytes served");
     assert!(served_at_kill > 0, "no read succeeded before the kill");
-    let err = fs::metadata(t.mnt.join("alice/pub/page")).expect_err("dead mount answered");
+    let page = t.mnt.join("alice/pub/page");
+    // Once the page's cached attributes have expired (50 ms), the kernel has to ask the
+    // dead daemon.
+    let err = wait_for(
+        "a stat of the page on the dead mount to reach the kernel (attr TTL 50 ms)",
+        Duration::from_secs(2),
+        || fs::metadata(&page).err(),
+    );
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
-    let err = fs::read(t.mnt.join("alice/pub/page")).expect_err("dead mount served a file");
+    let err = fs::read(&page).expect_err("dead mount served a file");
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
     assert!(fs::read_dir(&t.mnt).is_err(), "the raw tree is visible");
     let st = Command::new("umount")
@@ -613,19 +424,39 @@ fn fuse_denial_log_rw_and_stats() {
     let stats = t.base.join("stats");
     let conf_s = conf.to_string_lossy().into_owned();
     let stats_s = stats.to_string_lossy().into_owned();
-    let mut m = Mount::start(&bin, &t, &["--config", &conf_s, "-o", "rw", "--stats", &stats_s]);
+    // Short cache TTLs: a change made to SOURCE outside the mount shows within 50 ms.
+    let mut m = Mount::start(
+        &bin,
+        &t,
+        &[
+            "--config",
+            &conf_s,
+            "-o",
+            "rw",
+            "--stats",
+            &stats_s,
+            "--entry-ttl-ms",
+            "50",
+            "--attr-ttl-ms",
+            "50",
+        ],
+    );
 
     assert_eacces(&t.mnt.join("alice/pub/evil"));
     let mut buf = [0u8; 1024];
     let n = sock.recv(&mut buf).expect("a denial line");
     let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let want = format!(
-        "]: action=deny reason=owner-mismatch path=/alice/pub/evil owner={BOB} expected={ALICE} \
-         tenant={}/alice mode=enforce",
-        t.src.display()
+    // The shared line format (README, "The denial line"): the first reader is this test,
+    // as root (uid=0), under its thread's name.
+    let fixed = format!(
+        "]: action=deny reason=owner-mismatch mode=enforce uid=0 owner={BOB} expected={ALICE} \
+         suppressed=0 comm="
     );
+    let names = format!(" tenant={src}/alice path={src}/alice/pub/evil", src = t.src.display());
     assert!(
-        line.starts_with(&format!("<84>toctou-guard-fs[{}", m.pid())) && line.ends_with(&want),
+        line.starts_with(&format!("<84>toctou-guard-fs[{}", m.pid()))
+            && line.contains(&fixed)
+            && line.ends_with(&names),
         "{line}"
     );
 
@@ -662,37 +493,15 @@ fn fuse_denial_log_rw_and_stats() {
     fs::remove_file(t.mnt.join("alice/pub/d/n.txt")).expect("unlink");
     fs::remove_dir(t.mnt.join("alice/pub/d")).expect("rmdir");
     assert!(symlink("x", t.mnt.join("alice/pub/l")).is_err(), "symlink made");
-    // A change made to SOURCE outside the mount shows once the attribute TTL runs out.
-    std::thread::sleep(Duration::from_millis(20));
+    // A change made to SOURCE outside the mount shows once the attribute TTL runs out (its
+    // size differs, so the kernel drops the cached pages whatever the mtime granularity).
     t.file("alice/pub/index.html", b"changed outside\n", ALICE);
-    std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(fs::read(&page).expect("read"), b"changed outside\n");
+    wait_until(
+        "a change to SOURCE to show through the mount (attr TTL 50 ms)",
+        Duration::from_secs(2),
+        || fs::read(&page).expect("read") == b"changed outside\n",
+    );
     assert!(m.stop().is_some_and(|s| s.success()), "SIGTERM: exit 0");
-}
-
-fn wait_stats(path: &Path, previous: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(s) = fs::read_to_string(path)
-            && !s.is_empty()
-            && s != previous
-        {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stats written to {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn counter(stats: &str, name: &str) -> u64 {
-    stats
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or(u64::MAX)
 }
 
 /// `mode audit`: an owner mismatch is served and logged as `action=audit`; a link out of
@@ -729,15 +538,16 @@ fn fuse_audit_mode_and_fixed_owner() {
     let n = sock.recv(&mut buf).expect("an audit line");
     let line = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(
-        line.contains("]: action=audit reason=owner-mismatch path=/alice/pub/evil ")
-            && line.ends_with(" mode=audit"),
+        line.contains("]: action=audit reason=owner-mismatch mode=audit ")
+            && line.ends_with(&format!(" path={}/alice/pub/evil", t.src.display())),
         "{line}"
     );
     assert_eacces(&t.mnt.join("alice/pub/etc"));
     let n = sock.recv(&mut buf).expect("a deny line");
     let line = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(
-        line.contains("]: action=deny reason=escapes-tenant path=/alice/pub/etc "),
+        line.contains("]: action=deny reason=escapes-tenant mode=audit ")
+            && line.ends_with(&format!(" path={}/alice/pub/etc", t.src.display())),
         "{line}"
     );
     assert!(m.stop().is_some_and(|s| s.success()), "SIGTERM: exit 0");

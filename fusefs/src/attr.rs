@@ -1,0 +1,75 @@
+//! Attributes: a held object's `fstat`, as the kernel is told it (`getattr`, `statfs`).
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use nix::sys::stat::FileStat;
+use nix::sys::statvfs::Statvfs;
+
+use crate::fs::{GuardFs, errno};
+use crate::syscalls;
+
+pub(crate) fn time(sec: i64, nsec: i64) -> SystemTime {
+    let ns = nsec.clamp(0, 999_999_999) as u32;
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, ns)
+    } else {
+        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, ns)
+    }
+}
+
+pub(crate) fn kind_of(st: &FileStat) -> Result<FileType, Errno> {
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FileType::RegularFile,
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => return Err(Errno::EIO),
+    })
+}
+
+pub(crate) fn attr_of(ino: u64, st: &FileStat) -> Result<FileAttr, Errno> {
+    Ok(FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(st)?,
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    })
+}
+
+impl GuardFs {
+    pub(crate) fn do_getattr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        let node = self.node(ino)?;
+        let st = syscalls::fstat(&node.fd).map_err(errno)?;
+        attr_of(node.ino, &st)
+    }
+
+    pub(crate) fn do_statfs(&self) -> Result<Statvfs, Errno> {
+        nix::sys::statvfs::fstatvfs(&*self.root_fd).map_err(errno)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(time(1, 5), UNIX_EPOCH + Duration::new(1, 5));
+    }
+}

@@ -1,0 +1,410 @@
+//! Lookup, where the rule is applied.
+//!
+//! [`GuardFs::resolve_child`] opens the name itself (`O_PATH|O_NOFOLLOW`, relative to the
+//! parent's held fd), follows a link only inside SOURCE, decides which tenant the object
+//! belongs to, and compares the owner of the object it holds with that tenant's. Every
+//! other decision about where tenants are or whether an owner passes lives here too
+//! ([`root_node`], [`GuardFs::in_tenant`], [`GuardFs::same_tenant`], [`GuardFs::recheck`]),
+//! so a change to the rule touches this file only.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use nix::fcntl::AtFlags;
+use nix::fcntl::OFlag;
+use nix::sys::stat::FileStat;
+use toctou_policy::{Decision, DenyReason, Expected, Meta, Policy, ScratchPath, Target, tenant_owner};
+
+use crate::attr::{attr_of, kind_of};
+use crate::denylog::Event;
+use crate::fs::{GuardFs, Settings, errno};
+use crate::nodes::{Key, NewNode, Node, ROOT, Tenant};
+use crate::resolve::{self, Followed};
+use crate::stats::bump;
+use crate::syscalls;
+
+/// `Key::tenant_uid` of a node outside every tenant.
+const NO_TENANT: u32 = u32::MAX;
+
+/// Who asked: for the denial line's `uid` and `comm`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub(crate) fn of(req: &fuser::Request) -> Caller {
+        Caller {
+            uid: req.uid(),
+            pid: req.pid(),
+        }
+    }
+}
+
+/// The rule for an object outside every tenant so far, reached by the absolute path `abs`
+/// (its own `lstat`-like facts in `own`): the policy's classification of that path, as the
+/// shim would make it. `Ok(None)`: outside every root. `Ok(Some((tenant, judged)))`: under
+/// a root; `judged` is false for the tenant directory itself (it is its own owner).
+fn enter_root(
+    policy: &Policy,
+    abs: &[u8],
+    own: Meta,
+    tenant_meta: impl FnOnce(&[u8]) -> Option<Meta>,
+) -> Result<Option<(Arc<Tenant>, bool)>, DenyReason> {
+    let mut scratch = ScratchPath::new();
+    let (target, normalized) = match policy.classify_clean(abs) {
+        Some(t) => (t, abs),
+        None => (policy.classify(None, abs, &mut scratch), scratch.as_bytes()),
+    };
+    let (tenant_len, expected) = match target {
+        Target::Outside => return Ok(None),
+        Target::Deny(reason) => return Err(reason),
+        Target::Guarded {
+            tenant_len, expected, ..
+        } => (tenant_len, expected),
+    };
+    let tenant_path = &normalized[..tenant_len];
+    let is_tenant_dir = tenant_len == normalized.len();
+    let uid = match expected {
+        Expected::Uid(uid) => uid,
+        // `owner euid` is refused at start with a warning: the tenant rule applies.
+        Expected::TenantOwner | Expected::Euid if is_tenant_dir => tenant_owner(Some(own))?,
+        Expected::TenantOwner | Expected::Euid => tenant_owner(tenant_meta(tenant_path))?,
+    };
+    let tenant = Arc::new(Tenant {
+        uid,
+        path: Box::from(tenant_path),
+    });
+    Ok(Some((tenant, !is_tenant_dir)))
+}
+
+fn meta_of(st: &FileStat) -> Meta {
+    Meta {
+        uid: st.st_uid,
+        mode: st.st_mode,
+    }
+}
+
+/// The one node not found by lookup: SOURCE itself (`st`, held as `fd`), with its tenant
+/// if SOURCE lies under a root.
+pub(crate) fn root_node(
+    policy: &Policy,
+    settings: &Settings,
+    st: &FileStat,
+    fd: OwnedFd,
+) -> Result<(Key, NewNode), String> {
+    let abs: &[u8] = if settings.source_abs.is_empty() {
+        b"/"
+    } else {
+        &settings.source_abs
+    };
+    let lstat = |p: &[u8]| {
+        nix::sys::stat::lstat(OsStr::from_bytes(p))
+            .ok()
+            .map(|s| meta_of(&s))
+    };
+    let (tenant, judged) = match enter_root(policy, abs, meta_of(st), lstat) {
+        Ok(Some((t, judged))) => (Some(t), judged),
+        Ok(None) => (None, false),
+        Err(r) => return Err(format!("SOURCE is under a root, but: {}", r.as_str())),
+    };
+    if let Some(t) = tenant.as_deref()
+        && judged
+        && !matches!(policy.decide(st.st_uid, t.uid), Decision::Allow)
+    {
+        return Err(format!(
+            "SOURCE is owned by uid {}, not its tenant's uid {}",
+            st.st_uid, t.uid
+        ));
+    }
+    let key = Key {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        tenant_uid: tenant.as_ref().map_or(NO_TENANT, |t| t.uid),
+        alias: 0,
+    };
+    let node = NewNode {
+        parent: ROOT,
+        fd,
+        kind: FileType::Directory,
+        depth: 0,
+        tenant,
+        judged,
+        path: Box::from(&b"/"[..]),
+        readable: false,
+    };
+    Ok((key, node))
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Box<[u8]> {
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p.into_boxed_slice()
+}
+
+/// A stable id for "the directory reached through link `name` in `parent`".
+fn alias_id(parent: u64, name: &[u8]) -> u64 {
+    // FNV-1a; collisions only merge two symlink aliases of the same directory object.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ parent.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
+}
+
+/// Where a decision is made, for its log line.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    /// Path below SOURCE.
+    rel: &'a [u8],
+    tenant: Option<&'a Tenant>,
+    caller: Option<Caller>,
+}
+
+/// A looked-up child, accepted by the rule.
+pub(crate) struct Child {
+    node: Arc<Node>,
+    st: FileStat,
+}
+
+impl Child {
+    /// The entry the kernel is given: the held object's attributes, under the node's inode.
+    pub(crate) fn attr(&self) -> Result<FileAttr, Errno> {
+        attr_of(self.node.ino, &self.st)
+    }
+}
+
+impl GuardFs {
+    pub(crate) fn do_lookup(&self, caller: Caller, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        let parent = self.node(parent)?;
+        self.resolve_child(caller, &parent, name)?.attr()
+    }
+
+    /// The absolute path in SOURCE of `rel` (a node's path, from `/`), for rules and logs.
+    fn abs(&self, rel: &[u8]) -> Vec<u8> {
+        let mut abs = self.settings.source_abs.clone();
+        abs.extend_from_slice(rel);
+        abs
+    }
+
+    pub(crate) fn do_forget(&self, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+        self.count_nodes();
+    }
+
+    fn count_nodes(&self) {
+        self.stats
+            .nodes_live
+            .store(self.nodes.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Log a refusal; `Err(EACCES)` unless audit mode lets it through.
+    fn refuse(&self, decision: Decision, at: &At<'_>, owner: Option<u32>) -> Result<(), Errno> {
+        let (audit, reason) = match decision {
+            Decision::Allow => return Ok(()),
+            Decision::Deny(r) => (false, r),
+            Decision::Audit(r) => (true, r),
+        };
+        bump(if audit {
+            &self.stats.audited
+        } else {
+            &self.stats.denied
+        });
+        let path = self.abs(at.rel);
+        self.log.log(&Event {
+            audit,
+            reason,
+            path: &path,
+            owner,
+            expected: at.tenant.map(|t| t.uid),
+            tenant: at.tenant.map_or(&[][..], |t| &t.path[..]),
+            uid: at.caller.map(|c| c.uid),
+            pid: at.caller.map(|c| c.pid),
+        });
+        if audit { Ok(()) } else { Err(Errno::EACCES) }
+    }
+
+    /// A refusal that even audit mode cannot let through: there is nothing inside SOURCE
+    /// the daemon could serve instead (a link out of SOURCE, a symlinked tenant directory).
+    fn refuse_structural(&self, reason: DenyReason, at: &At<'_>) -> Errno {
+        let _ = self.refuse(Decision::Deny(reason), at, None);
+        Errno::EACCES
+    }
+
+    /// The owner rule: `owner` (of the object at `at`) against the tenant's.
+    fn apply_rule(&self, owner: u32, tenant: &Tenant, at: &At<'_>) -> Result<(), Errno> {
+        let at = At {
+            tenant: Some(tenant),
+            ..*at
+        };
+        self.refuse(self.policy.decide(owner, tenant.uid), &at, Some(owner))
+    }
+
+    /// Whether `node` is inside a tenant (at or below the tenant's own directory).
+    pub(crate) fn in_tenant(&self, node: &Node) -> bool {
+        node.tenant.is_some()
+    }
+
+    /// Whether a rename from `a` to `b` stays within one tenant.
+    pub(crate) fn same_tenant(&self, a: &Node, b: &Node) -> bool {
+        match (&a.tenant, &b.tenant) {
+            (Some(a), Some(b)) => a.uid == b.uid,
+            _ => false,
+        }
+    }
+
+    /// The rule again on a node's held object, as it is now (passthrough `open`).
+    pub(crate) fn recheck(&self, node: &Node) -> Result<(), Errno> {
+        let st = syscalls::fstat(&node.fd).map_err(errno)?;
+        if node.judged {
+            let t = node.tenant.as_deref().ok_or(Errno::EACCES)?;
+            let at = At {
+                rel: &node.path,
+                tenant: Some(t),
+                caller: None,
+            };
+            self.apply_rule(st.st_uid, t, &at)?;
+        }
+        Ok(())
+    }
+
+    /// Look `name` up in `parent`, apply the rule to the object found, and return it.
+    pub(crate) fn resolve_child(&self, caller: Caller, parent: &Node, name: &OsStr) -> Result<Child, Errno> {
+        if parent.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let name_b = name.as_bytes();
+        if !syscalls::is_plain_name(name_b) {
+            return Err(Errno::ENOENT);
+        }
+        let path = join(&parent.path, name_b);
+        let depth = parent.depth + 1;
+        let fd = syscalls::open_child(&parent.fd, name).map_err(errno)?;
+        let st = syscalls::fstat(&fd).map_err(errno)?;
+        let mut at = At {
+            rel: &path,
+            tenant: parent.tenant.as_deref(),
+            caller: Some(caller),
+        };
+
+        // Which tenant this name belongs to: the parent's, once inside a root (the first root
+        // a path enters decides, as in the shim's walk); else the policy's answer for its path.
+        let (tenant, judged) = match &parent.tenant {
+            Some(t) => (Some(t.clone()), true),
+            None => {
+                let tenant_meta = |tenant: &[u8]| {
+                    let rel = tenant.strip_prefix(self.settings.source_abs.as_slice())?;
+                    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+                    nix::sys::stat::fstatat(
+                        &*self.root_fd,
+                        OsStr::from_bytes(rel),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .ok()
+                    .map(|s| meta_of(&s))
+                };
+                match enter_root(&self.policy, &self.abs(&path), meta_of(&st), tenant_meta) {
+                    Ok(Some((t, judged))) => (Some(t), judged),
+                    Ok(None) => (None, false),
+                    Err(reason) => return Err(self.refuse_structural(reason, &at)),
+                }
+            }
+        };
+        at.tenant = tenant.as_deref();
+
+        let (fd, st, via_link) = if resolve::is_symlink(&st) {
+            let Some(t) = tenant.as_deref().filter(|_| judged) else {
+                // Outside every root, or the tenant directory itself: a link's owner there
+                // is not a tenant's word, and nothing would judge what it leads to.
+                return Err(self.refuse_structural(DenyReason::TenantIsSymlink, &at));
+            };
+            let target = syscalls::readlink_fd(&fd).map_err(errno)?;
+            match resolve::follow(
+                self.root_fd.as_fd(),
+                &self.settings.prefixes,
+                &parent.path,
+                &target,
+            )
+            .map_err(errno)?
+            {
+                Followed::Object(fd, st) => (fd, st, true),
+                Followed::Escapes => {
+                    let at = At {
+                        tenant: Some(t),
+                        ..at
+                    };
+                    return Err(self.refuse_structural(DenyReason::EscapesTenant, &at));
+                }
+            }
+        } else {
+            (fd, st, false)
+        };
+        if judged {
+            // Below a tenant every node has one; fail closed if that ever breaks.
+            let t = tenant.as_deref().ok_or(Errno::EACCES)?;
+            // The rule, on the object we hold and will serve.
+            self.apply_rule(st.st_uid, t, &at)?;
+        }
+
+        let kind = kind_of(&st)?;
+        // Hold a regular file open for reading: the same object (reopened through
+        // /proc/self/fd, not by name), and no-open reads need nothing more.
+        let (fd, readable) = if kind == FileType::RegularFile {
+            match syscalls::reopen(&fd, OFlag::O_RDONLY | OFlag::O_NOATIME) {
+                Ok(rfd) => (rfd, true),
+                Err(_) => (fd, false),
+            }
+        } else {
+            (fd, false)
+        };
+        let key = Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            tenant_uid: tenant.as_ref().map_or(NO_TENANT, |t| t.uid),
+            alias: if via_link && kind == FileType::Directory {
+                alias_id(parent.ino, name_b)
+            } else {
+                0
+            },
+        };
+        let node = self.nodes.lookup(
+            key,
+            self.root_dev,
+            NewNode {
+                parent: parent.ino,
+                fd,
+                kind,
+                depth,
+                tenant,
+                judged,
+                path,
+                readable,
+            },
+        );
+        self.count_nodes();
+        Ok(Child { node, st })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(&*join(b"/", b"a"), b"/a");
+        assert_eq!(&*join(b"/a", b"b"), b"/a/b");
+        assert_ne!(alias_id(1, b"x"), alias_id(2, b"x"));
+    }
+}

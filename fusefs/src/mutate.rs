@@ -1,0 +1,151 @@
+//! Changes through the mount (`--rw`): create, mkdir, unlink, rmdir, rename, setattr.
+//! Anything new is looked up again through [`GuardFs::resolve_child`], so it passes the
+//! rule like any other entry.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, RenameFlags, Request, TimeOrNow};
+use nix::fcntl::OFlag;
+
+use crate::attr::attr_of;
+use crate::fs::{GuardFs, errno};
+use crate::lookup::Caller;
+use crate::nodes::Node;
+use crate::syscalls;
+
+/// What a SETATTR asks to change (`None`: leave it).
+pub(crate) struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    /// The passthrough handle the change came through, if any.
+    pub fh: Option<FileHandle>,
+}
+
+impl GuardFs {
+    /// The parent must be inside a tenant for anything to be created, removed or renamed.
+    fn writable_dir(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
+        if !self.settings.rw {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        if node.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.in_tenant(&node) {
+            return Err(Errno::EACCES);
+        }
+        Ok(node)
+    }
+
+    /// Run `f` with this thread's filesystem uid set to the tenant's (so what is created
+    /// belongs to the tenant and passes the rule), when the daemon can switch.
+    fn as_tenant<T>(&self, node: &Node, gid: u32, f: impl FnOnce() -> T) -> T {
+        match node.tenant.as_deref() {
+            Some(t) if self.euid == 0 => {
+                let _cred = syscalls::FsCred::switch(t.uid, gid);
+                f()
+            }
+            _ => f(),
+        }
+    }
+
+    pub(crate) fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<FileAttr, Errno> {
+        let dir = self.writable_dir(parent)?;
+        let perm = mode & !umask & 0o777;
+        let fd = self
+            .as_tenant(&dir, req.gid(), || {
+                syscalls::create_child(&dir.fd, name, OFlag::from_bits_truncate(flags), perm)
+            })
+            .map_err(errno)?;
+        drop(fd);
+        self.resolve_child(Caller::of(req), &dir, name)?.attr()
+    }
+
+    pub(crate) fn do_mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<FileAttr, Errno> {
+        let dir = self.writable_dir(parent)?;
+        let perm = mode & !umask & 0o1777;
+        self.as_tenant(&dir, req.gid(), || syscalls::mkdir_child(&dir.fd, name, perm))
+            .map_err(errno)?;
+        self.resolve_child(Caller::of(req), &dir, name)?.attr()
+    }
+
+    /// `unlink`, or `rmdir` when `dir`.
+    pub(crate) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let d = self.writable_dir(parent)?;
+        syscalls::unlink_child(&d.fd, name, dir).map_err(errno)
+    }
+
+    pub(crate) fn do_setattr(&self, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
+        if !self.settings.rw {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        if let Some(m) = set.mode {
+            // No set-id bits through the mount: files here belong to the tenant.
+            syscalls::fchmod_held(&node.fd, m & 0o1777).map_err(errno)?;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            syscalls::fchown_held(&node.fd, set.uid, set.gid).map_err(errno)?;
+        }
+        if let Some(sz) = set.size {
+            // O_TRUNC arrives here: atomic O_TRUNC is not negotiated, so the kernel sends
+            // SETATTR(size) even though it never sends OPEN in no-open mode.
+            match set.fh.and_then(|f| self.handle_fd(f)) {
+                Some(f) => nix::unistd::ftruncate(&*f, sz as i64),
+                None => syscalls::truncate_held(&node.fd, sz),
+            }
+            .map_err(errno)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let ts = |t: Option<TimeOrNow>| match t {
+                None => nix::sys::time::TimeSpec::new(0, libc::UTIME_OMIT),
+                Some(TimeOrNow::Now) => nix::sys::time::TimeSpec::new(0, libc::UTIME_NOW),
+                Some(TimeOrNow::SpecificTime(t)) => {
+                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    nix::sys::time::TimeSpec::new(d.as_secs() as i64, i64::from(d.subsec_nanos()))
+                }
+            };
+            syscalls::utimens_held(&node.fd, &ts(set.atime), &ts(set.mtime)).map_err(errno)?;
+        }
+        let st = syscalls::fstat(&node.fd).map_err(errno)?;
+        attr_of(node.ino, &st)
+    }
+
+    pub(crate) fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
+        let from = self.writable_dir(parent)?;
+        let to = self.writable_dir(newparent)?;
+        if !self.same_tenant(&from, &to) {
+            return Err(Errno::EXDEV);
+        }
+        syscalls::rename_child(&from.fd, name, &to.fd, newname, flags.bits()).map_err(errno)
+    }
+}

@@ -9,11 +9,15 @@
 //! - `scenario`: what each attack lays out and which two names its swapper exchanges.
 //! - `swapper`: the attacker's forked child (its own uid) running `RENAME_EXCHANGE` threads,
 //!   controlled with Run/Pause/Quit.
-//! - `target`, `targets/*`: the servers (naive, Apache, nginx, php-fpm, FUSE, external).
+//! - `target`, `targets/*`: the servers (naive, Apache, nginx, php-fpm, FUSE, external);
+//!   `targets::WebServer` and `targets::fuse::FuseMount` also serve the benchmarks' sites.
+//! - `artefacts`: where the built shim, FUSE daemon and programs are (the one locator of the
+//!   harness, the benchmarks and the integration tests).
 //! - `load`, `http`: keep-alive clients counting leaks, denials and false denials.
 //! - `run`, `report`: the target x scenario matrix, its table, JSON and exit status.
 //! - `sys`: the only module with `unsafe` system calls (plus one `pre_exec` hook in `process`).
 
+pub mod artefacts;
 pub mod error;
 pub mod guardconf;
 pub mod http;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::http::Conn;
+use crate::http::{Conn, Response};
 use crate::marker::contains;
 
 /// What to send.
@@ -58,18 +58,58 @@ impl LoadResult {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    r: LoadResult,
+impl LoadResult {
+    /// Add another client's counts to these.
+    fn add(&mut self, r: LoadResult) {
+        self.attack_requests += r.attack_requests;
+        self.leaks += r.leaks;
+        self.denials += r.denials;
+        self.own += r.own;
+        self.errors += r.errors;
+        self.legit_requests += r.legit_requests;
+        self.false_denials += r.false_denials;
+        self.status_403 += r.status_403;
+        self.status_404 += r.status_404;
+        self.status_5xx += r.status_5xx;
+        self.first_false_denial = self.first_false_denial.take().or(r.first_false_denial);
+        self.first_error = self.first_error.take().or(r.first_error);
+    }
+}
+
+/// What every client of a run shares.
+struct Shared {
+    spec: LoadSpec,
+    start: Instant,
+    deadline: Instant,
+    /// Requests issued so far, over both lanes.
+    issued: AtomicU64,
+    /// Nanoseconds from the start to the first leak (`u64::MAX`: none yet).
+    first_leak_ns: AtomicU64,
+    /// Set by a client that lost the server: everyone stops.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    /// Go on: no stop, no signal, before the deadline and within the request budget.
+    fn go_on(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+            && !crate::signals::interrupted()
+            && Instant::now() < self.deadline
+            && self.issued.fetch_add(1, Ordering::Relaxed) < self.spec.max_requests
+    }
 }
 
 /// Run both lanes until the budget or the deadline is spent (or SIGINT/SIGTERM arrives).
 pub fn run(spec: &LoadSpec) -> LoadResult {
     let start = Instant::now();
-    let deadline = start + spec.max_time;
-    let issued = Arc::new(AtomicU64::new(0));
-    let first_leak_ns = Arc::new(AtomicU64::new(u64::MAX));
-    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        spec: spec.clone(),
+        start,
+        deadline: start + spec.max_time,
+        issued: AtomicU64::new(0),
+        first_leak_ns: AtomicU64::new(u64::MAX),
+        stop: AtomicBool::new(false),
+    });
     let mut handles = Vec::new();
     let lanes = [
         (true, spec.attack_threads, spec.attack_urls.len()),
@@ -79,121 +119,117 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
         if n == 0 {
             continue;
         }
-        for t in 0..threads {
-            let spec = spec.clone();
-            let (issued, first_leak_ns, stop) =
-                (Arc::clone(&issued), Arc::clone(&first_leak_ns), Arc::clone(&stop));
-            handles.push(std::thread::spawn(move || {
-                client(&spec, attack, t, start, deadline, &issued, &first_leak_ns, &stop)
-            }));
+        for index in 0..threads {
+            let client = Client {
+                shared: Arc::clone(&shared),
+                attack,
+                next: index,
+                counts: LoadResult::default(),
+            };
+            handles.push(std::thread::spawn(move || client.run()));
         }
     }
     let mut total = LoadResult::default();
     for h in handles {
-        let Ok(c) = h.join() else { continue };
-        let r = c.r;
-        total.attack_requests += r.attack_requests;
-        total.leaks += r.leaks;
-        total.denials += r.denials;
-        total.own += r.own;
-        total.errors += r.errors;
-        total.legit_requests += r.legit_requests;
-        total.false_denials += r.false_denials;
-        total.status_403 += r.status_403;
-        total.status_404 += r.status_404;
-        total.status_5xx += r.status_5xx;
-        total.first_false_denial = total.first_false_denial.or(r.first_false_denial);
-        total.first_error = total.first_error.or(r.first_error);
+        if let Ok(r) = h.join() {
+            total.add(r);
+        }
     }
-    let ns = first_leak_ns.load(Ordering::Relaxed);
+    let ns = shared.first_leak_ns.load(Ordering::Relaxed);
     total.first_leak = (ns != u64::MAX).then(|| Duration::from_nanos(ns));
     total.elapsed = start.elapsed();
     total
 }
 
-#[allow(clippy::too_many_arguments)]
-fn client(
-    spec: &LoadSpec,
+/// One client thread: a keep-alive connection going round its lane's URLs.
+struct Client {
+    shared: Arc<Shared>,
+    /// The attack lane (else the legit lane).
     attack: bool,
-    index: usize,
-    start: Instant,
-    deadline: Instant,
-    issued: &AtomicU64,
-    first_leak_ns: &AtomicU64,
-    stop: &AtomicBool,
-) -> Counts {
-    let mut c = Counts::default();
-    let mut conn = Conn::new(spec.addr, Duration::from_secs(5));
-    let mut i = index;
-    let mut consecutive_errors = 0u32;
-    loop {
-        if stop.load(Ordering::Relaxed) || crate::signals::interrupted() || Instant::now() >= deadline {
-            break;
-        }
-        if issued.fetch_add(1, Ordering::Relaxed) >= spec.max_requests {
-            break;
-        }
-        let (url, expected) = if attack {
-            (&spec.attack_urls[i % spec.attack_urls.len()], None)
-        } else {
-            let (u, e) = &spec.legit[i % spec.legit.len()];
-            (u, Some(e))
-        };
-        i += 1;
-        let res = conn.get(url);
-        if attack {
-            c.r.attack_requests += 1;
-        } else {
-            c.r.legit_requests += 1;
-        }
-        let resp = match res {
-            Ok(r) => {
-                consecutive_errors = 0;
-                r
+    /// Index of the next URL in its lane (modulo the lane's length).
+    next: usize,
+    counts: LoadResult,
+}
+
+impl Client {
+    fn run(mut self) -> LoadResult {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let mut conn = Conn::new(spec.addr, Duration::from_secs(5));
+        let mut consecutive_errors = 0u32;
+        while shared.go_on() {
+            let (url, expected) = if self.attack {
+                (&spec.attack_urls[self.next % spec.attack_urls.len()], None)
+            } else {
+                let (u, e) = &spec.legit[self.next % spec.legit.len()];
+                (u, Some(e))
+            };
+            self.next += 1;
+            let res = conn.get(url);
+            if self.attack {
+                self.counts.attack_requests += 1;
+            } else {
+                self.counts.legit_requests += 1;
             }
-            Err(e) => {
-                c.r.errors += 1;
-                if c.r.first_error.is_none() {
-                    c.r.first_error = Some(format!("GET {url}: {e}"));
+            match res {
+                Ok(resp) => {
+                    consecutive_errors = 0;
+                    self.count_response(url, expected, &resp);
                 }
-                if !attack {
-                    c.r.false_denials += 1;
-                    if c.r.first_false_denial.is_none() {
-                        c.r.first_false_denial = Some(format!("GET {url}: {e}"));
+                Err(e) => {
+                    self.count_error(url, &e);
+                    consecutive_errors += 1;
+                    if consecutive_errors >= 50 {
+                        // The server is gone: stop everyone rather than spin.
+                        shared.stop.store(true, Ordering::Relaxed);
+                        break;
                     }
                 }
-                consecutive_errors += 1;
-                if consecutive_errors >= 50 {
-                    // The server is gone: stop everyone rather than spin.
-                    stop.store(true, Ordering::Relaxed);
-                    break;
-                }
-                continue;
             }
-        };
+        }
+        self.counts
+    }
+
+    /// A connection or protocol error: in the legit lane also a false denial.
+    fn count_error(&mut self, url: &str, e: &std::io::Error) {
+        let c = &mut self.counts;
+        c.errors += 1;
+        if c.first_error.is_none() {
+            c.first_error = Some(format!("GET {url}: {e}"));
+        }
+        if !self.attack {
+            c.false_denials += 1;
+            if c.first_false_denial.is_none() {
+                c.first_false_denial = Some(format!("GET {url}: {e}"));
+            }
+        }
+    }
+
+    /// An answer: `expected` is the exact body of a legit request (`None`: an attack one).
+    fn count_response(&mut self, url: &str, expected: Option<&Vec<u8>>, resp: &Response) {
+        let c = &mut self.counts;
         match resp.status {
-            403 => c.r.status_403 += 1,
-            404 => c.r.status_404 += 1,
-            500..=599 => c.r.status_5xx += 1,
+            403 => c.status_403 += 1,
+            404 => c.status_404 += 1,
+            500..=599 => c.status_5xx += 1,
             _ => {}
         }
         if let Some(expected) = expected {
             if resp.status != 200 || &resp.body != expected {
-                c.r.false_denials += 1;
-                if c.r.first_false_denial.is_none() {
+                c.false_denials += 1;
+                if c.first_false_denial.is_none() {
                     let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(80)]).into_owned();
-                    c.r.first_false_denial = Some(format!("GET {url}: {} {body:?}", resp.status));
+                    c.first_false_denial = Some(format!("GET {url}: {} {body:?}", resp.status));
                 }
             }
-        } else if resp.status == 200 && spec.markers.iter().any(|m| contains(&resp.body, m)) {
-            c.r.leaks += 1;
-            let ns = start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
-            first_leak_ns.fetch_min(ns, Ordering::Relaxed);
+        } else if resp.status == 200 && self.shared.spec.markers.iter().any(|m| contains(&resp.body, m)) {
+            c.leaks += 1;
+            let ns = self.shared.start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+            self.shared.first_leak_ns.fetch_min(ns, Ordering::Relaxed);
         } else if resp.status == 200 {
-            c.r.own += 1;
+            c.own += 1;
         } else {
-            c.r.denials += 1;
+            c.denials += 1;
         }
     }
-    c
 }

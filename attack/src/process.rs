@@ -1,12 +1,13 @@
-//! Server processes started by the harness: their own process group, killed with their
-//! parent (`PR_SET_PDEATHSIG`), stdout/stderr in a file, stopped (TERM, then KILL of the
-//! whole group) on drop; plus free ports and readiness probes.
+//! Server processes started by the harness (and the benchmarks): their own process group,
+//! killed with their parent (`PR_SET_PDEATHSIG`), stdout/stderr in a file (or pipes),
+//! stopped (TERM, then KILL of the whole group) on drop; plus free ports, readiness probes
+//! and fuse mount points.
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, Wrap};
@@ -16,7 +17,7 @@ use crate::sys;
 pub struct ServerProcess {
     pub name: String,
     child: Child,
-    /// The file holding its stdout and stderr.
+    /// The file holding its stdout and stderr (empty for [`ServerProcess::spawn_piped`]).
     pub output: PathBuf,
     /// More files worth showing when it fails (its error log).
     pub logs: Vec<PathBuf>,
@@ -29,7 +30,26 @@ impl ServerProcess {
     pub fn spawn(name: &str, mut cmd: Command, output: &Path, logs: Vec<PathBuf>) -> Result<ServerProcess> {
         let out = File::create(output).wrap(|| format!("create {}", output.display()))?;
         let err = out.try_clone().wrap(|| "dup output file")?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        ServerProcess::start(name, cmd, output.to_path_buf(), logs)
+    }
+
+    /// Start `cmd` like [`ServerProcess::spawn`], but driven over pipes (the benchmarks'
+    /// open-loop child): its stdin and stdout are handed back, its stderr is ours.
+    pub fn spawn_piped(name: &str, mut cmd: Command) -> Result<(ServerProcess, ChildStdin, ChildStdout)> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut p = ServerProcess::start(name, cmd, PathBuf::new(), Vec::new())?;
+        let pipes = p.child.stdin.take().zip(p.child.stdout.take());
+        let (stdin, stdout) = pipes.ok_or_else(|| Error::msg(format!("{name}: no pipes")))?;
+        Ok((p, stdin, stdout))
+    }
+
+    /// Spawn `cmd` (its stdio set) in a new process group, with SIGTERM on the death of the
+    /// thread that started it.
+    fn start(name: &str, mut cmd: Command, output: PathBuf, logs: Vec<PathBuf>) -> Result<ServerProcess> {
+        cmd.process_group(0);
         // SAFETY: the hook only calls prctl (async-signal-safe), allocating nothing.
         unsafe {
             cmd.pre_exec(|| sys::set_parent_death_signal(libc::SIGTERM));
@@ -40,7 +60,7 @@ impl ServerProcess {
         Ok(ServerProcess {
             name: name.to_string(),
             child,
-            output: output.to_path_buf(),
+            output,
             logs,
             stopped: false,
         })

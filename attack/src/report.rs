@@ -58,6 +58,22 @@ impl Verdict {
 }
 
 impl CellResult {
+    /// A cell of `target` x `scenario` before it ran.
+    pub fn empty(target: TargetKind, scenario: Scenario) -> CellResult {
+        CellResult {
+            target,
+            scenario,
+            guard: target.guard(),
+            load: LoadResult::default(),
+            swaps: 0,
+            swap_errors: 0,
+            log_lines: 0,
+            log_sample: Vec::new(),
+            error: None,
+            note: None,
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         if self.error.is_some() {
             return Verdict::Error;
@@ -289,21 +305,13 @@ mod tests {
 
     fn cell(target: TargetKind, scenario: Scenario, leaks: u64, false_denials: u64) -> CellResult {
         CellResult {
-            target,
-            scenario,
-            guard: target.guard(),
             load: LoadResult {
                 attack_requests: 100,
                 leaks,
                 false_denials,
                 ..Default::default()
             },
-            swaps: 0,
-            swap_errors: 0,
-            log_lines: 0,
-            log_sample: Vec::new(),
-            error: None,
-            note: None,
+            ..CellResult::empty(target, scenario)
         }
     }
 

@@ -4,12 +4,12 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::guardconf::{GuardConfig, LogListener};
-use crate::load::{self, LoadResult, LoadSpec};
+use crate::load::{self, LoadSpec};
 use crate::report::{CellResult, Report, Verdict};
 use crate::scenario::{self, Prepared, Scenario};
 use crate::swapper::{Swapper, SwapperOptions};
@@ -115,194 +115,224 @@ fn run_targets(
     progress: &mut impl FnMut(&CellResult),
 ) -> Result<()> {
     let log = LogListener::bind(&tenants.run.join("log.sock"))?;
-    let mut configs: HashMap<String, PathBuf> = HashMap::new();
+    let mut runner = CellRunner::new(opts, tenants, &log);
     for &kind in kinds {
-        let mut running: Option<Running> = None;
-        // Once a target failed to start with a configuration, its other cells say so at once.
-        let mut start_failed: HashMap<PathBuf, String> = HashMap::new();
-        // `system` last: it is the one cell whose configuration differs (no allow_uid 0).
-        let mut scenarios: Vec<Scenario> = opts
+        for scenario in runner.scenarios(kind) {
+            if crate::signals::interrupted() {
+                return Ok(());
+            }
+            let cell = runner.run_cell_or_retry(kind, scenario);
+            progress(&cell);
+            report.cells.push(cell);
+        }
+        // The next target starts afresh.
+        runner.forget_target();
+    }
+    Ok(())
+}
+
+/// The cells of one run: what they share (tenants, log socket, the guard configurations
+/// written so far) and the target kept running between cells.
+struct CellRunner<'a> {
+    opts: &'a RunOptions,
+    tenants: &'a Tenants,
+    log: &'a LogListener,
+    /// Guard configuration files by their text.
+    configs: HashMap<String, PathBuf>,
+    running: Option<Running>,
+    /// Once the target failed to start with a configuration, its other cells say so at once.
+    start_failed: HashMap<PathBuf, String>,
+}
+
+impl<'a> CellRunner<'a> {
+    fn new(opts: &'a RunOptions, tenants: &'a Tenants, log: &'a LogListener) -> CellRunner<'a> {
+        CellRunner {
+            opts,
+            tenants,
+            log,
+            configs: HashMap::new(),
+            running: None,
+            start_failed: HashMap::new(),
+        }
+    }
+
+    /// The scenarios `kind` runs, `system` last: it is the one cell whose configuration
+    /// differs (no allow_uid 0).
+    fn scenarios(&self, kind: TargetKind) -> Vec<Scenario> {
+        let mut scenarios: Vec<Scenario> = self
+            .opts
             .scenarios
             .iter()
             .copied()
             .filter(|s| kind.supports(*s))
             .collect();
         scenarios.sort_by_key(|s| *s == Scenario::System);
-        for scenario in scenarios {
-            if crate::signals::interrupted() {
-                return Ok(());
-            }
-            let mut cell = run_cell(
-                opts,
-                tenants,
-                kind,
-                scenario,
-                &log,
-                &mut configs,
-                &mut running,
-                &mut start_failed,
-            );
-            if opts.retry_bare && cell.verdict() == Verdict::NoLeak {
-                let longer = RunOptions {
-                    max_requests: opts.max_requests.saturating_mul(3),
-                    max_time: opts.max_time * 3,
-                    ..opts.clone()
-                };
-                let first = cell.load.requests();
-                cell = run_cell(
-                    &longer,
-                    tenants,
-                    kind,
-                    scenario,
-                    &log,
-                    &mut configs,
-                    &mut running,
-                    &mut start_failed,
-                );
-                let note = format!("no leak in {first} requests; retried with 3x the budget");
-                cell.note = Some(match cell.note.take() {
-                    Some(n) => format!("{n}; {note}"),
-                    None => note,
-                });
-            }
-            progress(&cell);
-            report.cells.push(cell);
-        }
+        scenarios
     }
-    Ok(())
-}
 
-fn empty_cell(kind: TargetKind, scenario: Scenario) -> CellResult {
-    CellResult {
-        target: kind,
-        scenario,
-        guard: kind.guard(),
-        load: LoadResult::default(),
-        swaps: 0,
-        swap_errors: 0,
-        log_lines: 0,
-        log_sample: Vec::new(),
-        error: None,
-        note: None,
+    /// Stop the running target and forget its start failures.
+    fn forget_target(&mut self) {
+        self.running = None;
+        self.start_failed.clear();
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn run_cell(
-    opts: &RunOptions,
-    tenants: &Tenants,
-    kind: TargetKind,
-    scenario: Scenario,
-    log: &LogListener,
-    configs: &mut HashMap<String, PathBuf>,
-    running: &mut Option<Running>,
-    start_failed: &mut HashMap<PathBuf, String>,
-) -> CellResult {
-    let mut cell = empty_cell(kind, scenario);
-    let prepared = match scenario::prepare(scenario, tenants) {
-        Ok(p) => p,
-        Err(e) => {
-            cell.error = Some(format!("setup: {e}"));
+    /// One cell; a bare target that did not leak gets one more try with three times the
+    /// budget when `retry_bare` is set.
+    fn run_cell_or_retry(&mut self, kind: TargetKind, scenario: Scenario) -> CellResult {
+        let cell = self.run_cell(self.opts, kind, scenario);
+        if !self.opts.retry_bare || cell.verdict() != Verdict::NoLeak {
             return cell;
         }
-    };
-    cell.note = prepared.note.clone();
-    if let Err(e) = attack_cell(
-        opts,
-        tenants,
-        kind,
-        &prepared,
-        log,
-        configs,
-        running,
-        start_failed,
-        &mut cell,
-    ) {
-        cell.error = Some(e.to_string());
-        // A target in an unknown state is not reused.
-        *running = None;
+        let longer = RunOptions {
+            max_requests: self.opts.max_requests.saturating_mul(3),
+            max_time: self.opts.max_time * 3,
+            ..self.opts.clone()
+        };
+        let first = cell.load.requests();
+        let mut cell = self.run_cell(&longer, kind, scenario);
+        let note = format!("no leak in {first} requests; retried with 3x the budget");
+        cell.note = Some(match cell.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+        cell
     }
-    cell
+
+    /// Lay `scenario` out and attack `kind` with it, within the budget of `opts`.
+    fn run_cell(&mut self, opts: &RunOptions, kind: TargetKind, scenario: Scenario) -> CellResult {
+        let mut cell = CellResult::empty(kind, scenario);
+        let prepared = match scenario::prepare(scenario, self.tenants) {
+            Ok(p) => p,
+            Err(e) => {
+                cell.error = Some(format!("setup: {e}"));
+                return cell;
+            }
+        };
+        cell.note = prepared.note.clone();
+        if let Err(e) = self.attack_cell(opts, kind, &prepared, &mut cell) {
+            cell.error = Some(e.to_string());
+            // A target in an unknown state is not reused.
+            self.running = None;
+        }
+        cell
+    }
+
+    fn attack_cell(
+        &mut self,
+        opts: &RunOptions,
+        kind: TargetKind,
+        prepared: &Prepared,
+        cell: &mut CellResult,
+    ) -> Result<()> {
+        let (tenants, log) = (self.tenants, self.log);
+        let conf = self.config_for(kind, prepared)?;
+        let target = self.target_for(kind, &conf)?;
+        let spec = load_spec(opts, tenants, kind, prepared, &**target)?;
+        let swapper = start_swapper(opts, tenants, prepared)?;
+        let log_before = log.count();
+        log.clear();
+        cell.load = load::run(&spec);
+        if let Some(s) = swapper {
+            let st = s.quit();
+            cell.swaps = st.swaps;
+            cell.swap_errors = st.errors;
+            if st.errors > 0 && st.swaps == 0 {
+                return Err(Error::msg(format!(
+                    "swapper: every swap failed (errno {})",
+                    st.first_errno
+                )));
+            }
+        }
+        settle(log);
+        cell.log_lines = log.count() - log_before;
+        cell.log_sample = log.lines().into_iter().take(3).collect();
+        target.check_alive()?;
+        if cell.load.requests() == 0 {
+            return Err(Error::msg(format!(
+                "no request completed: {}",
+                cell.load.first_error.clone().unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The guard configuration file for `kind` in this scenario (written once per text).
+    fn config_for(&mut self, kind: TargetKind, prepared: &Prepared) -> Result<PathBuf> {
+        let gc = GuardConfig {
+            root: self.tenants.root_pattern(),
+            owner_euid: kind.is_php(),
+            allow_root: prepared.allow_root,
+            audit: self.opts.audit,
+            log_socket: self.log.path.clone(),
+            log_rate: 1000,
+        };
+        let text = gc.text();
+        if let Some(p) = self.configs.get(&text) {
+            return Ok(p.clone());
+        }
+        let p = gc.write(&self.tenants.run, &format!("guard-{}.conf", self.configs.len()))?;
+        self.configs.insert(text, p.clone());
+        Ok(p)
+    }
+
+    /// The running target of `kind` with configuration `conf`: the one kept from the last
+    /// cell, or a fresh start.
+    fn target_for(&mut self, kind: TargetKind, conf: &Path) -> Result<&mut Box<dyn Target>> {
+        if self.running.as_ref().is_some_and(|r| r.config != conf) {
+            self.running = None;
+        }
+        if self.running.is_none() {
+            if let Some(e) = self.start_failed.get(conf) {
+                return Err(Error::msg(e.clone()));
+            }
+            let env = StartEnv {
+                tenants: self.tenants,
+                tools: &self.opts.tools,
+                guard_config: conf,
+            };
+            match target::start(kind, &env) {
+                Ok(target) => {
+                    self.running = Some(Running {
+                        config: conf.to_path_buf(),
+                        target,
+                    })
+                }
+                Err(e) => {
+                    let e = format!("start {}: {e}", kind.name());
+                    self.start_failed.insert(conf.to_path_buf(), e.clone());
+                    return Err(Error::msg(e));
+                }
+            }
+        }
+        Ok(&mut self
+            .running
+            .as_mut()
+            .ok_or_else(|| Error::msg("no target"))?
+            .target)
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attack_cell(
+/// What the clients ask `target` for in this cell.
+fn load_spec(
     opts: &RunOptions,
     tenants: &Tenants,
     kind: TargetKind,
     prepared: &Prepared,
-    log: &LogListener,
-    configs: &mut HashMap<String, PathBuf>,
-    running: &mut Option<Running>,
-    start_failed: &mut HashMap<PathBuf, String>,
-    cell: &mut CellResult,
-) -> Result<()> {
-    let gc = GuardConfig {
-        root: tenants.root_pattern(),
-        owner_euid: kind.is_php(),
-        allow_root: prepared.allow_root,
-        audit: opts.audit,
-        log_socket: log.path.clone(),
-        log_rate: 1000,
+    target: &dyn Target,
+) -> Result<LoadSpec> {
+    let url = |f: &Path| {
+        target
+            .url(f)
+            .ok_or_else(|| Error::msg(format!("{} cannot ask for {}", kind.name(), f.display())))
     };
-    let text = gc.text();
-    let conf = match configs.get(&text) {
-        Some(p) => p.clone(),
-        None => {
-            let p = gc.write(&tenants.run, &format!("guard-{}.conf", configs.len()))?;
-            configs.insert(text, p.clone());
-            p
-        }
-    };
-    if running.as_ref().is_some_and(|r| r.config != conf) {
-        *running = None;
-    }
-    if running.is_none() {
-        if let Some(e) = start_failed.get(&conf) {
-            return Err(Error::msg(e.clone()));
-        }
-        let env = StartEnv {
-            tenants,
-            tools: &opts.tools,
-            guard_config: &conf,
-        };
-        match target::start(kind, &env) {
-            Ok(target) => {
-                *running = Some(Running {
-                    config: conf.clone(),
-                    target,
-                })
-            }
-            Err(e) => {
-                let e = format!("start {}: {e}", kind.name());
-                start_failed.insert(conf.clone(), e.clone());
-                return Err(Error::msg(e));
-            }
-        }
-    }
-    let target = &mut running.as_mut().ok_or_else(|| Error::msg("no target"))?.target;
-    let urls = |files: &[PathBuf]| -> Result<Vec<String>> {
-        files
-            .iter()
-            .map(|f| {
-                target
-                    .url(f)
-                    .ok_or_else(|| Error::msg(format!("{} cannot ask for {}", kind.name(), f.display())))
-            })
-            .collect()
-    };
-    let attack_urls = urls(&prepared.attack)?;
+    let attack_urls = prepared.attack.iter().map(|f| url(f)).collect::<Result<_>>()?;
     let attacker_only = kind.is_php() || kind == TargetKind::External;
-    let legit_files = scenario::legit_files(tenants, prepared, attacker_only);
-    let mut legit = Vec::new();
-    for l in legit_files {
-        let u = target
-            .url(&l.path)
-            .ok_or_else(|| Error::msg(format!("cannot ask for {}", l.path.display())))?;
-        legit.push((u, l.content.clone()));
-    }
+    let legit = scenario::legit_files(tenants, prepared, attacker_only)
+        .into_iter()
+        .map(|l| Ok((url(&l.path)?, l.content.clone())))
+        .collect::<Result<_>>()?;
     let is_attack = prepared.scenario.is_attack();
-    let spec = LoadSpec {
+    Ok(LoadSpec {
         addr: target.addr(),
         attack_urls,
         markers: prepared.leak_markers.clone(),
@@ -315,40 +345,31 @@ fn attack_cell(
         },
         max_requests: opts.max_requests,
         max_time: opts.max_time,
+    })
+}
+
+/// The attacker's swapper for this scenario, running; `None` when it swaps nothing.
+fn start_swapper(opts: &RunOptions, tenants: &Tenants, prepared: &Prepared) -> Result<Option<Swapper>> {
+    let Some(plan) = &prepared.swap else {
+        return Ok(None);
     };
-    let swapper = match &prepared.swap {
-        Some(plan) => {
-            let a = &tenants.attacker;
-            let s = Swapper::spawn(
-                plan,
-                &SwapperOptions {
-                    uid: a.uid,
-                    gid: a.gid,
-                    threads: opts.swappers,
-                    nice: opts.swapper_nice,
-                    max_lifetime: opts.max_time + Duration::from_secs(60),
-                },
-            )?;
-            s.run();
-            Some(s)
-        }
-        None => None,
-    };
-    let log_before = log.count();
-    log.clear();
-    cell.load = load::run(&spec);
-    if let Some(s) = swapper {
-        let st = s.quit();
-        cell.swaps = st.swaps;
-        cell.swap_errors = st.errors;
-        if st.errors > 0 && st.swaps == 0 {
-            return Err(Error::msg(format!(
-                "swapper: every swap failed (errno {})",
-                st.first_errno
-            )));
-        }
-    }
-    // Let the last datagrams arrive: until the count stops moving (at most 200 ms).
+    let a = &tenants.attacker;
+    let s = Swapper::spawn(
+        plan,
+        &SwapperOptions {
+            uid: a.uid,
+            gid: a.gid,
+            threads: opts.swappers,
+            nice: opts.swapper_nice,
+            max_lifetime: opts.max_time + Duration::from_secs(60),
+        },
+    )?;
+    s.run();
+    Ok(Some(s))
+}
+
+/// Let the last datagrams arrive: until the count stops moving (at most 200 ms).
+fn settle(log: &LogListener) {
     let mut last = log.count();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(10));
@@ -358,14 +379,4 @@ fn attack_cell(
         }
         last = now;
     }
-    cell.log_lines = log.count() - log_before;
-    cell.log_sample = log.lines().into_iter().take(3).collect();
-    target.check_alive()?;
-    if cell.load.requests() == 0 {
-        return Err(Error::msg(format!(
-            "no request completed: {}",
-            cell.load.first_error.clone().unwrap_or_default()
-        )));
-    }
-    Ok(())
 }

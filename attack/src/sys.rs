@@ -84,6 +84,12 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The effective gid.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail and touches no memory.
+    unsafe { libc::getegid() }
+}
+
 /// `kill(pid, sig)`; a negative pid names a process group. `ESRCH` is not an error.
 pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
     // SAFETY: plain integer arguments.

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::artefacts;
+pub use crate::artefacts::newest;
 use crate::error::Result;
 use crate::scenario::Scenario;
 use crate::tenants::Tenants;
@@ -166,6 +168,8 @@ pub struct Tools {
     pub apache: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub php_fpm: Option<PathBuf>,
+    /// bindfs (the benchmarks' FUSE baseline).
+    pub bindfs: Option<PathBuf>,
     pub external: Option<ExternalSpec>,
 }
 
@@ -173,24 +177,13 @@ fn first_existing(cands: &[&str]) -> Option<PathBuf> {
     cands.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-/// The most recently modified of `cands` that exists.
-pub fn newest(cands: &[PathBuf]) -> Option<PathBuf> {
-    cands
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p.clone())
-}
-
 impl Tools {
-    /// Find the servers on this machine; the shim and the FUSE daemon default to the files
-    /// next to `self_exe` (`target/release/`, or `target/release/deps/` where `cargo test`
-    /// leaves the shim; the newer wins).
+    /// Find the servers on this machine; the shim and the FUSE daemon default to the newest
+    /// built copies seen from `self_exe` (`target/release/`, or `target/release/deps/`
+    /// where `cargo test` leaves the shim: see [`crate::artefacts`]).
     pub fn detect(self_exe: &Path, shim: Option<PathBuf>, fs: Option<PathBuf>) -> Tools {
-        let dir = self_exe.parent().unwrap_or(Path::new("."));
-        let near = |name: &str| newest(&[dir.join(name), dir.join("deps").join(name)]);
-        let shim = shim.or_else(|| near("libtoctou_guard.so"));
-        let fs = fs.or_else(|| near("toctou-guard-fs"));
+        let shim = shim.or_else(|| artefacts::SHIM.near(self_exe));
+        let fs = fs.or_else(|| artefacts::FS_DAEMON.near(self_exe));
         Tools {
             self_exe: self_exe.to_path_buf(),
             shim: shim.filter(|p| p.is_file()),
@@ -198,6 +191,7 @@ impl Tools {
             apache: first_existing(&["/usr/sbin/apache2", "/usr/sbin/httpd"]),
             nginx: first_existing(&["/usr/sbin/nginx", "/usr/bin/nginx"]),
             php_fpm: first_existing(&["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm"]),
+            bindfs: first_existing(&["/usr/bin/bindfs", "/usr/local/bin/bindfs"]),
             external: None,
         }
     }

@@ -109,6 +109,41 @@ pub fn mk_symlink(target: &Path, path: &Path, uid: u32, gid: u32) -> Result<()> 
     lchown(path, Some(uid), Some(gid)).wrap(|| format!("lchown {}", path.display()))
 }
 
+impl Tenant {
+    /// Write `rel` (a path under the document root) as this tenant, mode 0644, making the
+    /// directories on the way (0755, the tenant's): any size of file (the benchmarks serve
+    /// a 1 MiB one). Removed with the base directory.
+    pub fn add_file(&self, rel: &str, content: &[u8]) -> Result<PathBuf> {
+        let path = self.add_dirs(rel)?;
+        mk_file(&path, content, self.uid, self.gid, 0o644)?;
+        Ok(path)
+    }
+
+    /// A symlink `rel -> target` (under the document root), owned by this tenant.
+    pub fn add_symlink(&self, rel: &str, target: &Path) -> Result<PathBuf> {
+        let path = self.add_dirs(rel)?;
+        mk_symlink(target, &path, self.uid, self.gid)?;
+        Ok(path)
+    }
+
+    /// The directories between the document root and `rel`, created as this tenant.
+    fn add_dirs(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.docroot.join(rel);
+        let mut dir = self.docroot.clone();
+        for c in Path::new(rel).parent().into_iter().flat_map(Path::components) {
+            dir.push(c);
+            mk_dir(&dir, self.uid, self.gid, 0o755)?;
+        }
+        Ok(path)
+    }
+}
+
+/// `n` bytes of HTML-ish text, the same every time (the benchmarks' payloads).
+pub fn filler(n: usize) -> Vec<u8> {
+    let line = b"<p>toctou-guard benchmark payload, the same bytes every time.</p>\n";
+    line.iter().copied().cycle().take(n).collect()
+}
+
 impl Tenants {
     /// Fresh tenants under a new `/tmp/toctou-attack-PID-RAND` (needs root, for chown).
     pub fn create(opts: &TenantOptions) -> Result<Tenants> {
@@ -291,6 +326,12 @@ impl Tenants {
         format!("{}/*/{}", home_parent.display(), leaf.unwrap_or_default())
     }
 
+    /// Keep everything: nothing is removed, now or on drop. The base directory, if any.
+    pub fn keep(&mut self) -> Option<PathBuf> {
+        self.created.clear();
+        self.base.take()
+    }
+
     /// Remove everything now (also done on drop).
     pub fn cleanup(&mut self) {
         for p in self.created.drain(..).rev() {
@@ -371,6 +412,13 @@ fn unmount_under(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filler_has_the_size_asked_for() {
+        assert_eq!(filler(512).len(), 512);
+        assert!(filler(1 << 20).starts_with(b"<p>"));
+        assert!(filler(0).is_empty());
+    }
 
     #[test]
     fn relative_paths() {

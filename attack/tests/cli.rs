@@ -71,11 +71,7 @@ fn demo_run_naive_leaks_and_naive_shim_holds() {
         return;
     }
     // `cargo test` leaves the shim in deps/, `cargo build` next to the binary.
-    let exe = std::path::Path::new(EXE);
-    let shim = toctou_attack::target::newest(&[
-        exe.with_file_name("libtoctou_guard.so"),
-        exe.with_file_name("deps").join("libtoctou_guard.so"),
-    ]);
+    let shim = toctou_attack::artefacts::SHIM.near(std::path::Path::new(EXE));
     let Some(shim) = shim else {
         require(
             false,

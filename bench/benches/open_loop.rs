@@ -17,7 +17,7 @@ const TENANTS: u64 = 100_000;
 
 fn bench(c: &mut Criterion) {
     let openloop = PathBuf::from(env!("CARGO_BIN_EXE_openloop"));
-    let so = match toctou_guard_bench::artefacts::shim() {
+    let so = match toctou_attack::artefacts::SHIM.locate() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("open_loop: {e}");

@@ -5,8 +5,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command};
 use std::time::Duration;
+
+use toctou_attack::process::ServerProcess;
+use toctou_attack::targets::set_preload;
 
 /// How a child is started.
 pub struct Spec<'a> {
@@ -24,7 +27,8 @@ pub struct Spec<'a> {
 }
 
 pub struct OpenLoop {
-    child: Child,
+    /// Stopped (TERM, then KILL) on drop, and killed with its parent.
+    process: ServerProcess,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
@@ -32,29 +36,21 @@ pub struct OpenLoop {
 impl OpenLoop {
     pub fn spawn(spec: &Spec<'_>) -> Result<OpenLoop, String> {
         let mut cmd = Command::new(spec.openloop);
-        cmd.arg(spec.prefix)
-            .arg(spec.suffix)
-            .arg(spec.count.to_string())
-            .env_remove("LD_PRELOAD")
-            .env_remove("TOCTOU_GUARD_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.arg(spec.prefix).arg(spec.suffix).arg(spec.count.to_string());
+        set_preload(&mut cmd, spec.guard);
         if spec.extra_fstat {
             cmd.arg("--fstat");
         }
         if let Some(dir) = spec.cwd {
             cmd.current_dir(dir);
         }
-        if let Some((so, conf)) = spec.guard {
-            cmd.env("LD_PRELOAD", so).env("TOCTOU_GUARD_CONFIG", conf);
-        }
-        let mut child = cmd
-            .spawn()
+        let (process, stdin, stdout) = ServerProcess::spawn_piped("openloop", cmd)
             .map_err(|e| format!("{}: {e}", spec.openloop.display()))?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
-        Ok(OpenLoop { child, stdin, stdout })
+        Ok(OpenLoop {
+            process,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+        })
     }
 
     fn ask(&mut self, command: &str) -> Result<String, String> {
@@ -103,22 +99,15 @@ impl OpenLoop {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 }
 
 impl Drop for OpenLoop {
     fn drop(&mut self) {
-        // End of input makes the child exit; kill it anyway in case it is stuck.
+        // End of input makes the child exit; the process is stopped anyway (on its own drop)
+        // in case it is stuck.
         drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait_exit(Duration::from_secs(2));
     }
 }

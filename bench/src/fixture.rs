@@ -4,11 +4,15 @@
 //! files owned by its own uid (when run as root), plus `BASE/outside/i0.html` outside
 //! every root. Building 100,000 tenants takes a few seconds, so the tree is kept under
 //! `/var/tmp/toctou-guard-bench` and reused while its marker says it is complete.
+//!
+//! Files are made with the attack harness's helpers (`toctou_attack::tenants`), as its
+//! tenants are.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use toctou_attack::error::Wrap;
+use toctou_attack::sys::{getegid, geteuid};
+use toctou_attack::tenants::{filler, mk_dir, mk_file};
 
 /// Bytes of every small file: a typical small static asset.
 pub const SMALL_FILE_BYTES: usize = 512;
@@ -42,34 +46,32 @@ impl Micro {
     pub fn config_big_cache(&self) -> PathBuf {
         self.base.join("guard-131072.conf")
     }
+
+    /// The guard configuration text, with `cache_slots` when given.
+    fn config_text(&self, slots: Option<u32>) -> String {
+        let b = self.base.display();
+        let mut s = format!(
+            "# toctou-guard-bench micro fixture\nmode enforce\nroot {b}/tenants/*/public_html\nlog_socket {b}/log.sock\n"
+        );
+        if let Some(n) = slots {
+            s.push_str(&format!("cache_slots {n}\n"));
+        }
+        s
+    }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Create `dir` (and parents) with mode 0755, as the guard's config trust check requires.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-}
-
-/// Write a root-owned (when root), mode 0644 file.
-pub fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(data)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
-}
-
-/// A file of `n` bytes of HTML-ish text.
-pub fn content(n: usize) -> Vec<u8> {
-    let line = b"<p>toctou-guard benchmark payload, the same bytes every time.</p>\n";
-    line.iter().copied().cycle().take(n).collect()
+/// The owner of tenant `i`'s files: its own uid as root, else ours (no chown possible).
+fn owner(i: u64) -> (u32, u32) {
+    if geteuid() == 0 {
+        let uid = TENANT_UID_BASE + (i % 1000) as u32;
+        (uid, uid)
+    } else {
+        (geteuid(), getegid())
+    }
 }
 
 /// The tree for `count` tenants, built (or reused) under `/var/tmp/toctou-guard-bench/micro`.
-pub fn micro(count: u64) -> std::io::Result<Micro> {
+pub fn micro(count: u64) -> Result<Micro, String> {
     let base = std::env::var_os("TOCTOU_BENCH_DIR")
         .map_or_else(|| PathBuf::from("/var/tmp/toctou-guard-bench"), PathBuf::from)
         .join("micro");
@@ -78,37 +80,34 @@ pub fn micro(count: u64) -> std::io::Result<Micro> {
     if marker.exists() {
         return Ok(m);
     }
-    private_dir(&m.base)?;
-    private_dir(&m.base.join("outside"))?;
-    write_file(&m.base.join("outside/i0.html"), &content(SMALL_FILE_BYTES))?;
-    let data = content(SMALL_FILE_BYTES);
-    let root = is_root();
-    for i in 0..count {
-        let tenant = m.base.join(format!("tenants/t{i}"));
-        let docroot = tenant.join("public_html");
-        private_dir(&docroot)?;
-        let file = docroot.join("index.html");
-        write_file(&file, &data)?;
-        if root {
-            let uid = TENANT_UID_BASE + (i % 1000) as u32;
-            for p in [&file, &docroot, &tenant] {
-                std::os::unix::fs::chown(p, Some(uid), Some(uid))?;
-            }
-        }
-    }
-    let conf = |slots: Option<u32>| {
-        let mut s = format!(
-            "# toctou-guard-bench micro fixture\nmode enforce\nroot {}/tenants/*/public_html\nlog_socket {}/log.sock\n",
-            m.base.display(),
-            m.base.display()
-        );
-        if let Some(n) = slots {
-            s.push_str(&format!("cache_slots {n}\n"));
-        }
-        s
-    };
-    write_file(&m.config(), conf(None).as_bytes())?;
-    write_file(&m.config_big_cache(), conf(Some(131072)).as_bytes())?;
-    write_file(&marker, b"")?;
+    build(&m).map_err(|e| e.to_string())?;
+    mk_file(&marker, b"", geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
     Ok(m)
+}
+
+/// Make every directory and file of `m`, root-owned (ours) but the tenants'; 0755 and 0644,
+/// as the guard's config trust check requires.
+fn build(m: &Micro) -> toctou_attack::Result<()> {
+    let (me, my_group) = (geteuid(), getegid());
+    std::fs::create_dir_all(&m.base).wrap(|| format!("mkdir {}", m.base.display()))?;
+    for d in [m.base.clone(), m.base.join("outside"), m.base.join("tenants")] {
+        mk_dir(&d, me, my_group, 0o755)?;
+    }
+    let data = filler(SMALL_FILE_BYTES);
+    mk_file(&m.base.join("outside/i0.html"), &data, me, my_group, 0o644)?;
+    for i in 0..m.count {
+        let (uid, gid) = owner(i);
+        let tenant = m.base.join(format!("tenants/t{i}"));
+        mk_dir(&tenant, uid, gid, 0o755)?;
+        mk_dir(&tenant.join("public_html"), uid, gid, 0o755)?;
+        mk_file(&tenant.join("public_html/index.html"), &data, uid, gid, 0o644)?;
+    }
+    mk_file(&m.config(), m.config_text(None).as_bytes(), me, my_group, 0o644)?;
+    mk_file(
+        &m.config_big_cache(),
+        m.config_text(Some(131072)).as_bytes(),
+        me,
+        my_group,
+        0o644,
+    )
 }

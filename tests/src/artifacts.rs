@@ -1,9 +1,9 @@
-//! The workspace's built programs. `cargo build --release --workspace` leaves them in
-//! `target/release`; `cargo test --release --workspace` leaves the shim only in
-//! `target/release/deps` and does not build the FUSE daemon's binary. The newest copy found
-//! is used; a missing one is built into a scratch target directory under `target/tmp` (a
-//! nested `cargo build` into the same target directory would wait on the running
-//! `cargo test`'s own lock).
+//! The workspace's built programs, found by `toctou_attack::artefacts` (the locator the
+//! harness and the benchmarks use too): the newest copy in `target/release` or its `deps/`
+//! (`cargo test --release --workspace` leaves the shim only there and does not build the
+//! FUSE daemon's binary). A missing one is built into a scratch target directory under
+//! `target/tmp` (a nested `cargo build` into the same target directory would wait on the
+//! running `cargo test`'s own lock).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +11,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use toctou_attack::target::newest;
+use toctou_attack::artefacts::{self, ATTACK, Artefact, FS_DAEMON, SHIM};
 
 /// `target/` of this workspace (derived from the running test binary,
 /// `target/<profile>/deps/<test>-<hash>`).
 pub fn target_dir() -> PathBuf {
-    profile_dir()
-        .parent()
+    let exe = std::env::current_exe().unwrap_or_default();
+    artefacts::release_dir(&exe)
+        .as_deref()
+        .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("target"))
 }
@@ -25,9 +27,9 @@ pub fn target_dir() -> PathBuf {
 /// `target/<profile>` (release under `cargo test --release`).
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
+    artefacts::search_dirs(&exe)
+        .into_iter()
+        .next()
         .unwrap_or_else(|| PathBuf::from("target/release"))
 }
 
@@ -42,7 +44,7 @@ pub fn workspace_dir() -> PathBuf {
 /// The scratch target directory for `package` (the FUSE tests use `target/tmp/fs-build` for
 /// the daemon too, so it is built once).
 fn scratch_for(package: &str) -> PathBuf {
-    let name = if package == "toctou-guard-fs" {
+    let name = if package == FS_DAEMON.package {
         "fs-build"
     } else {
         "tests-build"
@@ -56,14 +58,9 @@ static BUILT: OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> = OnceLock::new(
 /// `target/release/deps/file` and the scratch build, else built now. `None` (with a
 /// message) when the build fails.
 pub fn artifact(package: &str, file: &str) -> Option<PathBuf> {
-    let release = target_dir().join("release");
     let scratch = scratch_for(package);
-    let cands = [
-        release.join(file),
-        release.join("deps").join(file),
-        scratch.join("release").join(file),
-    ];
-    if let Some(p) = newest(&cands) {
+    let dirs = [target_dir().join("release"), scratch.join("release")];
+    if let Some(p) = artefacts::newest(&artefacts::candidates(&dirs, file)) {
         return Some(p);
     }
     let map = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
@@ -102,19 +99,23 @@ fn build(package: &str, target: &Path) -> Option<()> {
     }
 }
 
+fn built(a: Artefact) -> Option<PathBuf> {
+    artifact(a.package, a.file)
+}
+
 /// The shim, `libtoctou_guard.so`.
 pub fn shim() -> Option<PathBuf> {
-    artifact("toctou-guard-shim", "libtoctou_guard.so")
+    built(SHIM)
 }
 
 /// The FUSE daemon, `toctou-guard-fs`.
 pub fn fs_daemon() -> Option<PathBuf> {
-    artifact("toctou-guard-fs", "toctou-guard-fs")
+    built(FS_DAEMON)
 }
 
 /// The harness binary, `toctou-attack` (also the naive server).
 pub fn attack_exe() -> Option<PathBuf> {
-    artifact("toctou-attack", "toctou-attack")
+    built(ATTACK)
 }
 
 /// Harness tools for these artifacts (each `None` if it could not be had).

@@ -2,19 +2,18 @@
 //! `toctou-attack serve-naive` so that the shim can be preloaded into it.
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::process::{ServerProcess, wait_http};
+use crate::process::ServerProcess;
 use crate::target::{StartEnv, Target, TargetKind};
-use crate::targets::{StaticTarget, add_shim_env, docroot_for, server_user, with_port_retries};
+use crate::targets::{StaticTarget, add_shim_env, docroot_for, server_user, spawn_listening};
 
 pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
     let (docroot, mount) = docroot_for(kind, env)?;
     let (uid, gid) = server_user();
-    let proc_ = with_port_retries(|port| {
+    let listening = spawn_listening("/", Duration::from_secs(15), |port| {
         let mut cmd = Command::new(&env.tools.self_exe);
         cmd.arg("serve-naive")
             .arg("--root")
@@ -25,17 +24,7 @@ pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
             .arg(format!("{uid}:{gid}"));
         add_shim_env(kind, env, &mut cmd)?;
         let out = env.tenants.run.join(format!("naive-{port}.log"));
-        let mut p = ServerProcess::spawn(kind.name(), cmd, &out, vec![])?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_http(addr, "/", &mut [&mut p], Duration::from_secs(15))?;
-        Ok((p, addr))
+        ServerProcess::spawn(kind.name(), cmd, &out, vec![])
     })?;
-    let (p, addr) = proc_;
-    Ok(Box::new(StaticTarget {
-        kind,
-        addr,
-        www: env.tenants.www.clone(),
-        procs: vec![p],
-        mount,
-    }))
+    Ok(StaticTarget::boxed(kind, env, listening, mount))
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result, Wrap};
 use crate::http::encode_query;
 use crate::process::{ServerProcess, wait_http};
 use crate::target::{StartEnv, Target, TargetKind};
-use crate::targets::{add_shim_env, nginx, scratch, with_port_retries};
+use crate::targets::{add_shim_env, check_all, describe_procs, nginx, scratch, with_port_retries};
 use crate::tenants::mk_file;
 
 /// The page: reads `BASE/$_GET['p']` and echoes it; 403 when the read fails.
@@ -114,18 +114,10 @@ impl Target for PhpTarget {
         Some(format!("{}?p={}", self.page_url, encode_query(rel.to_str()?)))
     }
     fn check_alive(&mut self) -> Result<()> {
-        for p in &mut self.procs {
-            p.check_alive()?;
-        }
-        Ok(())
+        check_all(&mut self.procs)
     }
     fn describe(&self) -> String {
-        let pids: Vec<String> = self
-            .procs
-            .iter()
-            .map(|p| format!("{} pid {}", p.name, p.pid()))
-            .collect();
-        format!("{} on {} ({})", self.kind.name(), self.addr, pids.join(", "))
+        describe_procs(self.kind, self.addr, &self.procs)
     }
 }
 

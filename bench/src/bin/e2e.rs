@@ -5,40 +5,44 @@
 //! `cargo run --release -p toctou-guard-bench --bin e2e -- [--seconds S] [--rounds R]
 //!  [--connections C] [--threads T] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]`
 //!
-//! Needs root (tenant uids, FUSE mounts, servers dropping to www-data). Every server and
-//! daemon is stopped and every mount detached on exit, including on Ctrl-C.
+//! Needs root (tenant uids, FUSE mounts, servers dropping to www-data). The lab is the
+//! attack harness's (`toctou_attack`): its two tenants, its servers tuned for throughput,
+//! its FUSE mounts and process handling. Every server and daemon is stopped and every mount
+//! detached on exit, including on Ctrl-C.
 
-use std::os::unix::fs::PermissionsExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use toctou_guard_bench::fixture::{self, content, private_dir, write_file};
-use toctou_guard_bench::load::{self, WrkOptions, WrkResult};
-use toctou_guard_bench::mounts::{self, Mount};
-use toctou_guard_bench::servers::{Kind, Server, Setup};
+use toctou_attack::artefacts::{self, FS_DAEMON, SHIM};
+use toctou_attack::guardconf::GuardConfig;
+use toctou_attack::http::Conn;
+use toctou_attack::targets::fuse::FuseMount;
+use toctou_attack::targets::{Serving, Site, Tuning, WebServer};
+use toctou_attack::tenants::{TenantOptions, Tenants, filler, relative};
+use toctou_attack::{Tools, signals, sys};
+use toctou_guard_bench::fixture::SMALL_FILE_BYTES;
+use toctou_guard_bench::proc;
 use toctou_guard_bench::stats::{fmt_ratio, median, range, ratios};
-use toctou_guard_bench::{artefacts, proc};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+use toctou_guard_bench::wrk::{self, WrkOptions, WrkResult};
 
 const SMALL: &str = "/d1/d2/d3/small.html";
 const BIG: &str = "/big.bin";
 const LEAK: &str = "/leak.html";
 const BIG_BYTES: usize = 1 << 20;
-const ALICE: u32 = fixture::TENANT_UID_BASE + 1;
-const BOB: u32 = fixture::TENANT_UID_BASE + 2;
+
+/// bindfs at its fastest on this machine: single-threaded (on 2 cores `--multithreaded`
+/// costs a thread hand-off per request and measured slower), page cache kept across opens,
+/// long attribute and entry timeouts. The README lists the alternatives measured.
+const BINDFS_FASTEST: &str = "-o kernel_cache,entry_timeout=60,attr_timeout=60";
 
 struct Args {
     seconds: u64,
     rounds: usize,
     connections: u32,
     threads: u32,
-    only: Option<Kind>,
+    only: Option<WebServer>,
     fuse: bool,
     bindfs_on: bool,
     keep: bool,
@@ -48,6 +52,16 @@ struct Args {
     retries: u32,
     budget: f64,
     bindfs: Vec<String>,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn usage() -> String {
+    format!(
+        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")]\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
+    )
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,59 +77,32 @@ fn parse_args() -> Result<Args, String> {
         max_foreign: 0.15,
         retries: 2,
         budget: 290.0,
-        bindfs: mounts::BINDFS_FASTEST
-            .split_whitespace()
-            .map(String::from)
-            .collect(),
+        bindfs: words(BINDFS_FASTEST),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--seconds" => {
-                a.seconds = value("--seconds")?
-                    .parse()
-                    .map_err(|_| "--seconds: not a number")?
-            }
-            "--rounds" => a.rounds = value("--rounds")?.parse().map_err(|_| "--rounds: not a number")?,
-            "--connections" => {
-                a.connections = value("--connections")?
-                    .parse()
-                    .map_err(|_| "--connections: not a number")?
-            }
-            "--threads" => {
-                a.threads = value("--threads")?
-                    .parse()
-                    .map_err(|_| "--threads: not a number")?
-            }
+            "--seconds" => a.seconds = number(&flag, value()?)?,
+            "--rounds" => a.rounds = number(&flag, value()?)?,
+            "--connections" => a.connections = number(&flag, value()?)?,
+            "--threads" => a.threads = number(&flag, value()?)?,
             "--only" => {
-                a.only = Some(match value("--only")?.as_str() {
-                    "nginx" => Kind::Nginx,
-                    "apache" => Kind::Apache,
+                a.only = Some(match value()?.as_str() {
+                    "nginx" => WebServer::Nginx,
+                    "apache" => WebServer::Apache,
                     other => return Err(format!("--only: nginx or apache, not {other}")),
                 })
             }
             "--no-fuse" => a.fuse = false,
             "--no-bindfs" => a.bindfs_on = false,
-            "--max-foreign" => {
-                a.max_foreign = value("--max-foreign")?
-                    .parse::<f64>()
-                    .map_err(|_| "--max-foreign: not a number")?
-                    / 100.0
-            }
-            "--retries" => {
-                a.retries = value("--retries")?
-                    .parse()
-                    .map_err(|_| "--retries: not a number")?
-            }
-            "--bindfs" => a.bindfs = value("--bindfs")?.split_whitespace().map(String::from).collect(),
-            "--budget" => a.budget = value("--budget")?.parse().map_err(|_| "--budget: not a number")?,
+            "--max-foreign" => a.max_foreign = number::<f64>(&flag, value()?)? / 100.0,
+            "--retries" => a.retries = number(&flag, value()?)?,
+            "--bindfs" => a.bindfs = words(&value()?),
+            "--budget" => a.budget = number(&flag, value()?)?,
             "--keep" => a.keep = true,
             "-h" | "--help" => {
-                println!(
-                    "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{}\")]\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt.",
-                    mounts::BINDFS_FASTEST
-                );
+                println!("{}", usage());
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -130,66 +117,247 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// The work directory, removed on drop (after the mounts and servers declared later).
-struct WorkDir {
-    path: PathBuf,
+fn number<T: FromStr>(flag: &str, v: String) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: not a number"))
+}
+
+/// The attack harness's two tenants, serving what is measured: the attacker's document root
+/// holds the files; its `leak.html` is a symlink to the victim's secret, so every set-up
+/// also shows whether it is guarded at all. Removed on drop, unless kept.
+struct Lab {
+    tenants: Tenants,
+    base: PathBuf,
     keep: bool,
+    tools: Tools,
+    shim: PathBuf,
+    /// The guard configuration of `+shim`.
+    conf: PathBuf,
 }
 
-impl Drop for WorkDir {
+impl Lab {
+    fn new(keep: bool) -> Result<Lab, String> {
+        let shim = SHIM.locate()?;
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let tools = Tools::detect(&exe, Some(shim.clone()), None);
+        let tenants = Tenants::create(&TenantOptions::default()).map_err(|e| e.to_string())?;
+        let base = tenants.base.clone().ok_or("no base directory")?;
+        add_site(&tenants).map_err(|e| e.to_string())?;
+        let conf = GuardConfig {
+            root: tenants.root_pattern(),
+            owner_euid: false,
+            allow_root: false,
+            audit: false,
+            log_socket: tenants.run.join("log.sock"),
+            log_rate: 1000,
+        }
+        .write(&tenants.run, "guard.conf")
+        .map_err(|e| e.to_string())?;
+        Ok(Lab {
+            tenants,
+            base,
+            keep,
+            tools,
+            shim,
+            conf,
+        })
+    }
+
+    /// The attacker's document root in `www`: the tenants' base, or a mount of it.
+    fn docroot(&self, www: &Path) -> PathBuf {
+        let a = &self.tenants.attacker.docroot;
+        www.join(a.strip_prefix(&self.tenants.www).unwrap_or(a))
+    }
+}
+
+impl Drop for Lab {
     fn drop(&mut self) {
-        if self.keep {
-            eprintln!("kept {}", self.path.display());
-        } else if !mounts::is_mounted(&self.path.join("mnt/noopen"))
-            && !mounts::is_mounted(&self.path.join("mnt/passthrough"))
-            && !mounts::is_mounted(&self.path.join("mnt/bindfs"))
+        if self.keep
+            && let Some(base) = self.tenants.keep()
         {
-            let _ = std::fs::remove_dir_all(&self.path);
+            eprintln!("kept {}", base.display());
         }
     }
 }
 
-/// Two tenants: alice serves the measured files; alice's `leak.html` is a symlink to bob's
-/// secret, so every set-up also shows whether it is guarded at all.
-fn build_tree(w: &Path) -> Result<PathBuf, String> {
-    let io = |e: std::io::Error| e.to_string();
-    let src = w.join("src");
-    let alice = src.join("alice");
-    let bob = src.join("bob");
-    let deep = alice.join("public_html/d1/d2/d3");
-    private_dir(&deep).map_err(io)?;
-    private_dir(&bob.join("public_html")).map_err(io)?;
-    write_file(&deep.join("small.html"), &content(fixture::SMALL_FILE_BYTES)).map_err(io)?;
-    write_file(&alice.join("public_html/big.bin"), &content(BIG_BYTES)).map_err(io)?;
-    write_file(&bob.join("public_html/secret.html"), b"bob's secret\n").map_err(io)?;
-    std::os::unix::fs::symlink(
-        "../../bob/public_html/secret.html",
-        alice.join("public_html/leak.html"),
-    )
-    .map_err(io)?;
-    for (tenant, uid) in [(&alice, ALICE), (&bob, BOB)] {
-        let mut stack = vec![tenant.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).map_err(io)?;
-            if p.is_dir() && !p.is_symlink() {
-                for e in std::fs::read_dir(&p).map_err(io)? {
-                    stack.push(e.map_err(io)?.path());
-                }
-            }
+/// The small file 4 levels deep, the 1 MiB file, and the leaking link.
+fn add_site(t: &Tenants) -> toctou_attack::Result<()> {
+    let a = &t.attacker;
+    a.add_file(&SMALL[1..], &filler(SMALL_FILE_BYTES))?;
+    a.add_file(&BIG[1..], &filler(BIG_BYTES))?;
+    a.add_symlink(&LEAK[1..], &relative(&a.docroot, &t.secret))?;
+    Ok(())
+}
+
+/// The FUSE mounts set-ups serve through, by row label (`+fuse noopen`, `+bindfs`); what
+/// cannot be mounted is added to `skipped`.
+fn mount_all(args: &Args, lab: &Lab, skipped: &mut Vec<String>) -> Vec<(String, FuseMount)> {
+    let mut mounts = Vec::new();
+    if args.fuse {
+        mount_guard_fs(lab, &mut mounts, skipped);
+    }
+    if args.bindfs_on {
+        println!("bindfs options: {}", args.bindfs.join(" "));
+        let bindfs = lab.tools.bindfs.as_deref().ok_or("bindfs not found".to_string());
+        let mounted = bindfs.and_then(|b| {
+            let (mnt, log) = (lab.base.join("mnt/bindfs"), lab.tenants.run.join("bindfs.log"));
+            FuseMount::bindfs(b, &lab.tenants.www, &mnt, &args.bindfs, &log).map_err(|e| e.to_string())
+        });
+        match mounted {
+            Ok(m) => mounts.push(("+bindfs".into(), m)),
+            Err(e) => skipped.push(format!("+bindfs: {e}")),
         }
     }
-    let conf = w.join("guard.conf");
-    write_file(
-        &conf,
-        format!(
-            "# toctou-guard-bench e2e\nmode enforce\nroot {}/*/public_html\nlog_socket {}/log.sock\n",
-            src.display(),
-            w.display()
-        )
-        .as_bytes(),
-    )
-    .map_err(io)?;
-    Ok(conf)
+    mounts
+}
+
+/// `toctou-guard-fs` in each of its modes.
+fn mount_guard_fs(lab: &Lab, mounts: &mut Vec<(String, FuseMount)>, skipped: &mut Vec<String>) {
+    let daemon = match FS_DAEMON.locate() {
+        Ok(d) => d,
+        Err(e) => return skipped.push(format!("+fuse: {e}")),
+    };
+    println!("fuse: {}", artefacts::describe(&daemon));
+    for mode in ["noopen", "passthrough"] {
+        let mnt = lab.base.join("mnt").join(mode);
+        let log = lab.tenants.run.join(format!("fuse-{mode}.log"));
+        match FuseMount::guard_fs(&daemon, &lab.tenants.www, &mnt, mode, &log) {
+            Ok(m) => mounts.push((format!("+fuse {mode}"), m)),
+            Err(e) => skipped.push(format!("+fuse {mode}: {e}")),
+        }
+    }
+}
+
+/// What is measured: which server, serving which document root, with which protection.
+struct Setup {
+    server: WebServer,
+    /// Row label, e.g. `+shim`.
+    label: String,
+    docroot: PathBuf,
+    /// Preload the shim.
+    shim: bool,
+    /// The server's own defence (nginx `disable_symlinks if_not_owner`, Apache
+    /// `SymLinksIfOwnerMatch`).
+    symlink_check: bool,
+    /// Other processes whose CPU time is part of serving (the FUSE daemon).
+    helper_pids: Vec<u32>,
+}
+
+/// Per server: bare, `+shim`, its own defence, and one row per mount.
+fn setups(args: &Args, lab: &Lab, mounts: &[(String, FuseMount)]) -> Vec<Setup> {
+    let mut setups = Vec::new();
+    for server in [WebServer::Nginx, WebServer::Apache] {
+        if args.only.is_some_and(|o| o != server) {
+            continue;
+        }
+        let plain = |label: &str| Setup {
+            server,
+            label: label.into(),
+            docroot: lab.docroot(&lab.tenants.www),
+            shim: false,
+            symlink_check: false,
+            helper_pids: Vec::new(),
+        };
+        setups.push(plain("bare"));
+        setups.push(Setup {
+            shim: true,
+            ..plain("+shim")
+        });
+        let own = match server {
+            WebServer::Nginx => "disable_symlinks if_not_owner",
+            WebServer::Apache => "SymLinksIfOwnerMatch",
+        };
+        setups.push(Setup {
+            symlink_check: true,
+            ..plain(own)
+        });
+        for (label, m) in mounts {
+            setups.push(Setup {
+                docroot: lab.docroot(&m.mountpoint),
+                helper_pids: vec![m.pid()],
+                ..plain(label)
+            });
+        }
+    }
+    setups
+}
+
+/// A started, checked set-up.
+struct Server {
+    setup: Setup,
+    serving: Serving,
+    /// The status `GET /leak.html` answered.
+    leak: String,
+}
+
+impl Server {
+    /// Start `setup` tuned for throughput and check it.
+    fn start(setup: Setup, lab: &Lab) -> Result<Server, String> {
+        let site = Site {
+            docroot: &setup.docroot,
+            work: &lab.tenants.run,
+            tuning: Tuning::THROUGHPUT,
+            symlink_check: setup.symlink_check,
+            shim: setup.shim.then_some((lab.shim.as_path(), lab.conf.as_path())),
+        };
+        let serving = setup.server.serve(&lab.tools, &site).map_err(|e| e.to_string())?;
+        let mut server = Server {
+            setup,
+            serving,
+            leak: String::new(),
+        };
+        server.leak = server
+            .check()
+            .map_err(|e| format!("{e} (see {})", server.serving.dir.display()))?;
+        Ok(server)
+    }
+
+    /// Before measuring: both files served in full, the shim loaded where it should be.
+    /// What `GET /leak.html` answers.
+    fn check(&self) -> Result<String, String> {
+        let mut conn = Conn::new(self.serving.addr, Duration::from_secs(5));
+        let mut get = |path: &str| {
+            conn.get(path)
+                .map(|r| (r.status, r.body.len()))
+                .map_err(|e| format!("{}{path}: {e}", self.serving.addr))
+        };
+        let small = get(SMALL)?;
+        let big = get(BIG)?;
+        if small != (200, SMALL_FILE_BYTES) || big != (200, BIG_BYTES) {
+            return Err(format!("small file gave {small:?}, 1 MB file gave {big:?}"));
+        }
+        if self.setup.shim && !proc::maps_contain(self.pid(), "libtoctou_guard") {
+            return Err("the shim is not loaded in the server".into());
+        }
+        Ok(get(LEAK)?.0.to_string())
+    }
+
+    fn pid(&self) -> u32 {
+        self.serving.process.pid()
+    }
+
+    /// The master process and the helpers (FUSE daemon) whose CPU time counts.
+    fn cpu_roots(&self) -> Vec<u32> {
+        let mut v = vec![self.pid()];
+        v.extend(&self.setup.helper_pids);
+        v
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.serving.addr)
+    }
+}
+
+/// Every set-up that starts and passes its check; the others are added to `skipped`.
+fn start_servers(setups: Vec<Setup>, lab: &Lab, skipped: &mut Vec<String>) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for s in setups {
+        let label = format!("{} {}", s.server.name(), s.label);
+        match Server::start(s, lab) {
+            Ok(server) => servers.push(server),
+            Err(e) => skipped.push(format!("{label}: {e}")),
+        }
+    }
+    servers
 }
 
 /// One measured (server set-up, file) pair and its per-round results.
@@ -201,6 +369,108 @@ struct Cell {
     all_requests: u64,
 }
 
+/// Both files on every server.
+fn cells_for(servers: usize) -> Vec<Cell> {
+    [SMALL, BIG]
+        .into_iter()
+        .flat_map(|path| {
+            (0..servers).map(move |server| Cell {
+                server,
+                path,
+                results: Vec::new(),
+                all_requests: 0,
+            })
+        })
+        .collect()
+}
+
+/// The timed part: warm-up, then interleaved rounds of `wrk` over all cells.
+struct Rounds<'a> {
+    args: &'a Args,
+    started: Instant,
+    opts: WrkOptions,
+    servers: &'a [Server],
+}
+
+impl Rounds<'_> {
+    fn announce(&self, cells: usize) {
+        println!(
+            "wrk -t{} -c{} -d{}s, {} rounds interleaved over {cells} cells; load before: {}",
+            self.opts.threads,
+            self.opts.connections,
+            self.opts.seconds,
+            self.args.rounds,
+            proc::loadavg()
+        );
+    }
+
+    /// Page cache, FUSE dentries, server caches: one second per cell.
+    fn warm_up(&self, cells: &[Cell]) -> Result<(), String> {
+        let warm = WrkOptions {
+            seconds: 1,
+            ..self.opts
+        };
+        for c in cells {
+            not_interrupted()?;
+            wrk::wrk(&self.servers[c.server].url(c.path), warm)?;
+        }
+        Ok(())
+    }
+
+    /// Every round measures every cell once, in an order rotated each round, so no set-up
+    /// always follows the same one.
+    fn run(&self, cells: &mut [Cell]) -> Result<(), String> {
+        let n = cells.len();
+        for round in 0..self.args.rounds {
+            for k in 0..n {
+                not_interrupted()?;
+                let cells_left = (self.args.rounds - round) * n - k;
+                self.measure_cell(&mut cells[(k + round * 7) % n], cells_left)?;
+            }
+            eprintln!(
+                "round {}/{} done ({:.0}s, load {})",
+                round + 1,
+                self.args.rounds,
+                self.started.elapsed().as_secs_f64(),
+                proc::loadavg()
+            );
+        }
+        Ok(())
+    }
+
+    /// One round of `cell`: the quietest of up to `1 + retries` runs, retrying a disturbed
+    /// run only while the `cells_left` runs still to come fit in the budget.
+    fn measure_cell(&self, cell: &mut Cell, cells_left: usize) -> Result<(), String> {
+        let server = &self.servers[cell.server];
+        let mut best: Option<WrkResult> = None;
+        for attempt in 0..=self.args.retries {
+            let committed = (cells_left as f64 + 0.5) * (self.args.seconds as f64 + 0.2);
+            if attempt > 0 && self.started.elapsed().as_secs_f64() + committed > self.args.budget {
+                break;
+            }
+            let r = measure(server, cell.path, self.opts)?;
+            cell.all_requests += r.requests;
+            let quiet = r.foreign_load <= self.args.max_foreign;
+            if best.is_none_or(|b| r.foreign_load < b.foreign_load) {
+                best = Some(r);
+            }
+            if quiet {
+                break;
+            }
+        }
+        cell.results.extend(best);
+        Ok(())
+    }
+}
+
+fn not_interrupted() -> Result<(), String> {
+    if signals::interrupted() {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -209,10 +479,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    if let Err(e) = signals::install() {
+        eprintln!("e2e: signal handlers: {e}");
+        std::process::exit(1);
     }
     if let Err(e) = run(&args) {
         eprintln!("e2e: {e}");
@@ -221,214 +490,45 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if sys::geteuid() != 0 {
         return Err("run as root: tenants need their own uids, FUSE mounts need root".into());
     }
     let started = Instant::now();
-    let so = artefacts::shim()?;
-    let path = PathBuf::from(format!("/tmp/toctou-guard-e2e-{}", std::process::id()));
-    private_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let work = WorkDir {
-        path,
-        keep: args.keep,
-    };
-    let w = work.path.clone();
-    let conf = build_tree(&w)?;
-    let src = w.join("src");
-
+    // Dropped last: after the mounts, dropped after the servers that serve from them.
+    let lab = Lab::new(args.keep)?;
     println!("# toctou-guard e2e");
-    println!("shim: {}", artefacts::describe(&so));
-
-    // Mounts first (servers serve from them), dropped after the servers.
-    let mut mounts: Vec<(String, Mount)> = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
-    if args.fuse {
-        match artefacts::fuse_daemon() {
-            Ok(daemon) => {
-                println!("fuse: {}", artefacts::describe(&daemon));
-                for mode in ["noopen", "passthrough"] {
-                    let mnt = w.join("mnt").join(mode);
-                    match mounts::toctou_fs(&daemon, &src, &mnt, mode, &w.join(format!("fuse-{mode}.log"))) {
-                        Ok(m) => mounts.push((format!("+fuse {mode}"), m)),
-                        Err(e) => skipped.push(format!("+fuse {mode}: {e}")),
-                    }
-                }
-            }
-            Err(e) => skipped.push(format!("+fuse: {e}")),
-        }
-    }
-    if args.bindfs_on {
-        let mnt = w.join("mnt/bindfs");
-        println!("bindfs options: {}", args.bindfs.join(" "));
-        match mounts::bindfs(&src, &mnt, &args.bindfs, &w.join("bindfs.log")) {
-            Ok(m) => mounts.push(("+bindfs".into(), m)),
-            Err(e) => skipped.push(format!("+bindfs: {e}")),
-        }
-    }
-
-    let docroot = |base: &Path| base.join("alice/public_html");
-    let mut setups = Vec::new();
-    for kind in [Kind::Nginx, Kind::Apache] {
-        if args.only.is_some_and(|o| o != kind) {
-            continue;
-        }
-        let plain = |label: &str| Setup {
-            kind,
-            label: label.into(),
-            docroot: docroot(&src),
-            guard: None,
-            if_not_owner: false,
-            symlinks_if_owner_match: false,
-            helper_pids: Vec::new(),
-        };
-        setups.push(plain("bare"));
-        setups.push(Setup {
-            guard: Some((so.clone(), conf.clone())),
-            ..plain("+shim")
-        });
-        match kind {
-            Kind::Nginx => setups.push(Setup {
-                if_not_owner: true,
-                ..plain("disable_symlinks if_not_owner")
-            }),
-            Kind::Apache => setups.push(Setup {
-                symlinks_if_owner_match: true,
-                ..plain("SymLinksIfOwnerMatch")
-            }),
-        }
-        for (label, m) in &mounts {
-            setups.push(Setup {
-                docroot: docroot(&m.mountpoint),
-                helper_pids: vec![m.daemon_pid()],
-                ..plain(label)
-            });
-        }
-    }
-
-    let mut servers: Vec<Server> = Vec::new();
-    let mut guard_status: Vec<String> = Vec::new();
-    for (i, s) in setups.into_iter().enumerate() {
-        let name = format!("{}-{i}", s.kind.as_str());
-        let label = format!("{} {}", s.kind.as_str(), s.label);
-        let server = match Server::start(s, &w, &name) {
-            Ok(sv) => sv,
-            Err(e) => {
-                skipped.push(format!("{label}: {e}"));
-                continue;
-            }
-        };
-        // Check before measuring: both files served in full, and what the leak link gives.
-        let check = (|| -> Result<String, String> {
-            let small = load::get(server.port, SMALL)?;
-            let big = load::get(server.port, BIG)?;
-            if small != (200, fixture::SMALL_FILE_BYTES) || big != (200, BIG_BYTES) {
-                return Err(format!("small file gave {small:?}, 1 MB file gave {big:?}"));
-            }
-            if server.setup.guard.is_some() && !proc::maps_contain(server.pid(), "libtoctou_guard") {
-                return Err("the shim is not loaded in the server".into());
-            }
-            Ok(load::get(server.port, LEAK)?.0.to_string())
-        })();
-        match check {
-            Ok(leak) => {
-                guard_status.push(leak);
-                servers.push(server);
-            }
-            Err(e) => skipped.push(format!("{label}: {e} (see {})", server.dir.display())),
-        }
-    }
+    println!("shim: {}", artefacts::describe(&lab.shim));
+    let mut skipped = Vec::new();
+    let mounts = mount_all(args, &lab, &mut skipped);
+    let servers = start_servers(setups(args, &lab, &mounts), &lab, &mut skipped);
     for s in &skipped {
         println!("skipped: {s}");
     }
     if servers.is_empty() {
         return Err("nothing to measure".into());
     }
-
-    let opts = WrkOptions {
-        threads: args.threads,
-        connections: args.connections,
-        seconds: args.seconds,
+    let rounds = Rounds {
+        args,
+        started,
+        opts: WrkOptions {
+            threads: args.threads,
+            connections: args.connections,
+            seconds: args.seconds,
+        },
+        servers: &servers,
     };
-    let mut cells: Vec<Cell> = Vec::new();
-    for path in [SMALL, BIG] {
-        for server in 0..servers.len() {
-            cells.push(Cell {
-                server,
-                path,
-                results: Vec::new(),
-                all_requests: 0,
-            });
-        }
-    }
-    println!(
-        "wrk -t{} -c{} -d{}s, {} rounds interleaved over {} cells; load before: {}",
-        opts.threads,
-        opts.connections,
-        opts.seconds,
-        args.rounds,
-        cells.len(),
-        proc::loadavg()
-    );
-    // Warm-up: page cache, FUSE dentries, server caches, once per cell.
-    let warm = WrkOptions { seconds: 1, ..opts };
-    for c in &cells {
-        if STOP.load(Ordering::SeqCst) {
-            return Err("interrupted".into());
-        }
-        load::wrk(&servers[c.server].url(c.path), warm)?;
-    }
+    let mut cells = cells_for(servers.len());
+    rounds.announce(cells.len());
+    rounds.warm_up(&cells)?;
     let stats_before: Vec<_> = mounts.iter().map(|(_, m)| m.stats()).collect();
-    let n = cells.len();
-    for round in 0..args.rounds {
-        // Rotate the order each round, so no set-up always follows the same one.
-        for k in 0..n {
-            if STOP.load(Ordering::SeqCst) {
-                return Err("interrupted".into());
-            }
-            let c = &mut cells[(k + round * 7) % n];
-            let server = &servers[c.server];
-            let mut best: Option<WrkResult> = None;
-            for attempt in 0..=args.retries {
-                // Retry only while the runs still to come fit in the budget.
-                let cells_left = (args.rounds - round) * n - k;
-                let committed = (cells_left as f64 + 0.5) * (args.seconds as f64 + 0.2);
-                if attempt > 0 && started.elapsed().as_secs_f64() + committed > args.budget {
-                    break;
-                }
-                let r = measure(server, c.path, opts)?;
-                c.all_requests += r.requests;
-                let quiet = r.foreign_load <= args.max_foreign;
-                if best.is_none_or(|b| r.foreign_load < b.foreign_load) {
-                    best = Some(r);
-                }
-                if quiet {
-                    break;
-                }
-            }
-            let Some(r) = best else { continue };
-            c.results.push(r);
-        }
-        eprintln!(
-            "round {}/{} done ({:.0}s, load {})",
-            round + 1,
-            args.rounds,
-            started.elapsed().as_secs_f64(),
-            proc::loadavg()
-        );
-    }
-
-    report(&servers, &guard_status, &cells);
+    rounds.run(&mut cells)?;
+    report(&servers, &cells);
     fuse_messages(&mounts, &stats_before, &servers, &cells);
     println!(
         "\ntotal {:.0}s; load after: {}",
         started.elapsed().as_secs_f64(),
         proc::loadavg()
     );
-    drop(servers);
-    drop(mounts);
-    drop(work);
     Ok(())
 }
 
@@ -436,7 +536,7 @@ fn run(args: &Args) -> Result<(), String> {
 fn measure(server: &Server, path: &str, opts: WrkOptions) -> Result<WrkResult, String> {
     let roots = server.cpu_roots();
     let before = proc::tree_cpu_ticks(&roots);
-    let mut r = load::wrk(&server.url(path), opts)?;
+    let mut r = wrk::wrk(&server.url(path), opts)?;
     let server_s = proc::tree_cpu_ticks(&roots).saturating_sub(before) as f64 / proc::clock_ticks();
     if r.requests > 0 {
         r.server_cpu_us_per_req = server_s * 1e6 / r.requests as f64;
@@ -449,8 +549,8 @@ fn measure(server: &Server, path: &str, opts: WrkOptions) -> Result<WrkResult, S
 /// What each FUSE daemon was asked per HTTP request served through its mount, during the
 /// timed rounds: the proof (or not) that warm requests cost no round trip to the daemon.
 fn fuse_messages(
-    mounts: &[(String, Mount)],
-    before: &[Option<std::collections::BTreeMap<String, u64>>],
+    mounts: &[(String, FuseMount)],
+    before: &[Option<BTreeMap<String, u64>>],
     servers: &[Server],
     cells: &[Cell],
 ) {
@@ -497,52 +597,56 @@ fn fuse_messages(
     }
 }
 
-fn report(servers: &[Server], guard_status: &[String], cells: &[Cell]) {
-    for kind in [Kind::Nginx, Kind::Apache] {
+/// One table per server and file: every set-up against the bare one.
+fn report(servers: &[Server], cells: &[Cell]) {
+    for server in [WebServer::Nginx, WebServer::Apache] {
         for path in [SMALL, BIG] {
             let rows: Vec<&Cell> = cells
                 .iter()
-                .filter(|c| c.path == path && servers[c.server].setup.kind == kind)
+                .filter(|c| c.path == path && servers[c.server].setup.server == server)
                 .collect();
-            let Some(bare) = rows.iter().find(|c| servers[c.server].setup.label == "bare") else {
-                continue;
-            };
-            let bare_rps: Vec<f64> = bare.results.iter().map(|r| r.rps).collect();
-            let file = if path == SMALL {
-                "512 B file at depth 4"
-            } else {
-                "1 MiB file"
-            };
-            println!("\n## {} — {file} ({path})", kind.as_str());
-            println!(
-                "| set-up | req/s median [min–max] | ratio to bare, same round | µs/req (1/rate) | Δµs vs bare | server CPU µs/req | CPU ratio (bare/this) | GET {LEAK} | errors | other load |"
-            );
-            println!("|---|---|---|---|---|---|---|---|---|---|");
-            let bare_us = 1e6 / median(&bare_rps);
-            let bare_cpu: Vec<f64> = bare.results.iter().map(|r| r.server_cpu_us_per_req).collect();
-            for c in rows {
-                let s = &servers[c.server];
-                let rps: Vec<f64> = c.results.iter().map(|r| r.rps).collect();
-                let (lo, hi) = range(&rps);
-                let us = 1e6 / median(&rps);
-                let cpu: Vec<f64> = c.results.iter().map(|r| r.server_cpu_us_per_req).collect();
-                let errors: u64 = c.results.iter().map(|r| r.non_2xx + r.socket_errors).sum();
-                println!(
-                    "| {} | {:.0} [{:.0}–{:.0}] | {} | {:.1} | {:+.1} | {:.1} | {} | {} | {} | {:.0}% |",
-                    s.setup.label,
-                    median(&rps),
-                    lo,
-                    hi,
-                    fmt_ratio(&ratios(&rps, &bare_rps)),
-                    us,
-                    us - bare_us,
-                    median(&cpu),
-                    fmt_ratio(&ratios(&bare_cpu, &cpu)),
-                    guard_status[c.server],
-                    errors,
-                    100.0 * median(&c.results.iter().map(|r| r.foreign_load).collect::<Vec<_>>())
-                );
+            if let Some(bare) = rows.iter().find(|c| servers[c.server].setup.label == "bare") {
+                table(server, path, bare, &rows, servers);
             }
         }
+    }
+}
+
+fn table(server: WebServer, path: &str, bare: &Cell, rows: &[&Cell], servers: &[Server]) {
+    let bare_rps: Vec<f64> = bare.results.iter().map(|r| r.rps).collect();
+    let file = if path == SMALL {
+        "512 B file at depth 4"
+    } else {
+        "1 MiB file"
+    };
+    println!("\n## {} — {file} ({path})", server.name());
+    println!(
+        "| set-up | req/s median [min–max] | ratio to bare, same round | µs/req (1/rate) | Δµs vs bare | server CPU µs/req | CPU ratio (bare/this) | GET {LEAK} | errors | other load |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let bare_us = 1e6 / median(&bare_rps);
+    let bare_cpu: Vec<f64> = bare.results.iter().map(|r| r.server_cpu_us_per_req).collect();
+    for c in rows {
+        let s = &servers[c.server];
+        let rps: Vec<f64> = c.results.iter().map(|r| r.rps).collect();
+        let (lo, hi) = range(&rps);
+        let us = 1e6 / median(&rps);
+        let cpu: Vec<f64> = c.results.iter().map(|r| r.server_cpu_us_per_req).collect();
+        let errors: u64 = c.results.iter().map(|r| r.non_2xx + r.socket_errors).sum();
+        println!(
+            "| {} | {:.0} [{:.0}–{:.0}] | {} | {:.1} | {:+.1} | {:.1} | {} | {} | {} | {:.0}% |",
+            s.setup.label,
+            median(&rps),
+            lo,
+            hi,
+            fmt_ratio(&ratios(&rps, &bare_rps)),
+            us,
+            us - bare_us,
+            median(&cpu),
+            fmt_ratio(&ratios(&bare_cpu, &cpu)),
+            s.leak,
+            errors,
+            100.0 * median(&c.results.iter().map(|r| r.foreign_load).collect::<Vec<_>>())
+        );
     }
 }

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use toctou_attack::artefacts::{self, OPENLOOP, SHIM};
 use toctou_guard_bench::child::{OpenLoop, Spec};
+use toctou_guard_bench::fixture;
 use toctou_guard_bench::stats::{fmt_ratio, median, range, ratios};
-use toctou_guard_bench::{artefacts, fixture};
 
 struct Variant {
     name: &'static str,
@@ -45,13 +46,13 @@ fn real_main() -> Result<(), String> {
     let tenants: u64 = arg(&args, "--tenants", 100_000).clamp(1, 10_000_000);
     let use_wall = args.iter().any(|a| a == "--wall");
 
-    let so = artefacts::shim()?;
+    let so = SHIM.locate()?;
     let so_b: Option<PathBuf> = args
         .iter()
         .position(|a| a == "--compare-so")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from);
-    let openloop = artefacts::openloop()?;
+    let openloop = OPENLOOP.locate()?;
     let t0 = Instant::now();
     let fx = fixture::micro(tenants).map_err(|e| format!("fixture: {e}"))?;
     eprintln!(

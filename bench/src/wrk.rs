@@ -1,35 +1,8 @@
-//! One HTTP GET (to check a set-up before it is measured) and one bounded `wrk` run.
+//! One bounded `wrk` run, parsed, with the machine's CPU time around it.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::proc;
-
-/// `GET path` over HTTP/1.0: `(status, body length)`. Bounded by socket timeouts.
-pub fn get(port: u16, path: &str) -> Result<(u16, usize), String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut resp = Vec::new();
-    s.take(64 << 20)
-        .read_to_end(&mut resp)
-        .map_err(|e| format!("{addr}{path}: {e}"))?;
-    let head_end = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: no HTTP header in {} bytes", resp.len()))?;
-    let status = std::str::from_utf8(&resp[..head_end])
-        .ok()
-        .and_then(|h| h.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: bad status line"))?;
-    Ok((status, resp.len() - head_end - 4))
-}
 
 /// What one `wrk` run reported.
 #[derive(Clone, Copy, Debug, Default)]

@@ -70,7 +70,10 @@ pub fn explain(cfg: Config, path: &Path, uid: Option<u32>) -> String {
             });
             let owner = tenant_owner(meta);
             if let Ok(u) = owner {
-                let _ = writeln!(out, "expected: uid {u} (owner of {tenant}, not following symlinks)");
+                let _ = writeln!(
+                    out,
+                    "expected: uid {u} (owner of {tenant}, not following symlinks)"
+                );
             }
             owner
         }

@@ -13,10 +13,8 @@
 
 mod export;
 mod ffi;
-pub mod fmtbuf;
-pub mod guard;
+mod fmtbuf;
+mod guard;
 mod state;
-pub mod stdio_mode;
+mod stdio_mode;
 mod syslog;
-
-pub use guard::{Dir, open as guarded_open};

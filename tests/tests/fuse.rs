@@ -452,7 +452,10 @@ fn fuse_denial_log_rw_and_stats() {
         "]: action=deny reason=owner-mismatch mode=enforce uid=0 owner={BOB} expected={ALICE} \
          suppressed=0 comm="
     );
-    let names = format!(" tenant={src}/alice path={src}/alice/pub/evil", src = t.src.display());
+    let names = format!(
+        " tenant={src}/alice path={src}/alice/pub/evil",
+        src = t.src.display()
+    );
     assert!(
         line.starts_with(&format!("<84>toctou-guard-fs[{}", m.pid()))
             && line.contains(&fixed)

@@ -101,19 +101,22 @@ impl Site {
         let needles = [
             "<84>toctou-guard[".to_string(),
             "action=deny".to_string(),
-            format!("path={} ", path.display()),
+            // The path is the line's last field (README, "The denial line").
+            format!(" path={}", path.display()),
             format!("owner={v} "),
             format!("expected={a} "),
             "mode=enforce".to_string(),
         ];
         let n: Vec<&str> = needles.iter().map(String::as_str).collect();
-        self.log.wait_for(&n, Duration::from_secs(5)).unwrap_or_else(|| {
+        let line = self.log.wait_for(&n, Duration::from_secs(5)).unwrap_or_else(|| {
             panic!(
                 "no denial line for {} among {:?}",
                 path.display(),
                 self.log.lines()
             )
-        })
+        });
+        assert!(line.ends_with(&needles[2]), "the path ends the line: {line}");
+        line
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use toctou_policy::load::{self, ConfigIo, OpenFailure, Opened, Roots};
+use toctou_policy::load::{self, ConfigIo, OpenFailure, Opened, ReadFailure, Roots};
 use toctou_policy::{CONFIG_ENV, Config, DEFAULT_CONFIG_PATH, Error, Meta};
 
 pub fn default_path() -> PathBuf {
@@ -36,36 +36,25 @@ impl ConfigIo for StdIo {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) => OpenFailure::NotFound,
-                Some(libc::ELOOP) => OpenFailure::Symlink,
-                _ => OpenFailure::Other(e.to_string()),
-            })?;
+            .map_err(|e| OpenFailure::from_errno(e.raw_os_error().unwrap_or(0), e.to_string()))?;
         let m = file.metadata().map_err(|e| OpenFailure::Other(e.to_string()))?;
         self.file = Some(file);
-        Ok(Opened {
-            meta: Meta {
-                uid: m.uid(),
-                mode: m.mode(),
-            },
-            size: m.size(),
-        })
+        Ok(Opened::new(m.uid(), m.mode(), m.size()))
     }
 
-    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String> {
-        let file = self.file.as_mut().ok_or("not open")?;
-        let mut text = Vec::new();
-        file.take(limit + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| e.to_string())?;
-        Ok(text)
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {
+        let file = self.file.as_mut().ok_or(ReadFailure::Other("not open".into()))?;
+        loop {
+            match file.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r.map_err(|e| ReadFailure::Other(e.to_string())),
+            }
+        }
     }
 
     fn lstat(&mut self, path: &Path) -> Option<Meta> {
-        std::fs::symlink_metadata(path).ok().map(|m| Meta {
-            uid: m.uid(),
-            mode: m.mode(),
-        })
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(Meta::new(m.uid(), m.mode()))
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode as NixMode;
-use toctou_policy::load::{self, ConfigIo, OpenFailure, Opened, Roots};
+use toctou_policy::load::{self, ConfigIo, OpenFailure, Opened, ReadFailure, Roots};
 use toctou_policy::{Config, Meta, OwnerRule, RootPattern};
 
 use crate::args::Options;
@@ -24,42 +24,28 @@ struct NixIo {
 impl ConfigIo for NixIo {
     fn open(&mut self, path: &Path) -> Result<Opened, OpenFailure> {
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::open(path, flags, NixMode::empty()).map_err(|e| match e {
-            Errno::ENOENT => OpenFailure::NotFound,
-            Errno::ELOOP => OpenFailure::Symlink,
-            e => OpenFailure::Other(e.desc().to_string()),
-        })?;
-        let st = syscalls::fstat(&fd).map_err(|e| OpenFailure::Other(e.desc().to_string()))?;
+        let failed = |e: Errno| OpenFailure::from_errno(e as i32, e.desc().into());
+        let fd = nix::fcntl::open(path, flags, NixMode::empty()).map_err(failed)?;
+        let st = syscalls::fstat(&fd).map_err(failed)?;
+        let opened = Opened::new(st.st_uid, st.st_mode, st.st_size as u64);
         self.fd = Some(fd);
-        Ok(Opened {
-            meta: Meta {
-                uid: st.st_uid,
-                mode: st.st_mode,
-            },
-            size: st.st_size as u64,
-        })
+        Ok(opened)
     }
 
-    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String> {
-        let fd = self.fd.as_ref().ok_or("not open")?;
-        let mut text = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        while text.len() as u64 <= limit {
-            match nix::unistd::read(fd, &mut chunk) {
-                Ok(0) => break,
-                Ok(n) => text.extend_from_slice(&chunk[..n]),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.desc().to_string()),
-            }
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {
+        let Some(fd) = &self.fd else {
+            return Err(ReadFailure::Other("not open".into()));
+        };
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => Err(ReadFailure::Interrupted),
+            other => other.map_err(|e| ReadFailure::Other(e.desc().into())),
         }
-        Ok(text)
     }
 
     fn lstat(&mut self, path: &Path) -> Option<Meta> {
-        nix::sys::stat::lstat(path).ok().map(|st| Meta {
-            uid: st.st_uid,
-            mode: st.st_mode,
-        })
+        nix::sys::stat::lstat(path)
+            .ok()
+            .map(|st| Meta::new(st.st_uid, st.st_mode))
     }
 }
 

@@ -98,23 +98,36 @@ pub struct NewNode {
     pub readable: bool,
 }
 
-impl Nodes {
-    pub fn insert_root(&self, key: Key, new: NewNode) {
-        let mut t = self.table.lock();
-        t.next_synthetic = SYNTHETIC_BASE;
-        let node = Arc::new(Node {
-            ino: ROOT,
-            parent: ROOT,
+impl Node {
+    fn new(ino: u64, new: NewNode) -> Node {
+        Node {
+            ino,
+            parent: new.parent,
             fd: new.fd,
             kind: new.kind,
-            depth: 0,
+            depth: new.depth,
             tenant: new.tenant,
             judged: new.judged,
             path: new.path,
             readable: new.readable,
             rfd: OnceLock::new(),
             wfd: OnceLock::new(),
-        });
+        }
+    }
+}
+
+impl Nodes {
+    pub fn insert_root(&self, key: Key, new: NewNode) {
+        let mut t = self.table.lock();
+        t.next_synthetic = SYNTHETIC_BASE;
+        let node = Arc::new(Node::new(
+            ROOT,
+            NewNode {
+                parent: ROOT,
+                depth: 0,
+                ..new
+            },
+        ));
         t.by_key.insert(key, ROOT);
         t.by_ino.insert(
             ROOT,
@@ -182,19 +195,7 @@ impl Nodes {
                 }
             }
         };
-        let node = Arc::new(Node {
-            ino,
-            parent: new.parent,
-            fd: new.fd,
-            kind: new.kind,
-            depth: new.depth,
-            tenant: new.tenant,
-            judged: new.judged,
-            path: new.path,
-            readable: new.readable,
-            rfd: OnceLock::new(),
-            wfd: OnceLock::new(),
-        });
+        let node = Arc::new(Node::new(ino, new));
         t.by_key.insert(key, ino);
         t.by_ino.insert(
             ino,

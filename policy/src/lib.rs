@@ -19,7 +19,7 @@ pub mod trust;
 pub use config::{Config, Mode, OwnerRule};
 pub use decide::{Decision, DenyReason, Expected, Policy, Target, tenant_owner};
 pub use error::{Error, ErrorKind};
-pub use load::{ConfigIo, LoadError, OpenFailure, Opened, Roots};
+pub use load::{ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
 pub use meta::Meta;
 pub use owner_cache::OwnerCache;
 pub use path::{PATH_MAX, PathBuf as ScratchPath};

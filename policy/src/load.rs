@@ -27,6 +27,15 @@ pub struct Opened {
     pub size: u64,
 }
 
+impl Opened {
+    pub fn new(uid: u32, mode: u32, size: u64) -> Opened {
+        Opened {
+            meta: Meta { uid, mode },
+            size,
+        }
+    }
+}
+
 /// Why the configuration could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenFailure {
@@ -38,15 +47,51 @@ pub enum OpenFailure {
     Other(String),
 }
 
+impl OpenFailure {
+    /// From the `open`'s errno (Linux numbers) and the system's text for it.
+    pub fn from_errno(errno: i32, text: String) -> OpenFailure {
+        const ENOENT: i32 = 2;
+        const ELOOP: i32 = 40;
+        match errno {
+            ENOENT => OpenFailure::NotFound,
+            ELOOP => OpenFailure::Symlink,
+            _ => OpenFailure::Other(text),
+        }
+    }
+}
+
+/// A failed `read`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// `EINTR`: the loader reads again.
+    Interrupted,
+    Other(String),
+}
+
 /// The system calls the loader needs; each guard implements it with its own I/O layer.
 pub trait ConfigIo {
     /// `open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)`, then `fstat` of the
-    /// descriptor, which the implementation keeps for [`Self::read_to_end`].
+    /// descriptor, which the implementation keeps for [`Self::read`].
     fn open(&mut self, path: &Path) -> Result<Opened, OpenFailure>;
-    /// Read the opened descriptor to its end, or stop once more than `limit` bytes came.
-    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String>;
+    /// One `read` of the opened descriptor into `buf` (0 at its end).
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure>;
     /// `lstat` of a directory above the file.
     fn lstat(&mut self, path: &Path) -> Option<Meta>;
+}
+
+/// Read the opened file to its end, or stop once more than `limit` bytes came.
+fn read_to_end(io: &mut impl ConfigIo, limit: u64) -> Result<Vec<u8>, String> {
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while text.len() as u64 <= limit {
+        match io.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n.min(chunk.len())]),
+            Err(ReadFailure::Interrupted) => continue,
+            Err(ReadFailure::Other(e)) => return Err(e),
+        }
+    }
+    Ok(text)
 }
 
 /// Whether the configuration must name guarded trees itself.
@@ -106,9 +151,8 @@ pub fn load(io: &mut impl ConfigIo, path: &Path, euid: u32, roots: Roots) -> Res
         return Err(too_large());
     }
     trust::check_ancestors(path, euid, |p| io.lstat(p)).map_err(LoadError::Invalid)?;
-    let text = io
-        .read_to_end(MAX_CONFIG_BYTES)
-        .map_err(|e| err(ErrorKind::Io, format!("cannot read: {e}")))?;
+    let text =
+        read_to_end(io, MAX_CONFIG_BYTES).map_err(|e| err(ErrorKind::Io, format!("cannot read: {e}")))?;
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(too_large());
     }
@@ -135,8 +179,11 @@ mod tests {
         fn open(&mut self, _: &Path) -> Result<Opened, OpenFailure> {
             self.open.clone()
         }
-        fn read_to_end(&mut self, _: u64) -> Result<Vec<u8>, String> {
-            Ok(self.text.clone())
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {
+            let n = self.text.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.text[..n]);
+            self.text.drain(..n);
+            Ok(n)
         }
         fn lstat(&mut self, p: &Path) -> Option<Meta> {
             Some(if p == Path::new("/etc") {

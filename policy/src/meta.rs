@@ -17,6 +17,9 @@ pub(crate) const S_IFLNK: u32 = 0o120000;
 pub(crate) const S_ISVTX: u32 = 0o1000;
 
 impl Meta {
+    pub fn new(uid: u32, mode: u32) -> Meta {
+        Meta { uid, mode }
+    }
     pub fn is_dir(self) -> bool {
         self.mode & S_IFMT == S_IFDIR
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 use toctou_policy::config::program_matches;
-use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, Roots};
+use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
 use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
 
 use crate::ffi;
@@ -218,44 +218,24 @@ struct RawIo {
 impl ConfigIo for RawIo {
     fn open(&mut self, path: &Path) -> Result<Opened, OpenFailure> {
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
-            Errno::NOENT => OpenFailure::NotFound,
-            Errno::LOOP => OpenFailure::Symlink,
-            e => OpenFailure::Other(e.to_string()),
-        })?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| OpenFailure::Other(e.to_string()))?;
+        let fail = |e: Errno| OpenFailure::from_errno(e.raw_os_error(), e.to_string());
+        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(fail)?;
+        let st = rustix::fs::fstat(&fd).map_err(fail)?;
         self.fd = Some(fd);
-        Ok(Opened {
-            meta: Meta {
-                uid: st.st_uid,
-                mode: st.st_mode,
-            },
-            size: st.st_size as u64,
+        Ok(Opened::new(st.st_uid, st.st_mode, st.st_size as u64))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {
+        let fd = self.fd.as_ref().ok_or(ReadFailure::Other("not open".into()))?;
+        rustix::io::read(fd, buf).map_err(|e| match e {
+            Errno::INTR => ReadFailure::Interrupted,
+            e => ReadFailure::Other(e.to_string()),
         })
     }
 
-    fn read_to_end(&mut self, limit: u64) -> Result<Vec<u8>, String> {
-        let fd = self.fd.as_ref().ok_or("not open")?;
-        let mut text = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while text.len() as u64 <= limit {
-            match rustix::io::read(fd, &mut chunk) {
-                Ok(0) => break,
-                Ok(n) => text.extend_from_slice(&chunk[..n]),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Ok(text)
-    }
-
     fn lstat(&mut self, path: &Path) -> Option<Meta> {
-        rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
-            .ok()
-            .map(|st| Meta {
-                uid: st.st_uid,
-                mode: st.st_mode,
-            })
+        let st = rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(Meta::new(st.st_uid, st.st_mode))
     }
 }
 

@@ -52,8 +52,10 @@ fn check_names_file_and_line_of_an_error() {
     let out = run(&bin, &["check", conf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expect = format!("{}:3: 'alice' is not a numeric uid", conf.display());
+    // The guards quote nothing of a line but its directive; the CLI shows the line itself.
+    let expect = format!("{}:3: 'map': a UID is not numeric", conf.display());
     assert!(stderr.contains(&expect), "{stderr}");
+    assert!(stderr.contains("\n  3 | map /srv/shop alice"), "{stderr}");
 }
 
 #[test]

@@ -66,31 +66,55 @@ pub fn load(opts: &Options, source_abs: &[u8]) -> Result<Config, String> {
             cfg.source.display()
         );
     }
-    let source = String::from_utf8_lossy(source_abs).into_owned();
+    // Patterns are text: a SOURCE that is not UTF-8 could never be matched by one, and a
+    // mount whose patterns match nothing would serve every file unguarded.
+    let source = std::str::from_utf8(source_abs)
+        .map_err(|_| "SOURCE: its canonical path is not UTF-8; patterns could never match it".to_string())?;
     let source = source.trim_end_matches('/');
     let shorthand = match (opts.owner, opts.tenant_depth) {
         (Some(uid), _) => Some((format!("{source}/"), Some(uid))),
         (None, Some(depth)) => Some((format!("{source}{}", "/*".repeat(depth as usize)), None)),
         // Neither flag and no tree in the file: the classic layout, SOURCE/TENANT/...
-        (None, None) if cfg.roots.is_empty() => Some((format!("{source}/*"), None)),
         (None, None) => None,
     };
-    if let Some((text, uid)) = shorthand {
-        let text = if text.is_empty() { "/".to_string() } else { text };
-        let pattern = RootPattern::parse(&text, uid.is_none()).map_err(|e| format!("SOURCE: {e}"))?;
-        cfg.add_root(pattern, uid).map_err(|e| e.to_string())?;
+    match shorthand {
+        // One source of trees: the first root a path enters decides, and a pattern in the
+        // file could silently outrank the flag's.
+        Some(_) if !cfg.roots.is_empty() => {
+            return Err(format!(
+                "{}: has root/map lines; --tenant-depth and --owner cannot be added to them",
+                cfg.source.display()
+            ));
+        }
+        Some((text, uid)) => add(&mut cfg, &text, uid)?,
+        None if cfg.roots.is_empty() => add(&mut cfg, &format!("{source}/*"), None)?,
+        None => {}
     }
+    let at = if source.is_empty() { "/" } else { source };
     for r in &cfg.roots {
-        let lit = r.pattern.as_str().split('*').next().unwrap_or_default();
-        let under = lit.starts_with(source) || source.starts_with(lit.trim_end_matches('/'));
-        if !under {
+        let applies =
+            r.pattern.match_clean(at.as_bytes()).is_some() || r.pattern.could_lie_below(at.as_bytes());
+        if !applies {
             eprintln!(
-                "toctou-guard-fs: {}:{}: '{}' is not under SOURCE {source}: it guards nothing here",
+                "toctou-guard-fs: {}:{}: '{}' matches nothing in SOURCE {at}",
                 cfg.source.display(),
                 r.line,
                 r.pattern.as_str()
             );
         }
     }
+    if !toctou_policy::Policy::new(cfg.clone()).may_guard_below(at.as_bytes()) {
+        return Err(format!(
+            "{}: no root or map applies to SOURCE {at}: every file would be served unguarded",
+            cfg.source.display()
+        ));
+    }
     Ok(cfg)
+}
+
+/// Add the tree a command-line shorthand stands for.
+fn add(cfg: &mut Config, text: &str, uid: Option<u32>) -> Result<(), String> {
+    let text = if text.is_empty() { "/" } else { text };
+    let pattern = RootPattern::parse(text, uid.is_none()).map_err(|e| format!("SOURCE: {e}"))?;
+    cfg.add_root(pattern, uid).map_err(|e| e.to_string())
 }

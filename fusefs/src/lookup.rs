@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
-use nix::fcntl::AtFlags;
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 use toctou_policy::{Decision, DenyReason, Expected, Meta, Policy, ScratchPath, Target, tenant_owner};
@@ -279,6 +278,32 @@ impl GuardFs {
         Ok(())
     }
 
+    /// What the daemon holds for the tenant directory `tenant` (an absolute path in SOURCE),
+    /// an ancestor of `parent` or `parent` itself: the `fstat` of that held node, the very
+    /// object the name was resolved through, never a second lookup by path.
+    fn ancestor_meta(&self, parent: &Node, tenant: &[u8]) -> Option<Meta> {
+        let Some(rest) = tenant.strip_prefix(self.settings.source_abs.as_slice()) else {
+            // Above SOURCE (only SOURCE itself is ever judged against such a tenant).
+            return nix::sys::stat::lstat(OsStr::from_bytes(tenant))
+                .ok()
+                .map(|s| meta_of(&s));
+        };
+        let want = rest.split(|&b| b == b'/').filter(|c| !c.is_empty()).count() as u32;
+        let mut held: Option<Arc<Node>> = None;
+        // Bounded by the depth: each step goes one level up.
+        for _ in 0..=parent.depth {
+            let node = held.as_deref().unwrap_or(parent);
+            if node.depth == want {
+                return syscalls::fstat(&node.fd).ok().map(|s| meta_of(&s));
+            }
+            if node.depth < want || node.ino == ROOT {
+                return None;
+            }
+            held = Some(self.nodes.get(node.parent)?);
+        }
+        None
+    }
+
     /// Look `name` up in `parent`, apply the rule to the object found, and return it.
     pub(crate) fn resolve_child(&self, caller: Caller, parent: &Node, name: &OsStr) -> Result<Child, Errno> {
         if parent.kind != FileType::Directory {
@@ -303,17 +328,7 @@ impl GuardFs {
         let (tenant, judged) = match &parent.tenant {
             Some(t) => (Some(t.clone()), true),
             None => {
-                let tenant_meta = |tenant: &[u8]| {
-                    let rel = tenant.strip_prefix(self.settings.source_abs.as_slice())?;
-                    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-                    nix::sys::stat::fstatat(
-                        &*self.root_fd,
-                        OsStr::from_bytes(rel),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .ok()
-                    .map(|s| meta_of(&s))
-                };
+                let tenant_meta = |tenant: &[u8]| self.ancestor_meta(parent, tenant);
                 match enter_root(&self.policy, &self.abs(&path), meta_of(&st), tenant_meta) {
                     Ok(Some((t, judged))) => (Some(t), judged),
                     Ok(None) => (None, false),

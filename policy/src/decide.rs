@@ -149,7 +149,7 @@ impl Policy {
     /// enters `/home/alice/public_html` and then climbs out with `..` stays alice's, and is
     /// refused outright if it climbs out of alice's tenant directory.
     /// Does not allocate and makes no system call.
-    pub fn classify(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Target {
+    pub fn classify<const N: usize>(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf<N>) -> Target {
         match self.walk(base, path, out) {
             Ok(t) => t,
             Err(TooLong) => Target::Deny(DenyReason::PathTooLong),
@@ -199,7 +199,12 @@ impl Policy {
         }
     }
 
-    fn walk(&self, base: Option<&[u8]>, path: &[u8], out: &mut PathBuf) -> Result<Target, TooLong> {
+    fn walk<const N: usize>(
+        &self,
+        base: Option<&[u8]>,
+        path: &[u8],
+        out: &mut PathBuf<N>,
+    ) -> Result<Target, TooLong> {
         out.clear();
         let relative = path.first() != Some(&b'/');
         let base_iter = base.filter(|_| relative).into_iter().flat_map(components);
@@ -229,12 +234,24 @@ impl Policy {
     }
 
     /// Index of the first root matching `out` exactly at its current depth.
-    fn root_at(&self, out: &PathBuf) -> Option<usize> {
+    fn root_at<const N: usize>(&self, out: &PathBuf<N>) -> Option<usize> {
         let d = out.depth();
         if d > self.max_depth || (d < 64 && self.depth_mask & (1 << d) == 0) {
             return None;
         }
         self.config.roots.iter().position(|r| r.pattern.matches(out))
+    }
+
+    /// May anything at or below the clean absolute directory `dir` be guarded? False only
+    /// when `dir` is outside every root and no root can lie below it: then every path that
+    /// starts there is outside every root, whatever its length or depth (the guard passes
+    /// such opens through even when it cannot name the full path).
+    pub fn may_guard_below(&self, dir: &[u8]) -> bool {
+        match self.classify_clean(dir) {
+            Some(Target::Outside) => {}
+            _ => return true,
+        }
+        self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir))
     }
 
     /// The rule itself: is a file owned by `file_uid` acceptable where `expected_uid` owns?
@@ -415,6 +432,18 @@ mod tests {
         );
         let p = policy("mode audit\nroot /home/*/public_html\n");
         assert_eq!(p.decide(1002, 1001), Decision::Audit(DenyReason::OwnerMismatch));
+    }
+
+    #[test]
+    fn what_may_be_guarded_below_a_directory() {
+        let p = policy(HOSTING);
+        assert!(p.may_guard_below(b"/"));
+        assert!(p.may_guard_below(b"/home/alice"));
+        assert!(p.may_guard_below(b"/home/alice/public_html/deep"), "under a root");
+        assert!(p.may_guard_below(b"/srv"), "the map lies below");
+        assert!(!p.may_guard_below(b"/tmp/deep"));
+        assert!(!p.may_guard_below(b"/home/alice/private"));
+        assert!(p.may_guard_below(b"/home//x"), "not clean: assume it may");
     }
 
     #[test]

@@ -7,28 +7,39 @@
 /// Longest path the guard handles, as Linux's `PATH_MAX` (including the NUL).
 pub const PATH_MAX: usize = 4096;
 
-/// A normalised absolute path held in a fixed buffer: always starts with `/`, never ends
-/// with `/` (except the root itself), has no empty, `.` or `..` component.
-pub struct PathBuf {
-    buf: [u8; PATH_MAX],
+/// A normalised absolute path held in a fixed buffer of `N` bytes (one kept for a NUL):
+/// always starts with `/`, never ends with `/` (except the root itself), has no empty, `.`
+/// or `..` component. The shim holds a small one on the stack and a `PATH_MAX` one only
+/// for the rare longer path; every field is a plain integer, and every walk starts with
+/// [`Self::clear`], so any bytes at all (zeroed memory) are a valid value to start from.
+#[repr(C)]
+pub struct PathBuf<const N: usize = PATH_MAX> {
     len: usize,
     depth: usize,
+    buf: [u8; N],
 }
 
 /// The path (after joining with its base) does not fit in [`PATH_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLong;
 
-impl Default for PathBuf {
+impl<const N: usize> Default for PathBuf<N> {
     fn default() -> Self {
-        Self::new()
+        Self::root()
     }
 }
 
 impl PathBuf {
-    /// The root directory, `/`.
+    /// The root directory, `/`, in a `PATH_MAX` buffer.
     pub const fn new() -> Self {
-        let mut buf = [0u8; PATH_MAX];
+        Self::root()
+    }
+}
+
+impl<const N: usize> PathBuf<N> {
+    /// The root directory, `/`, in an `N`-byte buffer.
+    pub const fn root() -> Self {
+        let mut buf = [0u8; N];
         buf[0] = b'/';
         PathBuf {
             buf,
@@ -48,6 +59,7 @@ impl PathBuf {
     }
 
     pub(crate) fn clear(&mut self) {
+        self.buf[0] = b'/';
         self.len = 1;
         self.depth = 0;
     }
@@ -55,7 +67,7 @@ impl PathBuf {
     pub(crate) fn push(&mut self, component: &[u8]) -> Result<(), TooLong> {
         let sep = usize::from(self.len > 1);
         // Keep one byte spare so a NUL can always be appended for a system call.
-        if self.len + sep + component.len() >= PATH_MAX {
+        if self.len + sep + component.len() >= N.min(PATH_MAX) {
             return Err(TooLong);
         }
         if sep == 1 {
@@ -166,6 +178,24 @@ mod tests {
         assert_eq!(&out.as_bytes()[..out.prefix_len(2)], b"/home/alice");
         assert_eq!(&out.as_bytes()[..out.prefix_len(0)], b"/");
         assert_eq!(&out.as_bytes()[..out.prefix_len(1)], b"/home");
+    }
+
+    #[test]
+    fn a_small_buffer_says_too_long_where_a_big_one_does_not() {
+        let long = format!("/{}", "x".repeat(2000));
+        let mut small = PathBuf::<1024>::root();
+        let mut out = PathBuf::new();
+        assert_eq!(normalize_into(&long, &mut small), Err(TooLong));
+        assert!(normalize(None, long.as_bytes(), &mut out).is_ok());
+        assert_eq!(out.as_bytes(), long.as_bytes());
+    }
+
+    fn normalize_into<const N: usize>(p: &str, out: &mut PathBuf<N>) -> Result<(), TooLong> {
+        out.clear();
+        for c in components(p.as_bytes()) {
+            out.push(c)?;
+        }
+        Ok(())
     }
 
     #[test]

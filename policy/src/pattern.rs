@@ -170,8 +170,23 @@ impl RootPattern {
         tenant_len
     }
 
+    /// Could a path matching this pattern lie strictly below the clean absolute directory
+    /// `dir`? (Every component of `dir` matches the pattern's, and the pattern is deeper.)
+    pub fn could_lie_below(&self, dir: &[u8]) -> bool {
+        let mut n = 0;
+        for c in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            match self.components.get(n) {
+                Some(Component::Star) => {}
+                Some(Component::Literal(l)) if l.as_slice() == c => {}
+                _ => return false,
+            }
+            n += 1;
+        }
+        self.components.len() > n
+    }
+
     /// Does `path` (whose depth must equal [`Self::depth`]) match this pattern exactly?
-    pub fn matches(&self, path: &PathBuf) -> bool {
+    pub fn matches<const N: usize>(&self, path: &PathBuf<N>) -> bool {
         path.depth() == self.depth()
             && path.components().zip(&self.components).all(|(c, p)| match p {
                 Component::Star => true,
@@ -244,6 +259,18 @@ mod tests {
         let r = RootPattern::parse("/srv/*/*", true).unwrap();
         assert_eq!(r.match_clean(b"/srv/a/bb/c"), Some(9));
         assert_eq!(r.match_clean(b"/srv/a"), None);
+    }
+
+    #[test]
+    fn roots_below_a_directory() {
+        let r = RootPattern::parse("/home/*/public_html", true).unwrap();
+        assert!(r.could_lie_below(b"/"));
+        assert!(r.could_lie_below(b"/home"));
+        assert!(r.could_lie_below(b"/home/alice"));
+        assert!(!r.could_lie_below(b"/home/alice/public_html"), "at it, not below");
+        assert!(!r.could_lie_below(b"/homework"));
+        assert!(!r.could_lie_below(b"/tmp/deep"));
+        assert!(!RootPattern::parse("/", true).unwrap().could_lie_below(b"/"));
     }
 
     #[test]

@@ -28,16 +28,24 @@ pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
-/// The current directory into `buf`; `None` if it cannot be named (deleted, too long).
-pub fn getcwd(buf: &mut [u8]) -> Option<&[u8]> {
-    // SAFETY: glibc writes at most `buf.len()` bytes, NUL included, and with a non-NULL
-    // buffer it does not allocate.
-    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
-    if p.is_null() {
-        return None;
+/// The current directory into `buf`, by the raw system call: glibc's `getcwd` falls back
+/// to a walk with `opendir` and `malloc` when the kernel says `ENAMETOOLONG`, which a hook
+/// (perhaps in a signal handler) must never do. `Err(errno)`: `ERANGE` if `buf` is too
+/// small, `ENAMETOOLONG` deeper than `PATH_MAX`, `ENOENT` if deleted.
+pub fn getcwd(buf: &mut [u8]) -> Result<&[u8], i32> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes (the path and its NUL) into `buf`.
+    let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
-    let len = buf.iter().position(|&b| b == 0)?;
-    Some(&buf[..len])
+    let len = buf.iter().position(|&b| b == 0).ok_or(libc::ERANGE)?;
+    // "(unreachable)/..." outside the process's root: not a path we can judge.
+    if buf.first() != Some(&b'/') {
+        return Err(libc::ENOENT);
+    }
+    Ok(&buf[..len])
 }
 
 /// The calling thread's name (`comm`), for log lines.
@@ -147,6 +155,15 @@ pub fn at_random() -> [u64; 2] {
     ]
 }
 
+/// Types the guard keeps in a [`Mapped`] region: valid for any bytes, with no drop.
+///
+/// # Safety
+/// Only for types made of integers and byte arrays (any bit pattern is a value of them).
+pub unsafe trait Zeroable {}
+
+// SAFETY: two `usize`s and a byte array (`toctou_policy::path::PathBuf`) plus byte arrays.
+unsafe impl Zeroable for crate::scratch::LongPath {}
+
 /// The file this library was loaded from, as the dynamic loader names it.
 pub fn own_library_path() -> Option<&'static CStr> {
     let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
@@ -162,4 +179,57 @@ pub fn own_library_path() -> Option<&'static CStr> {
     // SAFETY: dli_fname is the loader's NUL-terminated name of a loaded object, which this
     // library (we are running its code) keeps loaded.
     Some(unsafe { CStr::from_ptr(info.dli_fname) })
+}
+
+/// `len` zeroed bytes of their own mapping, for the rare path longer than the stack buffers
+/// (a preload library may run on a 16 KiB thread stack or a signal handler's alternate
+/// stack, so `PATH_MAX` buffers cannot live there). `mmap` is a system call: no allocator,
+/// no lock, safe in a signal handler and across `fork`. Unmapped on drop.
+pub struct Mapped {
+    ptr: core::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl Mapped {
+    pub fn zeroed(len: usize) -> Option<Mapped> {
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping; it aliases nothing.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }
+        .ok()?;
+        Some(Mapped {
+            ptr: core::ptr::NonNull::new(p.cast())?,
+            len,
+        })
+    }
+
+    /// The mapping as bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `len` initialised (zeroed by mmap) bytes, exclusively ours for the borrow.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The mapping as a `T`, or `None` if it does not fit.
+    pub fn as_mut<T: Zeroable>(&mut self) -> Option<&mut T> {
+        if core::mem::size_of::<T>() > self.len {
+            return None;
+        }
+        // SAFETY: page-aligned (mmap), large enough, initialised (zeroed, then only ever
+        // written as a `T`), exclusively ours for the borrow of `self`; any bytes are a `T`
+        // (`Zeroable`).
+        Some(unsafe { &mut *self.ptr.as_ptr().cast::<T>() })
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `zeroed`, no longer borrowed.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }

@@ -11,10 +11,12 @@
 //! recursion into our own hooks, nothing that a `fork()` could leave locked.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod basedir;
 mod export;
 mod ffi;
 mod fmtbuf;
 mod guard;
+mod scratch;
 mod state;
 mod stdio_mode;
 mod syslog;

@@ -7,7 +7,8 @@
 /// Longest path the guard handles, as Linux's `PATH_MAX` (including the NUL).
 pub const PATH_MAX: usize = 4096;
 
-/// A normalised absolute path held in a fixed buffer of `N` bytes (one kept for a NUL):
+/// A normalised absolute path held in a fixed buffer of `N` bytes (one kept for a NUL; a
+/// relative path joined to its directory may exceed `PATH_MAX`, which the kernel allows):
 /// always starts with `/`, never ends with `/` (except the root itself), has no empty, `.`
 /// or `..` component. The shim holds a small one on the stack and a `PATH_MAX` one only
 /// for the rare longer path; every field is a plain integer, and every walk starts with
@@ -67,7 +68,7 @@ impl<const N: usize> PathBuf<N> {
     pub(crate) fn push(&mut self, component: &[u8]) -> Result<(), TooLong> {
         let sep = usize::from(self.len > 1);
         // Keep one byte spare so a NUL can always be appended for a system call.
-        if self.len + sep + component.len() >= N.min(PATH_MAX) {
+        if self.len + sep + component.len() >= N {
             return Err(TooLong);
         }
         if sep == 1 {

@@ -203,9 +203,42 @@ unsafe fn fopen_common(path: *const c_char, mode: *const c_char) -> *mut libc::F
         return fail(Errno::INVAL, core::ptr::null_mut());
     };
     match guard::open(Dir::Cwd, path, flags, Mode::from_raw_mode(0o666)) {
+        Ok(fd) if stdio_mode::has_charset(mode.to_bytes()) => reopen_with_charset(fd, mode),
         Ok(fd) => ffi::fdopen(fd.into_raw_fd(), mode),
         Err(e) => fail(e, core::ptr::null_mut()),
     }
+}
+
+/// `fdopen` ignores `,ccs=CHARSET`: let glibc's `fopen` open the checked object again through
+/// its magic link (no path lookup to race), without `x` (it exists now: we made it).
+fn reopen_with_charset(fd: std::os::fd::OwnedFd, mode: &core::ffi::CStr) -> *mut libc::FILE {
+    use std::os::fd::AsRawFd;
+    // Keep the object open above its number, so that the stream gets the number the
+    // caller's open would have had (the lowest free one).
+    let high = match rustix::io::fcntl_dupfd_cloexec(&fd, fd.as_raw_fd() + 1) {
+        Ok(high) => high,
+        Err(e) => return fail(e, core::ptr::null_mut()),
+    };
+    drop(fd);
+    let fd = high;
+    let mut link = FmtBuf::<40>::new();
+    let _ = core::fmt::Write::write_fmt(&mut link, format_args!("/proc/thread-self/fd/{}", fd.as_raw_fd()));
+    let mut m = FmtBuf::<64>::new();
+    let (flags_part, rest) = stdio_mode::split_charset(mode.to_bytes());
+    for &c in flags_part.iter().filter(|&&c| c != b'x') {
+        m.push_bytes(&[c]);
+    }
+    m.push_bytes(rest);
+    let (Some(link), Some(m)) = (link.as_cstr(), m.as_cstr()) else {
+        return fail(Errno::NAMETOOLONG, core::ptr::null_mut());
+    };
+    let f = ffi::real_fopen(link, m);
+    let saved = errno();
+    drop(fd);
+    if f.is_null() {
+        ffi::set_errno(saved);
+    }
+    f
 }
 
 /// Open `path` under the rule, then let glibc's `freopen` reopen that exact object through

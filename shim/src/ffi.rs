@@ -97,28 +97,49 @@ pub unsafe fn fclose(stream: *mut libc::FILE) {
     unsafe { libc::fclose(stream) };
 }
 
+/// The next definition of `name` after ours (glibc's), looked up once into `cache`.
+fn next_symbol(name: &CStr, cache: &AtomicPtr<libc::c_void>) -> *mut libc::c_void {
+    let mut f = cache.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: RTLD_NEXT lookup of a NUL-terminated symbol name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        cache.store(f, Ordering::Release);
+    }
+    f
+}
+
 type FreopenFn = unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
 static REAL_FREOPEN: AtomicPtr<libc::c_void> = AtomicPtr::new(core::ptr::null_mut());
+type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+static REAL_FOPEN: AtomicPtr<libc::c_void> = AtomicPtr::new(core::ptr::null_mut());
 
 /// glibc's own `freopen` (ours shadows the name). `dlsym` only runs on the first call.
 ///
 /// # Safety
 /// Same contract as C `freopen`.
 pub unsafe fn real_freopen(path: *const c_char, mode: &CStr, stream: *mut libc::FILE) -> *mut libc::FILE {
-    let mut f = REAL_FREOPEN.load(Ordering::Acquire);
+    let f = next_symbol(c"freopen", &REAL_FREOPEN);
     if f.is_null() {
-        // SAFETY: RTLD_NEXT lookup of a NUL-terminated symbol name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"freopen".as_ptr()) };
-        if f.is_null() {
-            set_errno(libc::ENOSYS);
-            return core::ptr::null_mut();
-        }
-        REAL_FREOPEN.store(f, Ordering::Release);
+        set_errno(libc::ENOSYS);
+        return core::ptr::null_mut();
     }
     // SAFETY: `f` is libc's `freopen`, whose signature is `FreopenFn`.
     let real: FreopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, FreopenFn>(f) };
     // SAFETY: arguments as the caller's contract.
     unsafe { real(path, mode.as_ptr(), stream) }
+}
+
+/// glibc's own `fopen`, for modes `fdopen` cannot honour (`,ccs=`).
+pub fn real_fopen(path: &CStr, mode: &CStr) -> *mut libc::FILE {
+    let f = next_symbol(c"fopen", &REAL_FOPEN);
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `f` is libc's `fopen`, whose signature is `FopenFn`.
+    let real: FopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, FopenFn>(f) };
+    // SAFETY: two NUL-terminated strings, as fopen requires.
+    unsafe { real(path.as_ptr(), mode.as_ptr()) }
 }
 
 /// Refusing to start: the one time the shim may write to fd 2, then `_exit` (no atexit

@@ -42,6 +42,8 @@ impl Dir {
     /// Run `f` with the directory as a descriptor, for a system call on `path`.
     fn with<R>(self, path: &CStr, f: impl FnOnce(BorrowedFd<'_>) -> Result<R, Errno>) -> Result<R, Errno> {
         match self {
+            // An empty path is ENOENT before the kernel looks at the directory at all.
+            _ if path.is_empty() => Err(Errno::NOENT),
             Dir::Cwd => f(CWD),
             // The kernel ignores the directory of an absolute path (even -1).
             Dir::Fd(_) if path.to_bytes().first() == Some(&b'/') => f(CWD),
@@ -94,6 +96,9 @@ impl OpenReq<'_> {
 
 fn guarded(st: &State, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
     let bytes = req.bytes();
+    if bytes.is_empty() {
+        return req.raw(); // ENOENT, before the kernel even looks at the directory
+    }
     // Fast path: a clean absolute path (what servers pass) is matched in place, no copy.
     if bytes.first() == Some(&b'/')
         && let Some(target) = st.policy.classify_clean(bytes)
@@ -216,8 +221,11 @@ impl Check<'_> {
         self.verdict(st.st_uid)?;
         // Only regular files are truncated: the kernel ignores O_TRUNC on FIFOs, devices
         // and sockets, where ftruncate would fail with EINVAL.
-        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
-        if flags.contains(OFlags::TRUNC) && regular {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if flags.contains(OFlags::TRUNC) && kind == FileType::Directory {
+            return Err(Errno::ISDIR); // what the kernel answers for O_TRUNC on a directory
+        }
+        if flags.contains(OFlags::TRUNC) && kind == FileType::RegularFile {
             if writable(flags) {
                 rustix::fs::ftruncate(&fd, 0)?;
             } else {
@@ -298,12 +306,14 @@ impl Check<'_> {
                 rustix::fs::openat(d, parent, dir_flags(), Mode::empty())
             })?;
             self.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
-            let create = (flags | OFlags::EXCL | OFlags::NOFOLLOW) - OFlags::TRUNC;
+            // O_EXCL never follows a symlink (and, unlike O_NOFOLLOW, is not kept on the fd).
+            let create = (flags | OFlags::EXCL) - OFlags::TRUNC;
             match rustix::fs::openat(&pdir, name, create, req.mode) {
-                Ok(fd) => return Ok(fd), // new and empty: nothing to truncate
+                // New and empty: nothing to truncate.
+                Ok(fd) => return Ok(lowest(fd, [pdir], flags)),
                 Err(Errno::EXIST) if !user_excl => {
                     if let Some(fd) = self.create_at_link_target(&pdir, name, req)? {
-                        return Ok(fd);
+                        return Ok(lowest(fd, [pdir], flags));
                     }
                 }
                 Err(e) => return Err(e),
@@ -353,9 +363,9 @@ impl Check<'_> {
         };
         self.verdict(rustix::fs::fstat(&tdir)?.st_uid)?;
         let target = CStr::from_bytes_with_nul(&buf[name_start..=n]).map_err(|_| Errno::INVAL)?;
-        let create = (req.flags | OFlags::EXCL | OFlags::NOFOLLOW) - OFlags::TRUNC;
+        let create = (req.flags | OFlags::EXCL) - OFlags::TRUNC;
         match rustix::fs::openat(&tdir, target, create, req.mode) {
-            Ok(fd) => Ok(Some(fd)),
+            Ok(fd) => Ok(Some(lowest(fd, [tdir], req.flags))),
             Err(Errno::EXIST) => Ok(None),
             Err(e) => Err(e),
         }
@@ -365,7 +375,8 @@ impl Check<'_> {
     fn tmpfile(&self, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
         let pdir = req.raw_with(dir_flags())?;
         self.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
-        rustix::fs::openat(&pdir, c".", req.flags, req.mode)
+        let fd = rustix::fs::openat(&pdir, c".", req.flags, req.mode)?;
+        Ok(lowest(fd, [pdir], req.flags))
     }
 }
 
@@ -432,6 +443,23 @@ fn cached_tenant_owner(st: &State, tenant: &[u8]) -> Result<u32, DenyReason> {
     let uid = toctou_policy::tenant_owner(meta)?;
     st.owners.put(key, uid, now);
     Ok(uid)
+}
+
+/// The kernel gives an open the lowest free descriptor; ours opened helper directories
+/// first. Once they are closed, move `fd` down to the lowest free number if that is lower,
+/// keeping its close-on-exec flag.
+fn lowest<const K: usize>(fd: OwnedFd, helpers: [OwnedFd; K], flags: OFlags) -> OwnedFd {
+    drop(helpers);
+    let moved = if flags.contains(OFlags::CLOEXEC) {
+        rustix::io::fcntl_dupfd_cloexec(&fd, 0)
+    } else {
+        rustix::io::dup(&fd)
+    };
+    use std::os::fd::AsRawFd;
+    match moved {
+        Ok(m) if m.as_raw_fd() < fd.as_raw_fd() => m,
+        _ => fd,
+    }
 }
 
 fn is_dir(fd: &OwnedFd) -> bool {

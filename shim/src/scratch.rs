@@ -17,11 +17,12 @@ pub const SMALL_BASE: usize = 512;
 /// Names made NUL-terminated for a system call (a tenant directory, a parent directory).
 pub const SMALL_NAME: usize = 256;
 
-/// The buffers for one long path, in a mapping ([`crate::ffi::Zeroable`]).
+/// The buffers for one long path, in a mapping ([`crate::ffi::Zeroable`]): a base of up to
+/// `PATH_MAX` joined to a relative path of up to `PATH_MAX` (the kernel takes that).
 #[repr(C)]
 pub struct LongPath {
     pub base: [u8; PATH_MAX],
-    pub norm: ScratchPath<PATH_MAX>,
+    pub norm: ScratchPath<{ 2 * PATH_MAX }>,
 }
 
 /// `bytes` and a NUL in `buf`, as a C string; `None` if it does not fit (or holds a NUL).

@@ -22,6 +22,16 @@ pub fn flags(mode: &[u8]) -> Option<OFlags> {
     Some(flags)
 }
 
+/// Does the mode name a character set (`"r,ccs=UTF-8"`), which `fdopen` would ignore?
+pub fn has_charset(mode: &[u8]) -> bool {
+    mode.windows(5).any(|w| w == b",ccs=")
+}
+
+/// The mode's flag characters, and the rest from the first `,` on.
+pub fn split_charset(mode: &[u8]) -> (&[u8], &[u8]) {
+    mode.split_at(mode.iter().position(|&c| c == b',').unwrap_or(mode.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +53,7 @@ mod tests {
         assert_eq!(flags(b"r,ccs=UTF-8"), Some(OFlags::RDONLY));
         assert_eq!(flags(b""), None);
         assert_eq!(flags(b"z"), None);
+        assert!(has_charset(b"r,ccs=UTF-8") && !has_charset(b"re"));
+        assert_eq!(split_charset(b"wx,ccs=UTF-8"), (&b"wx"[..], &b",ccs=UTF-8"[..]));
     }
 }

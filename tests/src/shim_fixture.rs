@@ -59,6 +59,7 @@ pub fn c_program(name: &str) -> PathBuf {
             ("forkstress", &["-pthread"][..]),
             ("noalloc", &[][..]),
             ("early", &["-shared", "-fPIC"][..]),
+            ("conform", &["-pthread"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

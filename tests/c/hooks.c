@@ -3,6 +3,10 @@
  * Built by tests/tests/shim.rs; run under LD_PRELOAD as an unprivileged uid. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -36,6 +40,24 @@ static int report_file(FILE *f) {
     return 0;
 }
 
+/* Entries that run an open somewhere unusual: a 16 KiB thread, a signal handler on a
+ * SIGSTKSZ alternate stack. The result is printed by the caller. */
+static const char *odd_path;
+static int odd_fd = -2, odd_errno;
+static void *open_in_thread(void *unused) {
+    (void)unused;
+    odd_fd = open(odd_path, O_RDONLY);
+    odd_errno = errno; /* errno is per thread */
+    return 0;
+}
+static void open_in_handler(int sig) {
+    (void)sig;
+    int saved = errno;
+    odd_fd = open(odd_path, O_RDONLY);
+    odd_errno = errno;
+    errno = saved;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: hooks ENTRY PATH [DIR]\n"); return 2; }
     const char *e = argv[1], *p = argv[2];
@@ -59,6 +81,65 @@ int main(int argc, char **argv) {
         while (readdir(d)) n++;
         printf("OK %d entries\n", n);
         return 0;
+    }
+    /* Odd but legal calls (the shim once crashed or answered differently on each). */
+    if (!strcmp(e, "openat-badfd")) return report_fd(openat(-1, p, O_RDONLY));
+    if (!strcmp(e, "openat-pipe")) {
+        int fds[2];
+        if (pipe(fds)) return 2;
+        return report_fd(openat(fds[0], p, O_RDONLY));
+    }
+    if (!strcmp(e, "thread16k")) {
+        pthread_attr_t a;
+        pthread_t t;
+        odd_path = p;
+        pthread_attr_init(&a);
+        if (pthread_attr_setstacksize(&a, 16384)) { printf("ERR stacksize\n"); return 2; }
+        if (pthread_create(&t, &a, open_in_thread, 0)) { printf("ERR thread\n"); return 2; }
+        pthread_join(t, 0);
+        errno = odd_errno;
+        return report_fd(odd_fd);
+    }
+    if (!strcmp(e, "sigalt")) {
+        stack_t ss = { .ss_size = SIGSTKSZ, .ss_sp = malloc(SIGSTKSZ) };
+        struct sigaction sa = { .sa_handler = open_in_handler, .sa_flags = SA_ONSTACK };
+        odd_path = p;
+        if (sigaltstack(&ss, 0) || sigaction(SIGUSR1, &sa, 0)) { printf("ERR sigaltstack\n"); return 2; }
+        raise(SIGUSR1);
+        errno = odd_errno;
+        return report_fd(odd_fd);
+    }
+    if (!strcmp(e, "trunc-rdwr")) {
+        int fd = open(p, O_RDWR | O_TRUNC);
+        if (fd < 0) { printf("ERR %s\n", strerrorname_np(errno)); return 1; }
+        printf("OK opened\n");
+        return 0;
+    }
+    if (!strcmp(e, "creat-long")) {
+        /* O_CREAT of a non-clean path: PATH, then 2100 "./" and "new". */
+        size_t n = strlen(p);
+        char *q = malloc(n + 2 * 2100 + 8);
+        strcpy(q, p);
+        for (int i = 0; i < 2100; i++) strcat(q + n, "./");
+        strcat(q, "new");
+        return report_fd(open(q, O_CREAT | O_WRONLY, 0644));
+    }
+    if (!strcmp(e, "deepcwd")) {
+        /* Climb down PATH (a count) directories of 200-byte names, past PATH_MAX, then
+         * create and read a file there by a relative name. */
+        char seg[201];
+        memset(seg, 'd', 200);
+        seg[200] = 0;
+        int depth = atoi(p);
+        for (int i = 0; i < depth; i++) {
+            if (mkdir(seg, 0755) && errno != EEXIST) { printf("ERR mkdir %s\n", strerrorname_np(errno)); return 2; }
+            if (chdir(seg)) { printf("ERR chdir %s\n", strerrorname_np(errno)); return 2; }
+        }
+        int fd = open("f", O_CREAT | O_WRONLY, 0644);
+        if (fd < 0) { printf("ERR create %s\n", strerrorname_np(errno)); return 1; }
+        if (write(fd, "deep\n", 5) != 5) return 2;
+        close(fd);
+        return report_fd(open("f", O_RDONLY));
     }
     /* Opens that write: report, then leave the file as the open left it. */
     if (!strcmp(e, "trunc")) {

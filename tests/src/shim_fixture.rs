@@ -55,7 +55,7 @@ pub fn c_program(name: &str) -> PathBuf {
             fs::copy(shim, d.join("libtoctou_guard.so")).expect("copy the shim");
         }
         for (src, extra) in [
-            ("hooks", &[][..]),
+            ("hooks", &["-pthread"][..]),
             ("forkstress", &["-pthread"][..]),
             ("noalloc", &[][..]),
             ("early", &["-shared", "-fPIC"][..]),

@@ -40,13 +40,28 @@ pub fn explain(cfg: Config, path: &Path, uid: Option<u32>) -> String {
         } => (root, tenant_len, expected),
     };
     let entry = &policy.config().roots[root];
-    let kind = if entry.fixed_uid.is_some() { "map" } else { "root" };
+    let kind = |e: &toctou_policy::config::RootEntry| if e.fixed_uid.is_some() { "map" } else { "root" };
     let _ = writeln!(
         out,
-        "root:     {kind} {} (line {})",
+        "root:     {} {} (line {})",
+        kind(entry),
         entry.pattern.as_str(),
         entry.line
     );
+    // Say which line won when a deeper tree also holds the path: the first entered decides.
+    for (inner, outer) in policy.shadowed() {
+        let i = &policy.config().roots[inner];
+        if outer == root && i.pattern.match_clean(norm.as_bytes()).is_some() {
+            let _ = writeln!(
+                out,
+                "          (also under {} {} (line {}), which never applies: the path enters line {} first)",
+                kind(i),
+                i.pattern.as_str(),
+                i.line,
+                entry.line
+            );
+        }
+    }
     let tenant = String::from_utf8_lossy(&norm.as_bytes()[..tenant_len]).into_owned();
     let _ = writeln!(out, "tenant:   {tenant}");
     let expected_uid = match expected {

@@ -35,6 +35,20 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 _ => return Err(format!("check takes at most one CONFIG\n{USAGE}")),
             };
             let cfg = load::load(&path).map_err(|e| load::describe(&e))?;
+            let policy = toctou_policy::Policy::new(cfg.clone());
+            for (inner, outer) in policy.shadowed() {
+                let (i, o) = (&cfg.roots[inner], &cfg.roots[outer]);
+                eprintln!(
+                    "toctou-guard: {}:{}: warning: '{}' lies inside '{}' (line {}), which every path to it \
+                     enters first: line {} never applies",
+                    path.display(),
+                    i.line,
+                    i.pattern.as_str(),
+                    o.pattern.as_str(),
+                    o.line,
+                    i.line
+                );
+            }
             println!(
                 "{}: syntax is ok, ownership is safe: mode {}, {} guarded tree(s), owner rule {:?}, allow_uid {:?}",
                 path.display(),

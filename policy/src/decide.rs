@@ -254,6 +254,23 @@ impl Policy {
         self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir))
     }
 
+    /// Trees no path can ever be judged by: a tree (typically a `map`) lying inside another
+    /// tree that every path to it enters first. Pairs of (shadowed entry, the entry that
+    /// decides instead), as indices into [`Config::roots`].
+    pub fn shadowed(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, r) in self.config.roots.iter().enumerate() {
+            // A pattern's own literal spelling (stars as any name) is a path inside it.
+            let probe = r.pattern.key().replace('*', "x");
+            if let Some(Target::Guarded { root, .. }) = self.classify_clean(probe.as_bytes())
+                && root != i
+            {
+                out.push((i, root));
+            }
+        }
+        out
+    }
+
     /// The rule itself: is a file owned by `file_uid` acceptable where `expected_uid` owns?
     pub fn decide(&self, file_uid: u32, expected_uid: u32) -> Decision {
         if file_uid == expected_uid || self.config.allow_uids.contains(&file_uid) {
@@ -444,6 +461,18 @@ mod tests {
         assert!(!p.may_guard_below(b"/tmp/deep"));
         assert!(!p.may_guard_below(b"/home/alice/private"));
         assert!(p.may_guard_below(b"/home//x"), "not clean: assume it may");
+    }
+
+    #[test]
+    fn a_map_inside_a_root_is_shadowed() {
+        let p = policy("root /home/*/public_html\nmap /home/alice/public_html/shop 1005\nmap /srv/x 7\n");
+        let c = p.config();
+        let shadowed: Vec<(usize, usize)> = p.shadowed();
+        assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+        let (map, by) = shadowed[0];
+        assert_eq!(c.roots[map].pattern.as_str(), "/home/alice/public_html/shop");
+        assert_eq!(c.roots[by].pattern.as_str(), "/home/*/public_html");
+        assert!(policy(HOSTING).shadowed().is_empty());
     }
 
     #[test]

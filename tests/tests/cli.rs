@@ -115,3 +115,45 @@ fn explain_shows_root_tenant_owner_and_decision() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deny (escapes-tenant)"));
 }
+
+/// A `map` inside a `root` never applies (the first root a path enters decides): `check`
+/// warns, naming both lines, and `explain` says which line won and why.
+#[test]
+fn a_map_inside_a_root_is_reported() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("shadow");
+    let shop = d.join("home/alice/public_html/shop");
+    fs::create_dir_all(&shop).unwrap();
+    fs::write(shop.join("index.html"), "x").unwrap();
+    let conf = write_conf(
+        &d,
+        &format!(
+            "root {0}/home/*/public_html\nmap {0}/home/alice/public_html/shop 1005\n",
+            d.display()
+        ),
+    );
+    let out = run(&bin, &["check", conf.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2: warning: ", conf.display()))
+            && stderr.contains("(line 1)")
+            && stderr.contains("line 2 never applies"),
+        "{stderr}"
+    );
+    let out = run(
+        &bin,
+        &[
+            "explain",
+            shop.join("index.html").to_str().unwrap(),
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(line 1)") && stdout.contains("also under map"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(line 2), which never applies"), "{stdout}");
+}

@@ -14,10 +14,14 @@ use std::process::{Command, Output};
 
 use toctou_guard_tests::shim_fixture::{ALICE, Fixture, SERVER, c_program};
 
-/// `hooks ARGS` as the server uid, without the shim.
-fn bare(args: &[&OsStr], cwd: &Path) -> Output {
-    Command::new(c_program("hooks"))
-        .args(args)
+/// `hooks ARGS` as the server uid in `cwd`: under the shim with `Some(fixture)`, else bare.
+fn hooks(shim: Option<&Fixture>, args: &[&OsStr], cwd: &Path) -> Output {
+    let program = c_program("hooks");
+    let mut cmd = match shim {
+        Some(f) => f.command(&program),
+        None => Command::new(&program),
+    };
+    cmd.args(args)
         .current_dir(cwd)
         .uid(SERVER)
         .gid(SERVER)
@@ -25,15 +29,12 @@ fn bare(args: &[&OsStr], cwd: &Path) -> Output {
         .unwrap()
 }
 
-/// `hooks ARGS` as the server uid, under the shim.
+fn bare(args: &[&OsStr], cwd: &Path) -> Output {
+    hooks(None, args, cwd)
+}
+
 fn guarded(f: &Fixture, args: &[&OsStr], cwd: &Path) -> Output {
-    f.command(&c_program("hooks"))
-        .args(args)
-        .current_dir(cwd)
-        .uid(SERVER)
-        .gid(SERVER)
-        .output()
-        .unwrap()
+    hooks(Some(f), args, cwd)
 }
 
 fn show(o: &Output) -> String {

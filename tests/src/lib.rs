@@ -10,6 +10,7 @@ pub mod fuse_tree;
 pub mod harness;
 pub mod poll;
 pub mod prereq;
+pub mod private_etc;
 pub mod shim_fixture;
 
 use std::sync::{Mutex, MutexGuard};

@@ -265,7 +265,7 @@ impl Config {
                     let n =
                         parse_number(args[0], 1, 1 << 24).map_err(|m| err(format!("'cache_slots': {m}")))?;
                     if !n.is_power_of_two() {
-                        return Err(err(format!("'cache_slots': {n} is not a power of two")));
+                        return Err(err("'cache_slots': the value is not a power of two".into()));
                     }
                     cfg.cache_slots = n as usize;
                 }

@@ -40,7 +40,7 @@ pub fn prerequisites() -> Option<PathBuf> {
 }
 
 /// `name` in the directory of the test programs: a helper compiled from `tests/c` (`hooks`,
-/// `forkstress`, `noalloc`, `early` (a shared library)) or the copy of the shim,
+/// `forkstress`, `noalloc`, `conform`, `early` (a shared library)) or the copy of the shim,
 /// `libtoctou_guard.so`. All are built (copied) once per test binary, on first use.
 pub fn c_program(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

@@ -38,7 +38,18 @@ static LOADER: AtomicU64 = AtomicU64::new(0);
 
 /// Programs refused a start on a broken configuration even when loaded through
 /// `/etc/ld.so.preload` without `TOCTOU_GUARD_CONFIG`: the servers the guard exists for.
-const SERVER_PROGRAMS: &[&str] = &["apache2", "httpd", "nginx", "php-fpm*", "lsphp*", "php-cgi*"];
+const SERVER_PROGRAMS: &[&str] = &[
+    "apache2",
+    "httpd",
+    "nginx",
+    "php-fpm*",
+    "lsphp*",
+    "php-cgi*",
+    "lighttpd",
+    "lshttpd",
+    "litespeed",
+    "uwsgi",
+];
 
 /// What a hook should do.
 pub enum Phase {

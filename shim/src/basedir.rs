@@ -76,12 +76,10 @@ pub fn named_ancestor(dir: Dir, buf: &mut [u8]) -> Result<Option<&[u8]>, Errno> 
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let fd = cur.as_fd().as_raw_fd();
-        if let Ok(n) = fd_path(fd, buf).map(<[u8]>::len) {
-            return Ok(Some(&buf[..n]));
-        }
-        if fd_path(fd, buf).is_err_and(|e| matches!(e, BaseDir::Kernel(_))) {
-            return Ok(None);
+        match fd_path(cur.as_fd().as_raw_fd(), buf).map(<[u8]>::len) {
+            Ok(n) => return Ok(Some(&buf[..n])),
+            Err(BaseDir::Kernel(_)) => return Ok(None),
+            Err(BaseDir::TooLong | BaseDir::Unnamed) => {}
         }
     }
     Ok(None)

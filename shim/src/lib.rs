@@ -12,10 +12,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod basedir;
+mod dlopen;
+mod exec;
 mod export;
 mod ffi;
 mod fmtbuf;
 mod guard;
+mod listing;
+mod mutate;
 mod scratch;
 mod state;
 mod stdio_mode;

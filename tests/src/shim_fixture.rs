@@ -60,6 +60,9 @@ pub fn c_program(name: &str) -> PathBuf {
             ("noalloc", &[][..]),
             ("early", &["-shared", "-fPIC"][..]),
             ("conform", &["-pthread"][..]),
+            ("mutate", &[][..]),
+            ("listing", &[][..]),
+            ("execs", &[][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

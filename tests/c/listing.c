@@ -1,0 +1,2 @@
+/* (stub: filled in by its own change) */
+int main(void) { return 2; }

@@ -40,7 +40,11 @@ impl Dir {
     }
 
     /// Run `f` with the directory as a descriptor, for a system call on `path`.
-    fn with<R>(self, path: &CStr, f: impl FnOnce(BorrowedFd<'_>) -> Result<R, Errno>) -> Result<R, Errno> {
+    pub(crate) fn with<R>(
+        self,
+        path: &CStr,
+        f: impl FnOnce(BorrowedFd<'_>) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
         match self {
             // An empty path is ENOENT before the kernel looks at the directory at all.
             _ if path.is_empty() => Err(Errno::NOENT),
@@ -58,15 +62,33 @@ impl Dir {
 
 /// `openat(dir, path, flags, mode)` under the rule.
 pub fn open(dir: Dir, path: &CStr, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
-    let req = OpenReq {
+    run(&OpenReq {
         dir,
         path,
         flags,
         mode,
-    };
+    })
+}
+
+/// A call on one path (an open, a rename's source, a `chmod`...), in two forms: as libc
+/// makes it, and once the path is known to lie in a tenant's tree, where `judged` decides on
+/// the objects it reaches through `Check`. Classifying the path is the same for all of them.
+pub(crate) trait PathCall {
+    type Out;
+    /// The directory a relative path starts from.
+    fn dir(&self) -> Dir;
+    fn path(&self) -> &CStr;
+    /// The call untouched: outside every root, and in audit mode after a logged refusal.
+    fn raw(&self) -> Result<Self::Out, Errno>;
+    /// The call under the rule.
+    fn judged(&self, check: &Check<'_>) -> Result<Self::Out, Errno>;
+}
+
+/// Classify the call's path and make it: raw outside every root, judged inside one.
+pub(crate) fn run<C: PathCall>(call: &C) -> Result<C::Out, Errno> {
     match state::current() {
-        Phase::Passthrough => req.raw(),
-        Phase::Guard(st) => guarded(st, &req),
+        Phase::Passthrough => call.raw(),
+        Phase::Guard(st) => guarded(st, call),
     }
 }
 
@@ -78,24 +100,50 @@ struct OpenReq<'a> {
     mode: Mode,
 }
 
-impl OpenReq<'_> {
+impl PathCall for OpenReq<'_> {
+    type Out = OwnedFd;
+
+    fn dir(&self) -> Dir {
+        self.dir
+    }
+
+    fn path(&self) -> &CStr {
+        self.path
+    }
+
     /// The open itself, untouched.
     fn raw(&self) -> Result<OwnedFd, Errno> {
         self.raw_with(self.flags)
     }
 
+    fn judged(&self, check: &Check<'_>) -> Result<OwnedFd, Errno> {
+        if self.flags.contains(OFlags::PATH) {
+            // O_PATH ignores every flag but O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW: nothing is
+            // created or truncated; judge the object it names like any other.
+            let fd = self.raw()?;
+            return check.opened(fd, OFlags::empty());
+        }
+        if self.flags.contains(OFlags::TMPFILE) {
+            return check.tmpfile(self);
+        }
+        if self.flags.contains(OFlags::CREATE) {
+            return check.create(self);
+        }
+        // O_TRUNC waits for the verdict: a refused open must not have emptied the victim's file.
+        let fd = self.raw_with(self.flags - OFlags::TRUNC)?;
+        check.opened(fd, self.flags)
+    }
+}
+
+impl OpenReq<'_> {
     fn raw_with(&self, flags: OFlags) -> Result<OwnedFd, Errno> {
         self.dir
             .with(self.path, |d| rustix::fs::openat(d, self.path, flags, self.mode))
     }
-
-    fn bytes(&self) -> &[u8] {
-        self.path.to_bytes()
-    }
 }
 
-fn guarded(st: &State, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
-    let bytes = req.bytes();
+fn guarded<C: PathCall>(st: &State, req: &C) -> Result<C::Out, Errno> {
+    let bytes = req.path().to_bytes();
     if bytes.is_empty() {
         return req.raw(); // ENOENT, before the kernel even looks at the directory
     }
@@ -121,18 +169,18 @@ fn guarded(st: &State, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
 
 /// Classify and open a path that is relative or not clean, normalising it into `norm`
 /// (relative to the directory named in `base`). `None`: it does not fit these buffers.
-fn normalised<const N: usize>(
+fn normalised<C: PathCall, const N: usize>(
     st: &State,
-    req: &OpenReq<'_>,
+    req: &C,
     base_buf: &mut [u8],
     norm: &mut ScratchPath<N>,
     last_try: bool,
-) -> Option<Result<OwnedFd, Errno>> {
-    let bytes = req.bytes();
+) -> Option<Result<C::Out, Errno>> {
+    let bytes = req.path().to_bytes();
     let base = if bytes.first() == Some(&b'/') {
         None
     } else {
-        match basedir::dir_path(req.dir, base_buf) {
+        match basedir::dir_path(req.dir(), base_buf) {
             Ok(b) => Some(b),
             // Not a directory, not open: the kernel's own answer, as without the guard.
             Err(BaseDir::Kernel(e)) => return Some(Err(e)),
@@ -156,17 +204,17 @@ fn normalised<const N: usize>(
 /// A relative open from a directory that cannot be named (deleted, deeper than
 /// `PATH_MAX`): the kernel's own answer when nothing below its nearest nameable ancestor
 /// can be guarded; otherwise a refusal (the tenant cannot be known).
-fn unnamed_base(st: &State, req: &OpenReq<'_>, buf: &mut [u8]) -> Result<OwnedFd, Errno> {
-    match basedir::named_ancestor(req.dir, buf) {
+fn unnamed_base<C: PathCall>(st: &State, req: &C, buf: &mut [u8]) -> Result<C::Out, Errno> {
+    match basedir::named_ancestor(req.dir(), buf) {
         // Deleted: only the directory itself can be opened through it, and it is empty.
-        Ok(None) if basedir::is_deleted(req.dir) => req.raw(),
+        Ok(None) if basedir::is_deleted(req.dir()) => req.raw(),
         Ok(Some(anc)) if !st.policy.may_guard_below(anc) => req.raw(),
-        _ => refuse_unopened(st, DenyReason::UnresolvedDirfd, req.bytes(), b"", req),
+        _ => refuse_unopened(st, DenyReason::UnresolvedDirfd, req.path().to_bytes(), b"", req),
     }
 }
 
 /// Act on a classified path; `normalized` is what tenant lengths index into.
-fn apply(st: &State, target: Target, normalized: &[u8], req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
+fn apply<C: PathCall>(st: &State, target: Target, normalized: &[u8], req: &C) -> Result<C::Out, Errno> {
     let (tenant_len, expected) = match target {
         Target::Outside => return req.raw(),
         Target::Deny(reason) => return refuse_unopened(st, reason, normalized, b"", req),
@@ -183,31 +231,16 @@ fn apply(st: &State, target: Target, normalized: &[u8], req: &OpenReq<'_>) -> Re
             Err(reason) => return refuse_unopened(st, reason, normalized, tenant, req),
         },
     };
-    let check = Check {
+    req.judged(&Check {
         st,
         expected: expected_uid,
         path: normalized,
         tenant,
-    };
-    if req.flags.contains(OFlags::PATH) {
-        // O_PATH ignores every flag but O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW: nothing is
-        // created or truncated; judge the object it names like any other.
-        let fd = req.raw()?;
-        return check.opened(fd, OFlags::empty());
-    }
-    if req.flags.contains(OFlags::TMPFILE) {
-        return check.tmpfile(req);
-    }
-    if req.flags.contains(OFlags::CREATE) {
-        return check.create(req);
-    }
-    // O_TRUNC waits for the verdict: a refused open must not have emptied the victim's file.
-    let fd = req.raw_with(req.flags - OFlags::TRUNC)?;
-    check.opened(fd, req.flags)
+    })
 }
 
-/// The expected owner and the names to log, for one guarded open.
-struct Check<'a> {
+/// The expected owner and the names to log, for one guarded call.
+pub(crate) struct Check<'a> {
     st: &'a State,
     expected: u32,
     path: &'a [u8],
@@ -216,7 +249,7 @@ struct Check<'a> {
 
 impl Check<'_> {
     /// Decide on the descriptor the caller will read; on refusal close it *then* fail.
-    fn opened(&self, fd: OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
+    pub(crate) fn opened(&self, fd: OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
         let st = rustix::fs::fstat(&fd)?;
         self.verdict(st.st_uid)?;
         // Only regular files are truncated: the kernel ignores O_TRUNC on FIFOs, devices
@@ -238,7 +271,7 @@ impl Check<'_> {
     }
 
     /// Allow, or log and answer EACCES (audit mode: log and allow).
-    fn verdict(&self, owner: u32) -> Result<(), Errno> {
+    pub(crate) fn verdict(&self, owner: u32) -> Result<(), Errno> {
         match self.st.policy.decide(owner, self.expected) {
             Decision::Allow => Ok(()),
             d => self.refused(d, Some(owner)),
@@ -380,7 +413,7 @@ impl Check<'_> {
     }
 }
 
-fn dir_flags() -> OFlags {
+pub(crate) fn dir_flags() -> OFlags {
     OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
@@ -413,15 +446,19 @@ fn log(
 }
 
 /// Refuse a path that is wrong before anything is opened (audit mode: log, then open).
-fn refuse_unopened(
+fn refuse_unopened<C: PathCall>(
     st: &State,
     reason: DenyReason,
     path: &[u8],
     tenant: &[u8],
-    req: &OpenReq<'_>,
-) -> Result<OwnedFd, Errno> {
+    req: &C,
+) -> Result<C::Out, Errno> {
     let audit = matches!(st.policy.refuse(reason), Decision::Audit(_));
-    let path = if path.is_empty() { req.bytes() } else { path };
+    let path = if path.is_empty() {
+        req.path().to_bytes()
+    } else {
+        path
+    };
     log(st, audit, reason, None, None, tenant, path);
     match reason {
         _ if audit => req.raw(),
@@ -448,7 +485,7 @@ fn cached_tenant_owner(st: &State, tenant: &[u8]) -> Result<u32, DenyReason> {
 /// The kernel gives an open the lowest free descriptor; ours opened helper directories
 /// first. Once they are closed, move `fd` down to the lowest free number if that is lower,
 /// keeping its close-on-exec flag.
-fn lowest<const K: usize>(fd: OwnedFd, helpers: [OwnedFd; K], flags: OFlags) -> OwnedFd {
+pub(crate) fn lowest<const K: usize>(fd: OwnedFd, helpers: [OwnedFd; K], flags: OFlags) -> OwnedFd {
     drop(helpers);
     let moved = if flags.contains(OFlags::CLOEXEC) {
         rustix::io::fcntl_dupfd_cloexec(&fd, 0)

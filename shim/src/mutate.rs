@@ -1,1 +1,816 @@
-//! (stub: filled in by its own change)
+//! Path-based calls that create, replace, truncate or remove (item 5 of "The shim against a
+//! real adversary"). `open(O_CREAT)` was already judged on the directory it creates in, but
+//! `mkstemp`, `rename`, `truncate`, `unlink`, `link`, `symlink`, `mkdir`, `chmod`, `chown`...
+//! are their own system calls: through a tenant's symlink to a victim's writable directory
+//! they replaced, emptied and removed the victim's files. WebDAV (nginx `dav_methods`,
+//! Apache `mod_dav_fs`) is made of exactly these calls.
+//!
+//! Two ways to judge, as for `open`:
+//! - a call that acts on a *name* in a directory (create, remove, rename, link) opens the
+//!   directory the name lies in (following whatever symlinks lead there), judges that
+//!   directory object by its owner, then acts relative to it: the last name is never
+//!   followed, and no later swap of the path can move the call elsewhere;
+//! - a call that acts on an *object* (`chmod`, `chown`, `truncate`) opens it `O_PATH`,
+//!   judges it like any open, then acts on that descriptor.
+//!
+//! Outside every root each call is the plain system call (or glibc's own function, for the
+//! `mkstemp` family), so the results are libc's.
+
+use core::ffi::{CStr, c_char, c_int, c_uint};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use libc::{dev_t, gid_t, mode_t, off_t, uid_t};
+use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, OFlags, RenameFlags, Uid};
+use rustix::io::Errno;
+
+use crate::ffi;
+use crate::fmtbuf::FmtBuf;
+use crate::guard::{self, Check, Dir, PathCall};
+use crate::scratch;
+
+/// Where a call on a name acts.
+enum At<'a> {
+    /// The caller's own directory and path, untouched (outside every root).
+    Caller(Dir, &'a CStr),
+    /// A directory the rule accepted, held open, and the last name in it.
+    Held(OwnedFd, &'a CStr),
+    /// An object the rule accepted, reached through its magic link (for `linkat` with
+    /// `AT_SYMLINK_FOLLOW`, which follows it to the object itself).
+    Object(OwnedFd),
+}
+
+impl At<'_> {
+    fn with<R>(&self, f: impl FnOnce(BorrowedFd<'_>, &CStr) -> Result<R, Errno>) -> Result<R, Errno> {
+        match self {
+            At::Caller(dir, path) => dir.with(path, |d| f(d, path)),
+            At::Held(fd, name) => f(fd.as_fd(), name),
+            At::Object(fd) => with_magic_link(fd, |link| f(CWD, link)),
+        }
+    }
+}
+
+/// The directory a name lies in, judged (see the module comment).
+struct ParentOf<'a> {
+    dir: Dir,
+    path: &'a CStr,
+}
+
+impl<'a> PathCall for ParentOf<'a> {
+    type Out = At<'a>;
+
+    fn dir(&self) -> Dir {
+        self.dir
+    }
+
+    fn path(&self) -> &CStr {
+        self.path
+    }
+
+    fn raw(&self) -> Result<At<'a>, Errno> {
+        Ok(At::Caller(self.dir, self.path))
+    }
+
+    fn judged(&self, check: &Check<'_>) -> Result<At<'a>, Errno> {
+        let bytes = self.path.to_bytes_with_nul();
+        let body = &bytes[..bytes.len() - 1];
+        // The last name keeps its trailing slashes: the kernel then gives the answers it
+        // gives for `dir/` (ENOTDIR for a file, and so on), relative to the held directory.
+        let Some(end) = body.iter().rposition(|&b| b != b'/') else {
+            return Ok(At::Caller(self.dir, self.path)); // "/" itself: names no tenant object
+        };
+        let slash = body[..end].iter().rposition(|&b| b == b'/');
+        let name =
+            CStr::from_bytes_with_nul(&bytes[slash.map_or(0, |i| i + 1)..]).map_err(|_| Errno::INVAL)?;
+        let parent: &[u8] = match slash {
+            None => b".",
+            Some(0) => b"/",
+            Some(i) => &body[..i],
+        };
+        let pdir = scratch::with_cstr(parent, |p| {
+            self.dir
+                .with(p, |d| rustix::fs::openat(d, p, guard::dir_flags(), Mode::empty()))
+        })?;
+        check.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
+        Ok(At::Held(pdir, name))
+    }
+}
+
+fn parent_of(dir: Dir, path: &CStr) -> Result<At<'_>, Errno> {
+    guard::run(&ParentOf { dir, path })
+}
+
+/// The object `linkat(..., AT_SYMLINK_FOLLOW)` links: judged like an open of it.
+struct FollowedObject<'a> {
+    dir: Dir,
+    path: &'a CStr,
+}
+
+impl<'a> PathCall for FollowedObject<'a> {
+    type Out = At<'a>;
+
+    fn dir(&self) -> Dir {
+        self.dir
+    }
+
+    fn path(&self) -> &CStr {
+        self.path
+    }
+
+    fn raw(&self) -> Result<At<'a>, Errno> {
+        Ok(At::Caller(self.dir, self.path))
+    }
+
+    fn judged(&self, check: &Check<'_>) -> Result<At<'a>, Errno> {
+        let fd = open_path(self.dir, self.path, true)?;
+        Ok(At::Object(check.opened(fd, OFlags::empty())?))
+    }
+}
+
+fn open_path(dir: Dir, path: &CStr, follow: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    dir.with(path, |d| rustix::fs::openat(d, path, flags, Mode::empty()))
+}
+
+/// Run `f` on `/proc/thread-self/fd/N`: a path to the very object `fd` holds, with no
+/// lookup a tenant could race.
+fn with_magic_link<R>(fd: &OwnedFd, f: impl FnOnce(&CStr) -> Result<R, Errno>) -> Result<R, Errno> {
+    let mut link = FmtBuf::<40>::new();
+    let _ = core::fmt::Write::write_fmt(&mut link, format_args!("/proc/thread-self/fd/{}", fd.as_raw_fd()));
+    f(link.as_cstr().ok_or(Errno::INVAL)?)
+}
+
+/// What a call on an object does.
+#[derive(Clone, Copy)]
+enum ObjectOp {
+    /// `fchmodat`; `nofollow` is glibc's `AT_SYMLINK_NOFOLLOW` emulation (no kernel flag).
+    Chmod {
+        mode: Mode,
+        nofollow: bool,
+    },
+    Chown {
+        owner: Option<Uid>,
+        group: Option<Gid>,
+        nofollow: bool,
+    },
+    Truncate(u64),
+}
+
+struct OnObject<'a> {
+    dir: Dir,
+    path: &'a CStr,
+    op: ObjectOp,
+}
+
+impl OnObject<'_> {
+    fn follows(&self) -> bool {
+        match self.op {
+            ObjectOp::Chmod { nofollow, .. } | ObjectOp::Chown { nofollow, .. } => !nofollow,
+            ObjectOp::Truncate(_) => true,
+        }
+    }
+
+    /// The call on the object `fd` holds (`O_PATH`, opened as `follows()` says).
+    fn on_fd(&self, fd: &OwnedFd) -> Result<(), Errno> {
+        match self.op {
+            // glibc: a symlink's mode cannot be changed on Linux (EOPNOTSUPP), and a chmod
+            // through the magic link answering ENOENT means the same.
+            ObjectOp::Chmod { mode, nofollow } => {
+                if nofollow && FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode) == FileType::Symlink {
+                    return Err(Errno::OPNOTSUPP);
+                }
+                match with_magic_link(fd, |l| rustix::fs::chmodat(CWD, l, mode, AtFlags::empty())) {
+                    Err(Errno::NOENT) if nofollow => Err(Errno::OPNOTSUPP),
+                    r => r,
+                }
+            }
+            ObjectOp::Chown { owner, group, .. } => {
+                rustix::fs::chownat(fd, c"", owner, group, AtFlags::EMPTY_PATH)
+            }
+            ObjectOp::Truncate(len) => with_magic_link(fd, |l| truncate_path(l, len)),
+        }
+    }
+}
+
+impl PathCall for OnObject<'_> {
+    type Out = ();
+
+    fn dir(&self) -> Dir {
+        self.dir
+    }
+
+    fn path(&self) -> &CStr {
+        self.path
+    }
+
+    fn raw(&self) -> Result<(), Errno> {
+        match self.op {
+            ObjectOp::Chmod {
+                mode,
+                nofollow: false,
+            } => self.dir.with(self.path, |d| {
+                rustix::fs::chmodat(d, self.path, mode, AtFlags::empty())
+            }),
+            ObjectOp::Chmod { nofollow: true, .. } => self.on_fd(&open_path(self.dir, self.path, false)?),
+            ObjectOp::Chown {
+                owner,
+                group,
+                nofollow,
+            } => {
+                let flags = if nofollow {
+                    AtFlags::SYMLINK_NOFOLLOW
+                } else {
+                    AtFlags::empty()
+                };
+                self.dir.with(self.path, |d| {
+                    rustix::fs::chownat(d, self.path, owner, group, flags)
+                })
+            }
+            ObjectOp::Truncate(len) => self.dir.with(self.path, |_| truncate_path(self.path, len)),
+        }
+    }
+
+    fn judged(&self, check: &Check<'_>) -> Result<(), Errno> {
+        let fd = open_path(self.dir, self.path, self.follows())?;
+        let fd = check.opened(fd, OFlags::empty())?;
+        self.on_fd(&fd)
+    }
+}
+
+fn truncate_path(path: &CStr, len: u64) -> Result<(), Errno> {
+    // SAFETY: a NUL-terminated path and a length, as truncate(2) takes them; the raw system
+    // call, because libc's `truncate` is our own hook.
+    let r = unsafe { libc::syscall(libc::SYS_truncate, path.as_ptr(), len as libc::c_long) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(errno()))
+    }
+}
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn rename(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_uint) -> Result<(), Errno> {
+    let from = parent_of(od, old)?;
+    let to = parent_of(nd, new)?;
+    from.with(|f, fname| {
+        to.with(|t, tname| match flags {
+            0 => rustix::fs::renameat(f, fname, t, tname),
+            _ => rustix::fs::renameat_with(f, fname, t, tname, RenameFlags::from_bits_retain(flags)),
+        })
+    })
+}
+
+fn unlink(dir: Dir, path: &CStr, flags: AtFlags) -> Result<(), Errno> {
+    parent_of(dir, path)?.with(|d, name| rustix::fs::unlinkat(d, name, flags))
+}
+
+/// glibc's `remove`: unlink, and rmdir what turns out to be a directory.
+fn remove(path: &CStr) -> Result<(), Errno> {
+    let at = parent_of(Dir::Cwd, path)?;
+    at.with(|d, name| match rustix::fs::unlinkat(d, name, AtFlags::empty()) {
+        Err(Errno::ISDIR) => rustix::fs::unlinkat(d, name, AtFlags::REMOVEDIR),
+        r => r,
+    })
+}
+
+fn mknod(dir: Dir, path: &CStr, mode: mode_t, dev: dev_t) -> Result<(), Errno> {
+    // glibc: the kernel's device number is 32 bits; a wider one is EINVAL, not truncated.
+    let kdev = dev as c_uint;
+    if dev_t::from(kdev) != dev {
+        return Err(Errno::INVAL);
+    }
+    parent_of(dir, path)?.with(|d, name| {
+        // SAFETY: mknodat(2) with a descriptor, a NUL-terminated name and plain integers; raw,
+        // because the mode's type bits must reach the kernel exactly as given.
+        let r = unsafe { libc::syscall(libc::SYS_mknodat, d.as_raw_fd(), name.as_ptr(), mode, kdev) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(errno()))
+        }
+    })
+}
+
+fn link(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_int) -> Result<(), Errno> {
+    let flags = AtFlags::from_bits_retain(flags as u32);
+    let to_new = |from: &At<'_>| {
+        let to = parent_of(nd, new)?;
+        from.with(|f, fname| to.with(|t, tname| rustix::fs::linkat(f, fname, t, tname, flags)))
+    };
+    if old.is_empty() && flags.contains(AtFlags::EMPTY_PATH) {
+        // The object is the descriptor itself, which the process already holds.
+        let to = parent_of(nd, new)?;
+        return od.borrowed(|f| to.with(|t, tname| rustix::fs::linkat(f, c"", t, tname, flags)));
+    }
+    if flags.contains(AtFlags::SYMLINK_FOLLOW) {
+        return to_new(&guard::run(&FollowedObject { dir: od, path: old })?);
+    }
+    to_new(&parent_of(od, old)?)
+}
+
+/// `chown`/`lchown`/`fchownat`: -1 leaves an id unchanged.
+fn chown(dir: Dir, path: &CStr, owner: uid_t, group: gid_t, flags: c_int) -> Result<(), Errno> {
+    let owner = (owner != uid_t::MAX).then(|| Uid::from_raw(owner));
+    let group = (group != gid_t::MAX).then(|| Gid::from_raw(group));
+    let at = AtFlags::from_bits_retain(flags as u32);
+    if path.is_empty() && at.contains(AtFlags::EMPTY_PATH) {
+        return dir.borrowed(|d| rustix::fs::chownat(d, c"", owner, group, at));
+    }
+    if !(at - AtFlags::SYMLINK_NOFOLLOW - AtFlags::EMPTY_PATH).is_empty() {
+        return Err(Errno::INVAL);
+    }
+    let op = ObjectOp::Chown {
+        owner,
+        group,
+        nofollow: at.contains(AtFlags::SYMLINK_NOFOLLOW),
+    };
+    guard::run(&OnObject { dir, path, op })
+}
+
+fn chmod(dir: Dir, path: &CStr, mode: mode_t, flags: c_int) -> Result<(), Errno> {
+    if flags & !libc::AT_SYMLINK_NOFOLLOW != 0 {
+        return Err(Errno::INVAL); // glibc checks the flags first
+    }
+    let op = ObjectOp::Chmod {
+        mode: Mode::from_raw_mode(mode),
+        nofollow: flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+    };
+    guard::run(&OnObject { dir, path, op })
+}
+
+fn truncate(path: &CStr, len: i64) -> Result<(), Errno> {
+    let len = u64::try_from(len).map_err(|_| Errno::INVAL)?; // the kernel's first check
+    guard::run(&OnObject {
+        dir: Dir::Cwd,
+        path,
+        op: ObjectOp::Truncate(len),
+    })
+}
+
+/// What `mkstemp` and friends make.
+#[derive(Clone, Copy)]
+enum Temp {
+    File(OFlags),
+    Dir,
+}
+
+/// glibc's `__gen_tempname` attempt count: 62³ names before giving up with EEXIST.
+const TEMP_ATTEMPTS: u32 = 62 * 62 * 62;
+const TEMP_LETTERS: &[u8; 62] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// What `make_temp` did.
+enum Made {
+    /// The template lies outside every root: glibc's own function should make it.
+    Outside,
+    File(OwnedFd),
+    Dir,
+}
+
+/// `mkstemp` and friends in a held directory: the `XXXXXX` before the suffix are replaced in
+/// the caller's template until a new name is made (`O_EXCL`/`mkdirat`: nothing followed).
+///
+/// # Safety
+/// `tmpl` is NULL or a writable NUL-terminated string (the `mkstemp` contract).
+unsafe fn make_temp(tmpl: *mut c_char, suffixlen: c_int, kind: Temp) -> Result<Made, Errno> {
+    // SAFETY: per the contract.
+    let path = unsafe { ffi::cstr(tmpl) }.ok_or(Errno::FAULT)?;
+    let len = path.to_bytes().len();
+    let suffix = usize::try_from(suffixlen).map_err(|_| Errno::INVAL)?;
+    if len < 6 + suffix || &path.to_bytes()[len - 6 - suffix..len - suffix] != b"XXXXXX" {
+        return Err(Errno::INVAL);
+    }
+    let (pdir, name_start) = match parent_of(Dir::Cwd, path)? {
+        At::Held(pdir, name) => (pdir, len - name.to_bytes().len()),
+        At::Caller(..) | At::Object(_) => return Ok(Made::Outside),
+    };
+    // SAFETY: the template is writable for `len + 1` bytes (the contract), and nothing else
+    // refers to it any more (`path` and `name` are not used past this point).
+    let buf = unsafe { core::slice::from_raw_parts_mut(tmpl.cast::<u8>(), len + 1) };
+    let xs = len - 6 - suffix..len - suffix;
+    for _ in 0..TEMP_ATTEMPTS {
+        let mut random = [0u8; 6];
+        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
+        for (c, r) in buf[xs.clone()].iter_mut().zip(random) {
+            *c = TEMP_LETTERS[usize::from(r) % TEMP_LETTERS.len()];
+        }
+        let name = CStr::from_bytes_with_nul(&buf[name_start..]).map_err(|_| Errno::INVAL)?;
+        let made = match kind {
+            Temp::File(flags) => {
+                let create = (flags - OFlags::ACCMODE) | OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+                match rustix::fs::openat(&pdir, name, create, Mode::RUSR | Mode::WUSR) {
+                    // The caller's descriptor gets the number a plain mkstemp would have.
+                    Ok(fd) => return Ok(Made::File(guard::lowest(fd, [pdir], flags))),
+                    Err(e) => e,
+                }
+            }
+            Temp::Dir => match rustix::fs::mkdirat(&pdir, name, Mode::RWXU) {
+                Ok(()) => return Ok(Made::Dir),
+                Err(e) => e,
+            },
+        };
+        if made != Errno::EXIST {
+            return Err(made);
+        }
+    }
+    Err(Errno::EXIST)
+}
+
+fn fail<T>(e: Errno, value: T) -> T {
+    ffi::set_errno(e.raw_os_error());
+    value
+}
+
+fn status(r: Result<(), Errno>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e, -1),
+    }
+}
+
+/// One C path argument: `Err(EFAULT)` for NULL, as the kernel answers.
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn arg<'a>(p: *const c_char) -> Result<&'a CStr, Errno> {
+    // SAFETY: per the contract.
+    unsafe { ffi::cstr(p) }.ok_or(Errno::FAULT)
+}
+
+type MkstempFn = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
+type MkdtempFn = unsafe extern "C" fn(*mut c_char) -> *mut c_char;
+static REAL_MKOSTEMPS: core::sync::atomic::AtomicPtr<libc::c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static REAL_MKDTEMP: core::sync::atomic::AtomicPtr<libc::c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Every file variant of the family is `mkostemps` with some arguments fixed.
+///
+/// # Safety
+/// The `mkostemps` contract.
+unsafe fn mkostemps_common(tmpl: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int {
+    let oflags = OFlags::from_bits_retain(flags as u32);
+    // SAFETY: the contract is passed on.
+    match unsafe { make_temp(tmpl, suffixlen, Temp::File(oflags)) } {
+        Ok(Made::File(fd)) => std::os::fd::IntoRawFd::into_raw_fd(fd),
+        Ok(Made::Dir) => fail(Errno::INVAL, -1), // not asked for
+        Err(e) => fail(e, -1),
+        Ok(Made::Outside) => {
+            let f = ffi::next_symbol(c"mkostemps", &REAL_MKOSTEMPS);
+            if f.is_null() {
+                return fail(Errno::NOSYS, -1);
+            }
+            // SAFETY: `f` is glibc's `mkostemps`, whose signature is `MkstempFn`.
+            let real = unsafe { core::mem::transmute::<*mut libc::c_void, MkstempFn>(f) };
+            // SAFETY: the caller's arguments, under the same contract.
+            unsafe { real(tmpl, suffixlen, flags) }
+        }
+    }
+}
+
+pub mod symbols {
+    use super::*;
+
+    /// # Safety
+    /// C `rename`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
+        // SAFETY: C strings or NULL, per the contract (the same for every hook below).
+        status(unsafe {
+            arg(old).and_then(|o| arg(new).and_then(|n| super::rename(Dir::Cwd, o, Dir::Cwd, n, 0)))
+        })
+    }
+
+    /// # Safety
+    /// C `renameat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn renameat(od: c_int, old: *const c_char, nd: c_int, new: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe {
+            arg(old).and_then(|o| {
+                arg(new).and_then(|n| super::rename(Dir::from_raw(od), o, Dir::from_raw(nd), n, 0))
+            })
+        })
+    }
+
+    /// # Safety
+    /// C `renameat2`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn renameat2(
+        od: c_int,
+        old: *const c_char,
+        nd: c_int,
+        new: *const c_char,
+        flags: c_uint,
+    ) -> c_int {
+        // SAFETY: as above.
+        status(unsafe {
+            arg(old).and_then(|o| {
+                arg(new).and_then(|n| super::rename(Dir::from_raw(od), o, Dir::from_raw(nd), n, flags))
+            })
+        })
+    }
+
+    /// # Safety
+    /// C `unlink`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::unlink(Dir::Cwd, p, AtFlags::empty())))
+    }
+
+    /// # Safety
+    /// C `unlinkat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn unlinkat(dir: c_int, path: *const c_char, flags: c_int) -> c_int {
+        let flags = AtFlags::from_bits_retain(flags as u32);
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::unlink(Dir::from_raw(dir), p, flags)))
+    }
+
+    /// # Safety
+    /// C `rmdir`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::unlink(Dir::Cwd, p, AtFlags::REMOVEDIR)))
+    }
+
+    /// glibc's `remove` calls its internal unlink and rmdir, past the two hooks above.
+    ///
+    /// # Safety
+    /// C `remove`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(super::remove))
+    }
+
+    /// # Safety
+    /// C `mkdir`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkdir(path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| mkdir_at(Dir::Cwd, p, mode)))
+    }
+
+    /// # Safety
+    /// C `mkdirat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkdirat(dir: c_int, path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| mkdir_at(Dir::from_raw(dir), p, mode)))
+    }
+
+    fn mkdir_at(dir: Dir, path: &CStr, mode: mode_t) -> Result<(), Errno> {
+        parent_of(dir, path)?.with(|d, name| rustix::fs::mkdirat(d, name, Mode::from_raw_mode(mode)))
+    }
+
+    /// # Safety
+    /// C `mknod`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mknod(path: *const c_char, mode: mode_t, dev: dev_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::mknod(Dir::Cwd, p, mode, dev)))
+    }
+
+    /// # Safety
+    /// C `mknodat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mknodat(dir: c_int, path: *const c_char, mode: mode_t, dev: dev_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::mknod(Dir::from_raw(dir), p, mode, dev)))
+    }
+
+    /// # Safety
+    /// C `mkfifo`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkfifo(path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::mknod(Dir::Cwd, p, mode | libc::S_IFIFO, 0)))
+    }
+
+    /// # Safety
+    /// C `mkfifoat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkfifoat(dir: c_int, path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(
+            unsafe { arg(path) }.and_then(|p| super::mknod(Dir::from_raw(dir), p, mode | libc::S_IFIFO, 0)),
+        )
+    }
+
+    /// # Safety
+    /// C `symlink`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn symlink(target: *const c_char, path: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(target).and_then(|t| arg(path).and_then(|p| symlink_at(t, Dir::Cwd, p))) })
+    }
+
+    /// # Safety
+    /// C `symlinkat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn symlinkat(target: *const c_char, dir: c_int, path: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe {
+            arg(target).and_then(|t| arg(path).and_then(|p| symlink_at(t, Dir::from_raw(dir), p)))
+        })
+    }
+
+    /// The target is only text stored in the link: only where the link is made is judged.
+    fn symlink_at(target: &CStr, dir: Dir, path: &CStr) -> Result<(), Errno> {
+        parent_of(dir, path)?.with(|d, name| rustix::fs::symlinkat(target, d, name))
+    }
+
+    /// # Safety
+    /// C `link`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
+        // SAFETY: as above.
+        status(unsafe {
+            arg(old).and_then(|o| arg(new).and_then(|n| super::link(Dir::Cwd, o, Dir::Cwd, n, 0)))
+        })
+    }
+
+    /// # Safety
+    /// C `linkat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn linkat(
+        od: c_int,
+        old: *const c_char,
+        nd: c_int,
+        new: *const c_char,
+        flags: c_int,
+    ) -> c_int {
+        // SAFETY: as above.
+        status(unsafe {
+            arg(old).and_then(|o| {
+                arg(new).and_then(|n| super::link(Dir::from_raw(od), o, Dir::from_raw(nd), n, flags))
+            })
+        })
+    }
+
+    /// # Safety
+    /// C `chmod`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn chmod(path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::chmod(Dir::Cwd, p, mode, 0)))
+    }
+
+    /// # Safety
+    /// C `lchmod`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn lchmod(path: *const c_char, mode: mode_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::chmod(Dir::Cwd, p, mode, libc::AT_SYMLINK_NOFOLLOW)))
+    }
+
+    /// # Safety
+    /// C `fchmodat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn fchmodat(dir: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::chmod(Dir::from_raw(dir), p, mode, flags)))
+    }
+
+    /// # Safety
+    /// C `chown`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn chown(path: *const c_char, owner: uid_t, group: gid_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::chown(Dir::Cwd, p, owner, group, 0)))
+    }
+
+    /// # Safety
+    /// C `lchown`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn lchown(path: *const c_char, owner: uid_t, group: gid_t) -> c_int {
+        // SAFETY: as above.
+        status(
+            unsafe { arg(path) }
+                .and_then(|p| super::chown(Dir::Cwd, p, owner, group, libc::AT_SYMLINK_NOFOLLOW)),
+        )
+    }
+
+    /// # Safety
+    /// C `fchownat`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn fchownat(
+        dir: c_int,
+        path: *const c_char,
+        owner: uid_t,
+        group: gid_t,
+        flags: c_int,
+    ) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::chown(Dir::from_raw(dir), p, owner, group, flags)))
+    }
+
+    /// # Safety
+    /// C `truncate`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn truncate(path: *const c_char, len: off_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::truncate(p, len)))
+    }
+
+    /// # Safety
+    /// C `truncate64`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn truncate64(path: *const c_char, len: libc::off64_t) -> c_int {
+        // SAFETY: as above.
+        status(unsafe { arg(path) }.and_then(|p| super::truncate(p, len)))
+    }
+
+    /// # Safety
+    /// C `mkstemp`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkstemp(tmpl: *mut c_char) -> c_int {
+        // SAFETY: the contract is passed on (the same for the family below).
+        unsafe { mkostemps_common(tmpl, 0, 0) }
+    }
+
+    /// # Safety
+    /// C `mkstemp64`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkstemp64(tmpl: *mut c_char) -> c_int {
+        // SAFETY: as above (off_t is 64 bits: O_LARGEFILE is implied).
+        unsafe { mkostemps_common(tmpl, 0, 0) }
+    }
+
+    /// # Safety
+    /// C `mkostemp`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkostemp(tmpl: *mut c_char, flags: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, 0, flags) }
+    }
+
+    /// # Safety
+    /// C `mkostemp64`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkostemp64(tmpl: *mut c_char, flags: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, 0, flags) }
+    }
+
+    /// # Safety
+    /// C `mkstemps`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkstemps(tmpl: *mut c_char, suffixlen: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, suffixlen, 0) }
+    }
+
+    /// # Safety
+    /// C `mkstemps64`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkstemps64(tmpl: *mut c_char, suffixlen: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, suffixlen, 0) }
+    }
+
+    /// # Safety
+    /// C `mkostemps`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkostemps(tmpl: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, suffixlen, flags) }
+    }
+
+    /// # Safety
+    /// C `mkostemps64`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkostemps64(tmpl: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int {
+        // SAFETY: as above.
+        unsafe { mkostemps_common(tmpl, suffixlen, flags) }
+    }
+
+    /// # Safety
+    /// C `mkdtemp`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn mkdtemp(tmpl: *mut c_char) -> *mut c_char {
+        // SAFETY: as above.
+        match unsafe { make_temp(tmpl, 0, Temp::Dir) } {
+            Ok(Made::Dir) => tmpl,
+            Ok(Made::File(_)) => fail(Errno::INVAL, core::ptr::null_mut()), // not asked for
+            Err(e) => fail(e, core::ptr::null_mut()),
+            Ok(Made::Outside) => {
+                let f = ffi::next_symbol(c"mkdtemp", &REAL_MKDTEMP);
+                if f.is_null() {
+                    return fail(Errno::NOSYS, core::ptr::null_mut());
+                }
+                // SAFETY: `f` is glibc's `mkdtemp`, whose signature is `MkdtempFn`.
+                let real = unsafe { core::mem::transmute::<*mut libc::c_void, MkdtempFn>(f) };
+                // SAFETY: the caller's template, under the same contract.
+                unsafe { real(tmpl) }
+            }
+        }
+    }
+}

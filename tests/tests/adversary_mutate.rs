@@ -1,0 +1,324 @@
+//! Item 5 of "The shim against a real adversary": path-based calls that create, replace,
+//! truncate or remove. With `bobdir` a tenant's symlink to the victim's world-writable
+//! docroot, `open(O_CREAT)` was refused, but `mkstemp("bobdir/XXXXXX")` created a file
+//! there, `rename` replaced the victim's file and `truncate` emptied it. Each such call
+//! must act only in a directory (or on an object) the rule accepts.
+//!
+//! Needs root (skipped with `SKIP:` otherwise, a failure when `CI` is set).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use toctou_guard_tests::shim_fixture::{ALICE, BOB, Fixture, c_program};
+
+/// Every entry of a directory tree: name → (mode, uid, size, bytes of a regular file).
+fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u32, u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let bytes = if m.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            let name = p.strip_prefix(dir).unwrap().display().to_string();
+            out.insert(name, (m.mode(), m.uid(), m.len(), bytes));
+        }
+    }
+    out
+}
+
+/// The steps, joined by `,` for one run of `mutate`.
+fn steps(list: &[Vec<String>]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            args.push(OsString::from(","));
+        }
+        args.extend(s.iter().map(OsString::from));
+    }
+    args
+}
+
+fn step(words: &str) -> Vec<String> {
+    words.split(' ').map(str::to_string).collect()
+}
+
+/// Run `mutate` in `cwd` as `uid`, with the shim or bare; one output line per step.
+fn mutate(f: &Fixture, shim: bool, uid: u32, cwd: &Path, list: &[Vec<String>]) -> Vec<String> {
+    let prog = c_program("mutate");
+    let mut cmd = if shim {
+        f.command(&prog)
+    } else {
+        Command::new(&prog)
+    };
+    let out = cmd
+        .args(steps(list))
+        .current_dir(cwd)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run mutate");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "mutate: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), list.len(), "one line per step: {lines:?}");
+    lines
+}
+
+/// Every mutating call, aimed through `via` (the tenant's link to the victim's directory)
+/// or at the victim's objects by way of the tenant's own links.
+fn attacks(via: &str) -> Vec<Vec<String>> {
+    let v = |s: &str| step(&s.replace("V/", &format!("{via}/")));
+    [
+        "mkstemp V/XXXXXX",
+        "mkstemp64 V/XXXXXX",
+        "mkostemp V/XXXXXX",
+        "mkstemps V/XXXXXX.php 4",
+        "mkostemps V/XXXXXX.x 2",
+        "mkdtemp V/dXXXXXX",
+        "rename own.txt V/secret.txt",
+        "renameat own.txt V/secret.txt",
+        "renameat2 own.txt V/secret.txt exchange",
+        "renameat2 own.txt V/fresh noreplace",
+        "rename V/secret.txt stolen.txt",
+        "truncate V/secret.txt 0",
+        "truncate64 V/secret.txt 1",
+        "truncate link 0",
+        "unlink V/secret.txt",
+        "unlinkat V/secret.txt",
+        "remove V/secret.txt",
+        "rmdir V/keepdir",
+        "unlinkat-dir V/keepdir",
+        "remove V/keepdir",
+        "link own.txt V/planted",
+        "linkat own.txt V/planted",
+        "link V/secret.txt stolen-hard",
+        "linkat-follow link stolen-follow",
+        "symlink /etc/passwd V/planted-link",
+        "symlinkat /etc/passwd V/planted-link",
+        "mkdir V/newdir",
+        "mkdirat V/newdir",
+        "mkfifo V/fifo",
+        "mkfifoat V/fifo",
+        "mknod V/node",
+        "mknodat V/node",
+        "chmod V/secret.txt 777",
+        "chmod link 777",
+        "lchmod V/secret.txt 777",
+        "fchmodat V/secret.txt 777",
+        "fchmodat-nofollow V/secret.txt 777",
+        "chown V/secret.txt 0",
+        "chown link 0",
+        "lchown V/secret.txt 0",
+        "fchownat V/secret.txt 0",
+        "fchownat-nofollow V/secret.txt 0",
+    ]
+    .iter()
+    .map(|s| v(s))
+    .collect()
+}
+
+/// Bob's docroot as the fixture made it, plus an empty subdirectory to remove; alice's file
+/// to move into it; nothing the previous step left behind.
+fn reset(f: &Fixture) {
+    let bob = f.bob("");
+    for e in fs::read_dir(&bob).unwrap() {
+        let p = e.unwrap().path();
+        match fs::symlink_metadata(&p).unwrap().is_dir() {
+            true => fs::remove_dir_all(&p).unwrap(),
+            false => fs::remove_file(&p).unwrap(),
+        }
+    }
+    let secret = f.bob("secret.txt");
+    fs::write(&secret, "BOB-SECRET\n").unwrap();
+    chown(&secret, Some(BOB), Some(BOB)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o666)).unwrap();
+    let keep = f.bob("keepdir");
+    fs::create_dir(&keep).unwrap();
+    chown(&keep, Some(BOB), Some(BOB)).unwrap();
+    fs::set_permissions(&keep, fs::Permissions::from_mode(0o777)).unwrap();
+    for name in ["stolen.txt", "stolen-hard", "stolen-follow"] {
+        let _ = fs::remove_file(f.alice(name));
+    }
+    let own = f.alice("own.txt");
+    fs::write(&own, "alice-own\n").unwrap();
+    chown(&own, Some(ALICE), Some(ALICE)).unwrap();
+}
+
+/// Item 5: every path-based mutation through the tenant's symlink to the victim's
+/// world-writable directory (relative from the docroot, and absolute), or on the victim's
+/// file through the tenant's own symlink, is refused with `EACCES` and logged, and leaves
+/// the victim's names and bytes unchanged. Run as root, for whom the kernel itself refuses
+/// nothing; each call from the same starting state. Without the shim the calls do the harm.
+#[test]
+fn item5_mutations_through_a_symlinked_directory_are_refused() {
+    let Some(f) = Fixture::new("adv-mutate", "") else {
+        return;
+    };
+    let docroot = f.alice("");
+    reset(&f);
+    let before = snapshot(&f.bob(""));
+    let abs = f.alice("bobdir").display().to_string();
+    let mut wrong = Vec::new();
+    let mut harmed_bare = 0;
+    for via in ["bobdir", abs.as_str()] {
+        for s in attacks(via) {
+            reset(&f);
+            let got = mutate(&f, true, 0, &docroot, std::slice::from_ref(&s));
+            let changed = snapshot(&f.bob("")) != before;
+            if got[0] != "ERR EACCES" || changed {
+                wrong.push(format!(
+                    "{} -> {} (victim's tree changed: {changed})",
+                    s.join(" "),
+                    got[0]
+                ));
+            }
+            reset(&f);
+            mutate(&f, false, 0, &docroot, std::slice::from_ref(&s));
+            harmed_bare += usize::from(snapshot(&f.bob("")) != before);
+        }
+    }
+    assert!(wrong.is_empty(), "not refused:\n{}", wrong.join("\n"));
+    let logs = f.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("deny") && l.contains("bobdir")),
+        "no denial logged: {logs:?}"
+    );
+    // Without the guard the same calls do the harm (all but the two hard links made in the
+    // tenant's own tree, which change nothing in the victim's): the test can fail.
+    assert_eq!(
+        harmed_bare,
+        2 * (attacks("").len() - 2),
+        "bare calls that changed the victim's tree"
+    );
+}
+
+/// The same calls on the tenant's own tree, as the tenant: exactly libc's answers, step by
+/// step, in two identical directories (one with the shim, one without).
+#[test]
+fn item5_own_tree_mutations_match_libc() {
+    let Some(f) = Fixture::new("adv-mutate-own", "") else {
+        return;
+    };
+    let list: Vec<Vec<String>> = OWN_STEPS
+        .iter()
+        .map(|s| step(&s.replace("UID", &ALICE.to_string())))
+        .collect();
+    let mut outputs = Vec::new();
+    for (name, shim) in [("bare", false), ("shim", true)] {
+        let dir = f.alice(name);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f.txt"), "0123456789\n").unwrap();
+        for p in [&dir, &dir.join("f.txt")] {
+            chown(p, Some(ALICE), Some(ALICE)).unwrap();
+        }
+        outputs.push(mutate(&f, shim, ALICE, &dir, &list));
+    }
+    for ((s, bare), shim) in list.iter().zip(&outputs[0]).zip(&outputs[1]) {
+        assert_eq!(shim, bare, "{}", s.join(" "));
+    }
+    let logs = f.logs();
+    assert!(logs.is_empty(), "legal calls logged denials: {logs:?}");
+}
+
+/// Legal calls on the tenant's own files, including the kernel's errors.
+const OWN_STEPS: &[&str] = &[
+    "mkdir d",
+    "mkdir d",
+    "mkdir missing/x",
+    "mkdir f.txt/x",
+    "mkdir d2/",
+    "rmdir d2/",
+    "rmdir d",
+    "rmdir d",
+    "rmdir f.txt",
+    "rmdir .",
+    "rmdir ..",
+    "unlink .",
+    "unlink ",
+    "mkdir d",
+    "symlink f.txt s",
+    "symlink x s",
+    "symlinkat f.txt s2",
+    "symlink dangling-target dl",
+    "link f.txt h",
+    "linkat f.txt h2",
+    "linkat-follow s h3",
+    "link nosuch h4",
+    "link d dlink",
+    "rename h hh",
+    "rename nosuch x",
+    "rename d d/sub",
+    "rename f.txt/ x",
+    "renameat hh h",
+    "renameat2 h s exchange",
+    "renameat2 h s noreplace",
+    "renameat2 h s2 0",
+    "truncate f.txt 3",
+    "truncate nosuch 0",
+    "truncate d 0",
+    "truncate s 1",
+    "truncate dl 0",
+    "truncate64 f.txt 2",
+    "chmod f.txt 600",
+    "chmod s 644",
+    "chmod dl 644",
+    "lchmod s 600",
+    "fchmodat f.txt 640",
+    "fchmodat-nofollow s 600",
+    "fchmodat-nofollow f.txt 600",
+    "chown f.txt UID",
+    "lchown s UID",
+    "fchownat f.txt UID",
+    "fchownat-nofollow s UID",
+    "chown nosuch UID",
+    "chown dl UID",
+    "mkfifo ff",
+    "mkfifo ff",
+    "mkfifoat ff2",
+    "mknod nn",
+    "mknodat nn2",
+    "unlink ff",
+    "unlinkat ff2",
+    "unlinkat-dir d",
+    "unlinkat-dir f.txt",
+    "remove nn",
+    "remove nosuch",
+    "remove nn2",
+    "mkdir e",
+    "remove e",
+    "mkstemp tXXXXXX",
+    "mkstemp64 tXXXXXX",
+    "mkstemp bad",
+    "mkstemp tXXXXX",
+    "mkostemp tXXXXXX",
+    "mkstemps tXXXXXX.txt 4",
+    "mkstemps tXXXXXX.txt 5",
+    "mkostemps tXXXXXX.x 2",
+    "mkdtemp dXXXXXX",
+    "mkdtemp missing/dXXXXXX",
+    "mkstemp missing/XXXXXX",
+    "mkstemp f.txt/XXXXXX",
+    "unlink s2/",
+    "unlink dl",
+    "unlink s",
+];

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 keep-alive client: enough to hammer a server with `GET`s and see the
-//! status and body of every answer (Content-Length, chunked, or until close).
+//! A minimal HTTP/1.1 keep-alive client: enough to hammer a server with `GET`s (and the
+//! WebDAV writes of the `dav` scenario) and see the status and body of every answer
+//! (Content-Length, chunked, or until close).
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
@@ -11,6 +12,36 @@ use std::time::Duration;
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+}
+
+/// One request: `GET url`, or a WebDAV write (`PUT` with a body, `DELETE`, `MOVE` to
+/// `destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: &'static str,
+    pub url: String,
+    /// `MOVE`'s `Destination` (a URL path on the same server).
+    pub destination: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn get(url: &str) -> Request {
+        Request {
+            method: "GET",
+            url: url.to_string(),
+            destination: None,
+            body: Vec::new(),
+        }
+    }
+
+    /// `METHOD url`: a line for reports.
+    pub fn describe(&self) -> String {
+        match &self.destination {
+            Some(d) => format!("{} {} -> {d}", self.method, self.url),
+            None => format!("{} {}", self.method, self.url),
+        }
+    }
 }
 
 /// A connection that is reopened when the server closes it.
@@ -53,12 +84,17 @@ impl Conn {
     /// `GET path`. A kept-alive connection the server closed in the meantime is reopened and
     /// the request sent once more.
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(&Request::get(path))
+    }
+
+    /// Any request, with the same reconnection as [`Conn::get`].
+    pub fn send(&mut self, req: &Request) -> io::Result<Response> {
         let reused = self.stream.is_some();
-        match self.get_once(path) {
+        match self.send_once(req) {
             Ok(r) => Ok(r),
             Err(e) if reused && is_stale(&e) => {
                 self.stream = None;
-                self.get_once(path)
+                self.send_once(req)
             }
             Err(e) => {
                 self.stream = None;
@@ -67,9 +103,21 @@ impl Conn {
         }
     }
 
-    fn get_once(&mut self, path: &str) -> io::Result<Response> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: toctou-attack\r\n\r\n");
-        self.connect()?.write_all(req.as_bytes())?;
+    fn send_once(&mut self, r: &Request) -> io::Result<Response> {
+        let mut req = format!(
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: toctou-attack\r\n",
+            r.method, r.url
+        );
+        if let Some(d) = &r.destination {
+            req.push_str(&format!("Destination: http://127.0.0.1{d}\r\nOverwrite: T\r\n"));
+        }
+        if r.method != "GET" {
+            req.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(&r.body);
+        self.connect()?.write_all(&bytes)?;
         let r = self.read_response();
         if r.is_err() {
             self.stream = None;
@@ -131,7 +179,11 @@ impl Conn {
             }
         }
         self.buf.drain(..head_end);
-        let body = if chunked {
+        // 1xx, 204 and 304 never carry a body, whatever the headers say (RFC 9112 6.3).
+        let bodiless = status < 200 || status == 204 || status == 304;
+        let body = if bodiless {
+            Vec::new()
+        } else if chunked {
             self.read_chunked()?
         } else if let Some(n) = length {
             if n > MAX_BODY {

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::http::{Conn, Response};
+use crate::http::{Conn, Request, Response};
 use crate::marker::contains;
 
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub addr: SocketAddr,
-    /// URLs of the attack lane.
-    pub attack_urls: Vec<String>,
+    /// Requests of the attack lane.
+    pub attack: Vec<Request>,
     /// A response body containing one of these is a leak.
     pub markers: Vec<Vec<u8>>,
     pub attack_threads: usize,
@@ -112,7 +112,7 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
     });
     let mut handles = Vec::new();
     let lanes = [
-        (true, spec.attack_threads, spec.attack_urls.len()),
+        (true, spec.attack_threads, spec.attack.len()),
         (false, spec.legit_threads, spec.legit.len()),
     ];
     for (attack, threads, n) in lanes {
@@ -158,14 +158,17 @@ impl Client {
         let mut conn = Conn::new(spec.addr, Duration::from_secs(5));
         let mut consecutive_errors = 0u32;
         while shared.go_on() {
-            let (url, expected) = if self.attack {
-                (&spec.attack_urls[self.next % spec.attack_urls.len()], None)
+            let get;
+            let (req, expected) = if self.attack {
+                (&spec.attack[self.next % spec.attack.len()], None)
             } else {
                 let (u, e) = &spec.legit[self.next % spec.legit.len()];
-                (u, Some(e))
+                get = Request::get(u);
+                (&get, Some(e))
             };
             self.next += 1;
-            let res = conn.get(url);
+            let res = conn.send(req);
+            let url = &req.describe();
             if self.attack {
                 self.counts.attack_requests += 1;
             } else {
@@ -195,12 +198,12 @@ impl Client {
         let c = &mut self.counts;
         c.errors += 1;
         if c.first_error.is_none() {
-            c.first_error = Some(format!("GET {url}: {e}"));
+            c.first_error = Some(format!("{url}: {e}"));
         }
         if !self.attack {
             c.false_denials += 1;
             if c.first_false_denial.is_none() {
-                c.first_false_denial = Some(format!("GET {url}: {e}"));
+                c.first_false_denial = Some(format!("{url}: {e}"));
             }
         }
     }
@@ -219,15 +222,15 @@ impl Client {
                 c.false_denials += 1;
                 if c.first_false_denial.is_none() {
                     let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(80)]).into_owned();
-                    c.first_false_denial = Some(format!("GET {url}: {} {body:?}", resp.status));
+                    c.first_false_denial = Some(format!("{url}: {} {body:?}", resp.status));
                 }
             }
         } else if resp.status == 200 && self.shared.spec.markers.iter().any(|m| contains(&resp.body, m)) {
             c.leaks += 1;
             let ns = self.shared.start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
             self.shared.first_leak_ns.fetch_min(ns, Ordering::Relaxed);
-        } else if resp.status == 200 {
-            c.own += 1;
+        } else if (200..300).contains(&resp.status) {
+            c.own += 1; // the attacker's own file, or a write into its own tree
         } else {
             c.denials += 1;
         }

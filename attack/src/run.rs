@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::guardconf::{GuardConfig, LogListener};
+use crate::http::Request;
 use crate::load::{self, LoadSpec};
 use crate::report::{CellResult, Report, Verdict};
 use crate::scenario::{self, Prepared, Scenario};
@@ -231,6 +232,11 @@ impl<'a> CellRunner<'a> {
         let swapper = start_swapper(opts, tenants, prepared)?;
         let log_before = log.count();
         log.clear();
+        let victim_before = prepared
+            .victim_dir
+            .as_deref()
+            .map(scenario::snapshot)
+            .transpose()?;
         cell.load = load::run(&spec);
         if let Some(s) = swapper {
             let st = s.quit();
@@ -242,6 +248,10 @@ impl<'a> CellRunner<'a> {
                     st.first_errno
                 )));
             }
+        }
+        if let (Some(dir), Some(before)) = (&prepared.victim_dir, &victim_before) {
+            // Writes leak by changing the victim's files, whatever the responses said.
+            cell.load.leaks += scenario::touched(before, &scenario::snapshot(dir)?);
         }
         settle(log);
         cell.log_lines = log.count() - log_before;
@@ -325,7 +335,23 @@ fn load_spec(
             .url(f)
             .ok_or_else(|| Error::msg(format!("{} cannot ask for {}", kind.name(), f.display())))
     };
-    let attack_urls = prepared.attack.iter().map(|f| url(f)).collect::<Result<_>>()?;
+    let mut attack: Vec<Request> = prepared
+        .attack
+        .iter()
+        .map(|f| Ok(Request::get(&url(f)?)))
+        .collect::<Result<_>>()?;
+    for w in &prepared.writes {
+        attack.push(Request {
+            method: w.method,
+            url: url(&w.path)?,
+            destination: w.destination.as_deref().map(url).transpose()?,
+            body: if w.method == "PUT" {
+                b"attacker's upload\n".to_vec()
+            } else {
+                Vec::new()
+            },
+        });
+    }
     let attacker_only = kind.is_php() || kind == TargetKind::External;
     let legit = scenario::legit_files(tenants, prepared, attacker_only)
         .into_iter()
@@ -334,7 +360,7 @@ fn load_spec(
     let is_attack = prepared.scenario.is_attack();
     Ok(LoadSpec {
         addr: target.addr(),
-        attack_urls,
+        attack,
         markers: prepared.leak_markers.clone(),
         attack_threads: if is_attack { opts.attack_clients } else { 0 },
         legit,

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Wrap};
 use crate::tenants::{SECRET_FILE, Tenants, mk_dir, mk_file, mk_symlink, relative};
@@ -36,10 +36,14 @@ pub enum Scenario {
     Legit,
     /// PHP only: the attacker's page reads the victim's file by absolute path.
     Direct,
+    /// WebDAV writes (`PUT`, `DELETE`, `MOVE`) into the attacker's upload directory while it
+    /// flips with a symlink to the victim's world-writable one; a leak is a victim file
+    /// created, changed or removed.
+    Dav,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Final,
         Scenario::Dir,
         Scenario::Docroot,
@@ -50,6 +54,7 @@ impl Scenario {
         Scenario::Escape,
         Scenario::Legit,
         Scenario::Direct,
+        Scenario::Dav,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +69,7 @@ impl Scenario {
             Scenario::Escape => "escape",
             Scenario::Legit => "legit",
             Scenario::Direct => "direct",
+            Scenario::Dav => "dav",
         }
     }
 
@@ -102,6 +108,9 @@ impl Scenario {
                 "no attack: both tenants fetch their own files, nested files, their own symlinks and root-owned shared files"
             }
             Scenario::Direct => "PHP only: the attacker's page reads the victim's secret by absolute path",
+            Scenario::Dav => {
+                "WebDAV PUT/DELETE/MOVE into the attacker's upload directory while it flips with a symlink to the victim's world-writable one (a leak: a victim file created, changed or removed)"
+            }
         }
     }
 
@@ -140,6 +149,11 @@ pub struct Prepared {
     pub allow_root: bool,
     /// The attacker's document root moves: keep its files out of the legit lane.
     pub moves_attacker_docroot: bool,
+    /// Writes the attacker sends (the `dav` scenario), beside the `GET`s of `attack`.
+    pub writes: Vec<Write>,
+    /// A directory of the victim's that no request may change: each entry created, changed
+    /// or removed in it during the cell counts as a leak.
+    pub victim_dir: Option<PathBuf>,
     pub note: Option<String>,
     cleanup: Vec<PathBuf>,
 }
@@ -160,6 +174,48 @@ impl Drop for Prepared {
     }
 }
 
+/// The victim's upload directory (`dav`) and how many files it holds.
+pub const DAV_DIR: &str = "tg-uploads";
+const DAV_FILES: usize = 8;
+
+/// One WebDAV write of the attack lane.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub method: &'static str,
+    pub path: PathBuf,
+    /// `MOVE`'s destination.
+    pub destination: Option<PathBuf>,
+}
+
+/// What a directory holds: name → (inode, bytes) of each entry (bytes of regular files).
+pub type Snapshot = std::collections::BTreeMap<std::ffi::OsString, (u64, Vec<u8>)>;
+
+pub fn snapshot(dir: &Path) -> Result<Snapshot> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Snapshot::new();
+    for e in fs::read_dir(dir).wrap(|| format!("read {}", dir.display()))? {
+        let e = e.wrap(|| format!("read {}", dir.display()))?;
+        let m = e
+            .path()
+            .symlink_metadata()
+            .wrap(|| format!("stat {}", e.path().display()))?;
+        let bytes = if m.is_file() {
+            fs::read(e.path()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.insert(e.file_name(), (m.ino(), bytes));
+    }
+    Ok(out)
+}
+
+/// Entries created, changed or removed between two snapshots.
+pub fn touched(before: &Snapshot, after: &Snapshot) -> u64 {
+    let changed = before.iter().filter(|(k, v)| after.get(*k) != Some(v)).count();
+    let created = after.keys().filter(|k| !before.contains_key(*k)).count();
+    (changed + created) as u64
+}
+
 fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
@@ -177,6 +233,8 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
         swap: None,
         allow_root: scenario != Scenario::System,
         moves_attacker_docroot: false,
+        writes: Vec::new(),
+        victim_dir: None,
         note: None,
         cleanup: Vec::new(),
     };
@@ -257,6 +315,55 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
             p.swap = Some(SwapPlan {
                 dir: work.clone(),
                 pairs: vec![pair("up", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::Dav => {
+            fresh_work(&mut p)?;
+            // The attacker's upload directory and the victim's (left world-writable, as
+            // upload directories are), holding the same names; the server may write both.
+            let upl = work.join("upl");
+            mk_dir(&upl, u, g, 0o777)?;
+            let victim_upl = t.victim.docroot.join(DAV_DIR);
+            if victim_upl.symlink_metadata().is_ok() {
+                fs::remove_dir_all(&victim_upl).wrap(|| format!("remove stale {}", victim_upl.display()))?;
+            }
+            mk_dir(&victim_upl, t.victim.uid, t.victim.gid, 0o777)?;
+            p.cleanup.push(victim_upl.clone());
+            for i in 0..DAV_FILES {
+                let name = format!("keep-{i}.txt");
+                mk_file(&upl.join(&name), &own("dav"), u, g, 0o666)?;
+                let victim = format!("victim's upload {i}\n").into_bytes();
+                mk_file(
+                    &victim_upl.join(&name),
+                    &victim,
+                    t.victim.uid,
+                    t.victim.gid,
+                    0o666,
+                )?;
+            }
+            mk_symlink(&victim_upl, &work.join(".swap"), u, g)?;
+            for i in 0..DAV_FILES {
+                let keep = upl.join(format!("keep-{i}.txt"));
+                let moved = upl.join(format!("moved-{i}.txt"));
+                let write = |method, path: &PathBuf, destination: Option<&PathBuf>| Write {
+                    method,
+                    path: path.clone(),
+                    destination: destination.cloned(),
+                };
+                p.writes.extend([
+                    write("PUT", &keep, None),
+                    write("MOVE", &keep, Some(&moved)),
+                    write("PUT", &upl.join(format!("new-{i}.php")), None),
+                    write("DELETE", &moved, None),
+                    write("PUT", &keep, None),
+                    write("DELETE", &keep, None),
+                ]);
+            }
+            p.victim_dir = Some(victim_upl);
+            p.swap = Some(SwapPlan {
+                dir: work.clone(),
+                pairs: vec![pair("upl", ".swap")],
                 max_threads: 4,
             });
         }

@@ -141,6 +141,16 @@ impl TargetKind {
             TargetKind::Php | TargetKind::PhpShim => {
                 matches!(scenario, Scenario::Final | Scenario::Direct | Scenario::Legit)
             }
+            // WebDAV: nginx `dav_methods` and Apache `mod_dav_fs` write; the naive server and
+            // the (read-only) FUSE mounts do not.
+            _ if scenario == Scenario::Dav => matches!(
+                self,
+                TargetKind::Apache
+                    | TargetKind::ApacheShim
+                    | TargetKind::Nginx
+                    | TargetKind::NginxShim
+                    | TargetKind::NginxIfNotOwner
+            ),
             TargetKind::External => {
                 !matches!(scenario, Scenario::Docroot | Scenario::Escape | Scenario::Direct)
             }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use toctou_attack::report::Verdict;
+use toctou_attack::target::Guard;
 use toctou_attack::{Report, RunOptions, Scenario, TargetKind, Tools, run_matrix};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::{heavy, prereq};
@@ -183,4 +184,47 @@ fn shim_in_audit_mode_logs_but_lets_the_race_through() {
         "no audit line: {:?}",
         c.log_sample
     );
+}
+
+/// Item 5 of "The shim against a real adversary", raced: WebDAV `PUT`/`DELETE`/`MOVE` into
+/// the attacker's upload directory while it flips with a symlink to the victim's
+/// world-writable one. Bare nginx (`dav_methods`) and Apache (`mod_dav_fs`) touch the
+/// victim's files; with the shim, in the same run, not one victim file is created, changed
+/// or removed (a "leak" in this scenario is such a file).
+#[test]
+fn item5_webdav_writes_through_a_flipping_upload_dir_touch_no_victim_file() {
+    let kinds = [
+        TargetKind::Nginx,
+        TargetKind::NginxShim,
+        TargetKind::Apache,
+        TargetKind::ApacheShim,
+    ];
+    let Some(tools) = tools_for(&kinds) else { return };
+    let report = run(tools, &kinds, &[Scenario::Dav], 60_000, 10);
+    for kind in kinds {
+        let c = report.cell(kind, Scenario::Dav).expect("cell ran");
+        assert!(c.swaps > 0, "{}: the swapper never swapped", kind.name());
+        assert_eq!(
+            c.load.false_denials,
+            0,
+            "{}: {:?}",
+            kind.name(),
+            c.load.first_false_denial
+        );
+        if kind.guard() == Guard::Shim {
+            assert_eq!(c.load.leaks, 0, "{}: victim files touched", kind.name());
+            assert!(c.load.denials > 0, "{}: never refused a write", kind.name());
+            assert!(
+                c.load.own > 0,
+                "{}: no write into the tenant's own directory",
+                kind.name()
+            );
+        } else {
+            assert!(
+                c.load.leaks > 0,
+                "{}: no victim file touched: the race proves nothing",
+                kind.name()
+            );
+        }
+    }
 }

@@ -232,6 +232,7 @@ impl Lab {
                     workers: None,
                     sendfile: false,
                     mime_types: false,
+                    webdav: false,
                 },
             };
             let text = apache_config(&base, stack == Stack::ApachePrefork);

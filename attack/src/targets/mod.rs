@@ -83,6 +83,8 @@ pub struct Tuning {
     pub sendfile: bool,
     /// Content types by extension (nginx `types`, Apache `mod_mime`); else `text/plain`.
     pub mime_types: bool,
+    /// WebDAV writes: nginx `dav_methods PUT DELETE MOVE`, Apache `Dav On` (`mod_dav_fs`).
+    pub webdav: bool,
 }
 
 impl Tuning {
@@ -91,12 +93,14 @@ impl Tuning {
         workers: Some(2),
         sendfile: false,
         mime_types: false,
+        webdav: true,
     };
     /// The benchmarks: the servers' own worker defaults, sendfile, content types.
     pub const THROUGHPUT: Tuning = Tuning {
         workers: None,
         sendfile: true,
         mime_types: true,
+        webdav: false,
     };
 }
 

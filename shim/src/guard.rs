@@ -12,6 +12,7 @@ use toctou_policy::logline::Denial;
 use toctou_policy::{Decision, DenyReason, Expected, Meta, PATH_MAX, ScratchPath, Target};
 
 use crate::basedir::{self, BaseDir};
+use crate::dirs;
 use crate::ffi;
 use crate::fmtbuf::FmtBuf;
 use crate::scratch::{self, LongPath, SMALL_BASE, SMALL_PATH};
@@ -188,7 +189,11 @@ fn normalised<C: PathCall, const N: usize>(
             Err(BaseDir::TooLong | BaseDir::Unnamed) => return Some(unnamed_base(st, req, base_buf)),
         }
     };
-    match st.policy.classify(base, bytes, norm) {
+    let mut target = st.policy.classify(base, bytes, norm);
+    if base.is_some() {
+        target = entered_under_a_root(req.dir(), target);
+    }
+    match target {
         Target::Deny(DenyReason::PathTooLong) if !last_try => None,
         // Longer than PATH_MAX once joined to its base (the kernel does not mind): judge by
         // the base alone, which may be outside anything guarded.
@@ -198,6 +203,28 @@ fn normalised<C: PathCall, const N: usize>(
         // Log the path as asked: the normalised one stops where the walk was refused.
         Target::Deny(reason) => Some(refuse_unopened(st, reason, bytes, b"", req)),
         target => Some(apply(st, target, norm.as_bytes(), req)),
+    }
+}
+
+/// A relative open from a directory entered under a root is judged by that root's tenant,
+/// wherever the directory is now (see `dirs`): outside every root, or moved into another
+/// tenant's tree.
+fn entered_under_a_root(dir: Dir, target: Target) -> Target {
+    let Some(uid) = dirs::owner_of(dir) else {
+        return target;
+    };
+    match target {
+        Target::Outside => Target::Guarded {
+            root: 0,
+            tenant_len: 0,
+            expected: Expected::Uid(uid),
+        },
+        Target::Guarded { root, tenant_len, .. } => Target::Guarded {
+            root,
+            tenant_len,
+            expected: Expected::Uid(uid),
+        },
+        deny => deny,
     }
 }
 
@@ -255,6 +282,10 @@ impl Check<'_> {
         // Only regular files are truncated: the kernel ignores O_TRUNC on FIFOs, devices
         // and sockets, where ftruncate would fail with EINVAL.
         let kind = FileType::from_raw_mode(st.st_mode);
+        if kind == FileType::Directory {
+            // Relative opens from it stay this tenant's, wherever it is moved.
+            dirs::remember(st.st_dev, st.st_ino, self.expected);
+        }
         if flags.contains(OFlags::TRUNC) && kind == FileType::Directory {
             return Err(Errno::ISDIR); // what the kernel answers for O_TRUNC on a directory
         }
@@ -268,6 +299,11 @@ impl Check<'_> {
             }
         }
         Ok(fd)
+    }
+
+    /// The uid the tenant's files must belong to.
+    pub(crate) fn expected(&self) -> u32 {
+        self.expected
     }
 
     /// Allow, or log and answer EACCES (audit mode: log and allow).

@@ -1,5 +1,5 @@
 /* Calls one interposed libc entry point on a path and reports what it got.
- * usage: hooks ENTRY PATH [DIR]     prints "OK <first line>" or "ERR <errno name>"
+ * usage: hooks ENTRY PATH [DIR [NEWDIR]]  prints "OK <first line>" or "ERR <errno name>"
  * Built by tests/tests/shim.rs; run under LD_PRELOAD as an unprivileged uid. */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -123,6 +123,16 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2100; i++) strcat(q + n, "./");
         strcat(q, "new");
         return report_fd(open(q, O_CREAT | O_WRONLY, 0644));
+    }
+    /* A directory entered under a root, then moved (by its tenant) to argv[4], outside
+     * every root: a relative open from it must still be judged by that root's tenant. */
+    if (!strcmp(e, "moved-dirfd") || !strcmp(e, "moved-cwd")) {
+        if (argc < 5) { fprintf(stderr, "usage: hooks %s NAME DIR NEWDIR\n", e); return 2; }
+        if (dirfd < 0) { printf("ERR open-dir %s\n", strerrorname_np(errno)); return 2; }
+        int cwd = !strcmp(e, "moved-cwd");
+        if (cwd && chdir(argv[3])) { printf("ERR chdir %s\n", strerrorname_np(errno)); return 2; }
+        if (rename(argv[3], argv[4])) { printf("ERR rename %s\n", strerrorname_np(errno)); return 2; }
+        return report_fd(cwd ? open(p, O_RDONLY) : openat(dirfd, p, O_RDONLY));
     }
     if (!strcmp(e, "deepcwd")) {
         /* Climb down PATH (a count) directories of 200-byte names, past PATH_MAX, then

@@ -213,3 +213,57 @@ fn item7_no_silent_fail_open_without_a_config() {
         text(&out)
     );
 }
+
+/// Item 3: a directory descriptor or working directory entered under a root, then moved by
+/// its tenant out of every root (`public_html/mv` → `private/mv`), named a place outside
+/// every root: `openat(fd, "x")` with `x` a symlink to the victim's file, or `open("x")`
+/// from the moved working directory, read the victim's file. The directory keeps the
+/// tenant it was entered under.
+#[test]
+fn item3_directory_moved_out_of_the_root_keeps_its_tenant() {
+    let Some(f) = Fixture::new("adv-moved", "") else {
+        return;
+    };
+    let private = f.base.join("home/alice/private");
+    fs::create_dir(&private).unwrap();
+    std::os::unix::fs::chown(&private, Some(ALICE), Some(ALICE)).unwrap();
+    for entry in ["moved-dirfd", "moved-cwd"] {
+        let mv = f.alice("mv");
+        fs::create_dir(&mv).unwrap();
+        std::os::unix::fs::symlink(f.bob("secret.txt"), mv.join("x")).unwrap();
+        fs::write(mv.join("own.txt"), "alice-moved\n").unwrap();
+        for p in [&mv, &mv.join("own.txt")] {
+            std::os::unix::fs::chown(p, Some(ALICE), Some(ALICE)).unwrap();
+        }
+        std::os::unix::fs::lchown(mv.join("x"), Some(ALICE), Some(ALICE)).unwrap();
+        let to = private.join(entry);
+        let run = |name: &str| {
+            let args = [
+                OsStr::new(entry),
+                OsStr::new(name),
+                mv.as_os_str(),
+                to.as_os_str(),
+            ];
+            let out = f.run_as(
+                ALICE,
+                &toctou_guard_tests::shim_fixture::c_program("hooks"),
+                &args,
+            );
+            // Put it back for the next name.
+            let _ = fs::rename(&to, &mv);
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            run("x"),
+            "ERR EACCES",
+            "{entry}: the victim's file through the moved directory"
+        );
+        assert_eq!(run("own.txt"), "OK alice-moved", "{entry}: the tenant's own file");
+        fs::remove_dir_all(&mv).unwrap();
+    }
+    let logs = f.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("owner-mismatch")),
+        "no denial logged: {logs:?}"
+    );
+}

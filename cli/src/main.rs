@@ -1,19 +1,23 @@
 //! `toctou-guard`: the operator's command.
 //!
 //! ```text
-//! toctou-guard check [CONFIG]                      validate, like `nginx -t`
+//! toctou-guard check [CONFIG] [--nginx | --nginx-conf F] [--apache | --apache-conf F]
+//!                                                  validate, like `nginx -t`; with a
+//!                                                  server, warn of document roots no
+//!                                                  root or map covers
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
 //! ```
 #![forbid(unsafe_code)]
 
+mod docroots;
 mod explain;
 mod load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: toctou-guard check [CONFIG]\n       toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
+const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
+                     toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,11 +33,26 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<ExitCode, String> {
     match args.first().map(String::as_str) {
         Some("check") => {
-            let path = match args.get(1..) {
-                Some([p]) => PathBuf::from(p),
-                Some([]) | None => load::default_path(),
-                _ => return Err(format!("check takes at most one CONFIG\n{USAGE}")),
-            };
+            let mut config = None;
+            let (mut nginx, mut apache) = (None, None);
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--nginx" => nginx = Some(None),
+                    "--apache" => apache = Some(None),
+                    "--nginx-conf" => {
+                        nginx = Some(Some(PathBuf::from(it.next().ok_or("--nginx-conf needs a FILE")?)))
+                    }
+                    "--apache-conf" => {
+                        apache = Some(Some(PathBuf::from(
+                            it.next().ok_or("--apache-conf needs a FILE")?,
+                        )))
+                    }
+                    p if config.is_none() && !p.starts_with("--") => config = Some(PathBuf::from(p)),
+                    other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
+                }
+            }
+            let path = config.unwrap_or_else(load::default_path);
             let cfg = load::load(&path).map_err(|e| load::describe(&e))?;
             let policy = toctou_policy::Policy::new(cfg.clone());
             for (inner, outer) in policy.shadowed() {
@@ -48,6 +67,16 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     o.line,
                     i.line
                 );
+            }
+            let mut served = Vec::new();
+            if let Some(conf) = &nginx {
+                served.extend(docroots::nginx(conf.as_deref())?);
+            }
+            if let Some(conf) = &apache {
+                served.extend(docroots::apache(conf.as_deref())?);
+            }
+            for w in docroots::warnings(&policy, &served) {
+                eprintln!("toctou-guard: {w}");
             }
             println!(
                 "{}: syntax is ok, ownership is safe: mode {}, {} guarded tree(s), owner rule {:?}, allow_uid {:?}",

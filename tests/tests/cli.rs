@@ -157,3 +157,89 @@ fn a_map_inside_a_root_is_reported() {
     );
     assert!(stdout.contains("(line 2), which never applies"), "{stdout}");
 }
+
+/// Item 3 of "The shim against a real adversary": a document root configured through a path
+/// no root matches (DirectAdmin's symlinked `~/public_html`, an alias) was never guarded, and
+/// nothing said so. `check --nginx-conf` / `--apache-conf` names each such document root with
+/// its file and line, and the tree it resolves to; covered ones pass in silence.
+#[test]
+fn item3_check_warns_of_document_roots_no_root_covers() {
+    let Some(bin) = cli() else { return };
+    // `check` runs `nginx -T`, which must be installed.
+    if toctou_guard_tests::prereq::program(&["nginx", "/usr/sbin/nginx"], "nginx").is_none() {
+        return;
+    }
+    let d = scratch("docroots");
+    let base = d.display();
+    // alice's site lives under the guarded tree; `www/alice` is the alias the server uses.
+    fs::create_dir_all(d.join("home/alice/public_html")).unwrap();
+    fs::create_dir_all(d.join("www")).unwrap();
+    std::os::unix::fs::symlink(d.join("home/alice/public_html"), d.join("www/alice")).unwrap();
+    let conf = write_conf(&d, &format!("root {base}/home/*/public_html\n"));
+    let nginx_conf = d.join("nginx.conf");
+    fs::write(
+        &nginx_conf,
+        format!(
+            "events {{}}\nhttp {{\n  server {{\n    listen 127.0.0.1:1;\n    root {base}/home/bob/public_html;\n  }}\n  \
+             server {{\n    listen 127.0.0.1:2;\n    root {base}/www/alice;\n    location /x/ {{ alias /srv/x/; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &bin,
+        &[
+            "check",
+            conf.to_str().unwrap(),
+            "--nginx-conf",
+            nginx_conf.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let at = format!("{}:", nginx_conf.display());
+    assert!(
+        err.contains(&format!(
+            "{at}9: warning: root {base}/www/alice is not under any root"
+        )) && err.contains(&format!("resolves to {base}/home/alice/public_html, which is")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{at}10: warning: alias /srv/x/ is not under any root")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("home/bob"),
+        "a covered document root was reported: {err}"
+    );
+    // Apache's configuration, includes followed.
+    let apache_dir = d.join("apache2");
+    fs::create_dir_all(apache_dir.join("sites-enabled")).unwrap();
+    fs::write(
+        apache_dir.join("apache2.conf"),
+        "IncludeOptional sites-enabled/*.conf\n",
+    )
+    .unwrap();
+    fs::write(
+        apache_dir.join("sites-enabled/a.conf"),
+        format!("<VirtualHost *:80>\n  DocumentRoot \"{base}/www/alice\"\n</VirtualHost>\n"),
+    )
+    .unwrap();
+    let apache_conf = apache_dir.join("apache2.conf");
+    let out = run(
+        &bin,
+        &[
+            "check",
+            conf.to_str().unwrap(),
+            "--apache-conf",
+            apache_conf.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2: warning: DocumentRoot {base}/www/alice is not under any root",
+            apache_dir.join("sites-enabled/a.conf").display()
+        )),
+        "{err}"
+    );
+}

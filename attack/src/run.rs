@@ -269,7 +269,14 @@ impl<'a> CellRunner<'a> {
     /// The guard configuration file for `kind` in this scenario (written once per text).
     fn config_for(&mut self, kind: TargetKind, prepared: &Prepared) -> Result<PathBuf> {
         let gc = GuardConfig {
-            root: self.tenants.root_pattern(),
+            // A pool running as its tenant judges every open by its owner, wherever it is
+            // (the README's php-fpm configuration): directories outside the document root,
+            // which a tenant can swap, are covered too.
+            root: if kind.is_php() {
+                "/".to_string()
+            } else {
+                self.tenants.root_pattern()
+            },
             owner_euid: kind.is_php(),
             allow_root: prepared.allow_root,
             audit: self.opts.audit,

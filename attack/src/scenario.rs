@@ -40,10 +40,14 @@ pub enum Scenario {
     /// flips with a symlink to the victim's world-writable one; a leak is a victim file
     /// created, changed or removed.
     Dav,
+    /// PHP only: a directory outside the document root (`private/d`, which PHP's realpath
+    /// cache remembers as a real directory) flips with a symlink to the victim's secret
+    /// directory.
+    PrivateSwap,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Final,
         Scenario::Dir,
         Scenario::Docroot,
@@ -55,6 +59,7 @@ impl Scenario {
         Scenario::Legit,
         Scenario::Direct,
         Scenario::Dav,
+        Scenario::PrivateSwap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +75,7 @@ impl Scenario {
             Scenario::Legit => "legit",
             Scenario::Direct => "direct",
             Scenario::Dav => "dav",
+            Scenario::PrivateSwap => "private-swap",
         }
     }
 
@@ -108,6 +114,9 @@ impl Scenario {
                 "no attack: both tenants fetch their own files, nested files, their own symlinks and root-owned shared files"
             }
             Scenario::Direct => "PHP only: the attacker's page reads the victim's secret by absolute path",
+            Scenario::PrivateSwap => {
+                "PHP only: a directory outside the document root (private/d, cached by PHP's realpath cache) flips with a symlink to the victim's secret directory"
+            }
             Scenario::Dav => {
                 "WebDAV PUT/DELETE/MOVE into the attacker's upload directory while it flips with a symlink to the victim's world-writable one (a leak: a victim file created, changed or removed)"
             }
@@ -315,6 +324,31 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
             p.swap = Some(SwapPlan {
                 dir: work.clone(),
                 pairs: vec![pair("up", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::PrivateSwap => {
+            // Outside the document root, so outside a `root .../public_html`: only a rule
+            // that judges every open (the `owner euid` pools' `root /`) covers it.
+            let private = a.home.join("private");
+            if private.symlink_metadata().is_ok() {
+                fs::remove_dir_all(&private).wrap(|| format!("remove stale {}", private.display()))?;
+            }
+            mk_dir(&private, u, g, 0o755)?;
+            p.cleanup.push(private.clone());
+            mk_dir(&private.join("d"), u, g, 0o755)?;
+            mk_file(
+                &private.join("d").join(SECRET_FILE),
+                &own("private-swap"),
+                u,
+                g,
+                0o644,
+            )?;
+            mk_symlink(&t.secret_dir, &private.join(".swap"), u, g)?;
+            p.attack.push(private.join("d").join(SECRET_FILE));
+            p.swap = Some(SwapPlan {
+                dir: private,
+                pairs: vec![pair("d", ".swap")],
                 max_threads: 4,
             });
         }

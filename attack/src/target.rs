@@ -139,7 +139,10 @@ impl TargetKind {
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
             TargetKind::Php | TargetKind::PhpShim => {
-                matches!(scenario, Scenario::Final | Scenario::Direct | Scenario::Legit)
+                matches!(
+                    scenario,
+                    Scenario::Final | Scenario::Direct | Scenario::Legit | Scenario::PrivateSwap
+                )
             }
             // WebDAV: nginx `dav_methods` and Apache `mod_dav_fs` write; the naive server and
             // the (read-only) FUSE mounts do not.
@@ -151,10 +154,15 @@ impl TargetKind {
                     | TargetKind::NginxShim
                     | TargetKind::NginxIfNotOwner
             ),
-            TargetKind::External => {
-                !matches!(scenario, Scenario::Docroot | Scenario::Escape | Scenario::Direct)
-            }
-            _ => scenario != Scenario::Direct,
+            TargetKind::External => !matches!(
+                scenario,
+                Scenario::Docroot
+                    | Scenario::Escape
+                    | Scenario::Direct
+                    | Scenario::Dav
+                    | Scenario::PrivateSwap
+            ),
+            _ => !matches!(scenario, Scenario::Direct | Scenario::PrivateSwap),
         }
     }
 }

@@ -64,10 +64,11 @@ fn guarded(f: &Fixture, args: &[&str], cwd: &Path) -> String {
     stdout
 }
 
-/// Nothing of bob's names in `out`, and at least one denial logged since the last check.
+/// Nothing of bob's names in `out` (but those the caller wrote in its own arguments), and at
+/// least one denial logged since the last check.
 #[track_caller]
 fn not_listed(f: &Fixture, args: &[&str], out: &str) {
-    for name in VICTIM_NAMES {
+    for name in VICTIM_NAMES.iter().filter(|n| !args.iter().any(|a| a.contains(*n))) {
         assert!(!out.contains(name), "{args:?} listed the victim's {name}:\n{out}");
     }
     let logs = f.logs();
@@ -164,7 +165,7 @@ fn item4_nftw_does_not_list_the_victims_directory() {
     let args = ["nftw", "public_html", "PHYS", "20"];
     let out = guarded(&f, &args, &home);
     assert!(out.contains("SL level 1 base 12 public_html/v mode 120000\n"), "{out}");
-    assert!(!VICTIM_NAMES.iter().any(|n| out.contains(n)), "{out}");
+    assert!(!VICTIM_NAMES.iter().any(|n| out.contains(*n)), "{out}");
     for flags in ["PHYS", "PHYS,DEPTH,CHDIR"] {
         for path in ["public_html/v/.", "public_html/v/bob-sub"] {
             let args = ["nftw", path, flags, "5"];
@@ -268,7 +269,7 @@ fn item4_glob_and_scandir_list_own_trees_as_glibc() {
     let abs = format!("{}/tree", docroot.display());
     let mut cases = Vec::new();
     for flags in ["-", "MARK", "ONLYDIR", "NOSORT", "PERIOD", "ERR", "MARK,ONLYDIR,PERIOD"] {
-        for pattern in ["tree/*", "tree/*/*", "tree/.*", "tree2/*/*", "*/s*/*", "tree/a.txt"] {
+        for pattern in ["tree/*", "tree/*/*", "tree/.*", "tree2/*/*", "t*/s*/*", "tree/a.txt"] {
             cases.push(case(&["glob", flags, pattern]));
         }
         cases.push(case(&["glob", flags, &format!("{abs}/*/*")]));

@@ -236,7 +236,12 @@ unsafe fn scandir_common(
                     unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> c_int,
                     QsortFn,
                 >(cmp);
-                libc::qsort(v.cast(), cnt, core::mem::size_of::<*mut libc::dirent64>(), Some(cmp));
+                libc::qsort(
+                    v.cast(),
+                    cnt,
+                    core::mem::size_of::<*mut libc::dirent64>(),
+                    Some(cmp),
+                );
             }
         }
         // SAFETY: the caller's out-pointer, per the contract.
@@ -359,7 +364,10 @@ impl Walk {
     }
 
     fn strlen(&self) -> usize {
-        self.dirbuf.iter().position(|&b| b == 0).unwrap_or(self.dirbuf.len())
+        self.dirbuf
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.dirbuf.len())
     }
 
     fn set_len(&mut self, len: usize) {
@@ -444,7 +452,11 @@ impl Walk {
             lv.stream = core::ptr::null_mut();
             lv.fd = -1;
             ffi::set_errno(e);
-            self.actdir = if self.actdir == 0 { self.maxdir - 1 } else { self.actdir - 1 };
+            self.actdir = if self.actdir == 0 {
+                self.maxdir - 1
+            } else {
+                self.actdir - 1
+            };
             self.ring[self.actdir] = None;
         }
     }
@@ -581,8 +593,7 @@ impl Walk {
         }
         if let Some(o) = old
             && self.flags & FTW_CHDIR != 0
-            && (result == 0
-                || (self.flags & FTW_ACTIONRETVAL != 0 && result != -1 && result != FTW_STOP))
+            && (result == 0 || (self.flags & FTW_ACTIONRETVAL != 0 && result != -1 && result != FTW_STOP))
         {
             let pfd = self.levels[o].fd;
             // SAFETY: fchdir on an open directory descriptor of ours.
@@ -686,7 +697,8 @@ unsafe fn ftw_startup(path: *const c_char, func: Func, descriptors: c_int, flags
         let phys = flags & FTW_PHYS != 0;
         let mut st = zeroed_stat();
         if stat_at(-1, &name, phys, &mut st) < 0 {
-            if !phys && ffi::errno() == libc::ENOENT && stat_at(-1, &name, true, &mut st) == 0 && is_lnk(&st) {
+            if !phys && ffi::errno() == libc::ENOENT && stat_at(-1, &name, true, &mut st) == 0 && is_lnk(&st)
+            {
                 result = w.call(&st, FTW_SLN);
             } else {
                 result = -1;
@@ -800,7 +812,12 @@ pub mod symbols {
     /// # Safety
     /// C `nftw`.
     #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn nftw(path: *const c_char, func: NftwFn, descriptors: c_int, flags: c_int) -> c_int {
+    pub unsafe extern "C" fn nftw(
+        path: *const c_char,
+        func: NftwFn,
+        descriptors: c_int,
+        flags: c_int,
+    ) -> c_int {
         // SAFETY: the caller's arguments.
         unsafe { nftw_common(path, func, descriptors, flags) }
     }
@@ -808,7 +825,12 @@ pub mod symbols {
     /// # Safety
     /// C `nftw64`.
     #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn nftw64(path: *const c_char, func: NftwFn, descriptors: c_int, flags: c_int) -> c_int {
+    pub unsafe extern "C" fn nftw64(
+        path: *const c_char,
+        func: NftwFn,
+        descriptors: c_int,
+        flags: c_int,
+    ) -> c_int {
         // SAFETY: the caller's arguments (stat is stat64 on LP64).
         unsafe { nftw_common(path, func, descriptors, flags) }
     }

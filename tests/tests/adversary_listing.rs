@@ -68,12 +68,16 @@ fn guarded(f: &Fixture, args: &[&str], cwd: &Path) -> String {
 /// least one denial logged since the last check.
 #[track_caller]
 fn not_listed(f: &Fixture, args: &[&str], out: &str) {
-    for name in VICTIM_NAMES.iter().filter(|n| !args.iter().any(|a| a.contains(*n))) {
+    for name in VICTIM_NAMES
+        .iter()
+        .filter(|n| !args.iter().any(|a| a.contains(*n)))
+    {
         assert!(!out.contains(name), "{args:?} listed the victim's {name}:\n{out}");
     }
     let logs = f.logs();
     assert!(
-        logs.iter().any(|l| l.contains("action=deny") && l.contains("reason=owner-mismatch")),
+        logs.iter()
+            .any(|l| l.contains("action=deny") && l.contains("reason=owner-mismatch")),
         "{args:?}: no denial logged: {logs:?}\n{out}"
     );
 }
@@ -101,7 +105,10 @@ fn item4_glob_does_not_list_the_victims_directory() {
         not_listed(&f, &args, &out);
         // Refused like an unreadable directory: errfunc hears EACCES, GLOB_ERR aborts.
         assert!(out.contains(" EACCES\n"), "{args:?}: no errfunc EACCES:\n{out}");
-        assert!(out.contains(&format!("-> {ret}\n")), "{args:?}: expected {ret}:\n{out}");
+        assert!(
+            out.contains(&format!("-> {ret}\n")),
+            "{args:?}: expected {ret}:\n{out}"
+        );
     }
     // NOCHECK: the pattern itself comes back, nothing else.
     let args = ["glob", "NOCHECK", "v/*"];
@@ -145,7 +152,14 @@ fn item4_nftw_does_not_list_the_victims_directory() {
     let bare = listing(None, &["nftw", "public_html", "-", "20"], &home);
     assert!(String::from_utf8_lossy(&bare.stdout).contains("v/secret.txt"));
     let abs = docroot.to_str().unwrap().trim_end_matches('/').to_string();
-    for flags in ["-", "DEPTH", "CHDIR", "MOUNT", "DEPTH,CHDIR,MOUNT", "ACTIONRETVAL"] {
+    for flags in [
+        "-",
+        "DEPTH",
+        "CHDIR",
+        "MOUNT",
+        "DEPTH,CHDIR,MOUNT",
+        "ACTIONRETVAL",
+    ] {
         for (path, nopenfd) in [("public_html", "20"), (abs.as_str(), "1")] {
             let args = ["nftw", path, flags, nopenfd];
             let out = guarded(&f, &args, &home);
@@ -164,7 +178,10 @@ fn item4_nftw_does_not_list_the_victims_directory() {
     // FTW_PHYS: the links are reported as links; a walk started through one is refused.
     let args = ["nftw", "public_html", "PHYS", "20"];
     let out = guarded(&f, &args, &home);
-    assert!(out.contains("SL level 1 base 12 public_html/v mode 120000\n"), "{out}");
+    assert!(
+        out.contains("SL level 1 base 12 public_html/v mode 120000\n"),
+        "{out}"
+    );
     assert!(!VICTIM_NAMES.iter().any(|n| out.contains(*n)), "{out}");
     for flags in ["PHYS", "PHYS,DEPTH,CHDIR"] {
         for path in ["public_html/v/.", "public_html/v/bob-sub"] {
@@ -189,7 +206,8 @@ fn item4_ftw_does_not_list_the_victims_directory() {
         let out = guarded(&f, &args, &home);
         not_listed(&f, &args, &out);
         assert!(
-            out.lines().any(|l| l.starts_with("DNR ") && l.contains("/v mode 40000")),
+            out.lines()
+                .any(|l| l.starts_with("DNR ") && l.contains("/v mode 40000")),
             "{args:?}: v not reported FTW_DNR:\n{out}"
         );
     }
@@ -268,8 +286,23 @@ fn item4_glob_and_scandir_list_own_trees_as_glibc() {
     let docroot = f.alice("");
     let abs = format!("{}/tree", docroot.display());
     let mut cases = Vec::new();
-    for flags in ["-", "MARK", "ONLYDIR", "NOSORT", "PERIOD", "ERR", "MARK,ONLYDIR,PERIOD"] {
-        for pattern in ["tree/*", "tree/*/*", "tree/.*", "tree2/*/*", "t*/s*/*", "tree/a.txt"] {
+    for flags in [
+        "-",
+        "MARK",
+        "ONLYDIR",
+        "NOSORT",
+        "PERIOD",
+        "ERR",
+        "MARK,ONLYDIR,PERIOD",
+    ] {
+        for pattern in [
+            "tree/*",
+            "tree/*/*",
+            "tree/.*",
+            "tree2/*/*",
+            "t*/s*/*",
+            "tree/a.txt",
+        ] {
             cases.push(case(&["glob", flags, pattern]));
         }
         cases.push(case(&["glob", flags, &format!("{abs}/*/*")]));
@@ -286,17 +319,39 @@ fn item4_glob_and_scandir_list_own_trees_as_glibc() {
     }
     // GLOB_APPEND (every pattern after the first), with and without GLOB_DOOFFS.
     for flags in ["-", "DOOFFS", "MARK,DOOFFS", "NOCHECK"] {
-        cases.push(case(&["glob", flags, "tree/a*", "tree/sub/*", "tree/none*", "tree/locked/*"]));
+        cases.push(case(&[
+            "glob",
+            flags,
+            "tree/a*",
+            "tree/sub/*",
+            "tree/none*",
+            "tree/locked/*",
+        ]));
     }
     cases.push(case(&["glob-alt", "tree/*"]));
-    for dir in ["tree", "tree/", "tree/sub", "tree2/nostat", "tree/locked", "tree/a.txt", "none", ""] {
+    for dir in [
+        "tree",
+        "tree/",
+        "tree/sub",
+        "tree2/nostat",
+        "tree/locked",
+        "tree/a.txt",
+        "none",
+        "",
+    ] {
         for extra in [&[][..], &["nodot"], &["alpha"], &["nodot", "alpha"]] {
             let mut c = case(&["scandir", dir]);
             c.extend(case(extra));
             cases.push(c);
         }
     }
-    for (d, name) in [("tree", "sub"), ("tree", "."), ("tree", "../tree2"), ("/", &abs), ("tree", "locked")] {
+    for (d, name) in [
+        ("tree", "sub"),
+        ("tree", "."),
+        ("tree", "../tree2"),
+        ("/", &abs),
+        ("tree", "locked"),
+    ] {
         cases.push(case(&["scandirat", d, name, "alpha"]));
     }
     conform(&f, &cases, &docroot);
@@ -311,7 +366,15 @@ fn item4_nftw_and_ftw_walk_own_trees_as_glibc() {
     let docroot = f.alice("");
     let abs = format!("{}/tree", docroot.display());
     let mut cases = Vec::new();
-    let paths = ["tree", "tree/", "./tree//", "tree2", abs.as_str(), "tree/sub", "tree/a.txt"];
+    let paths = [
+        "tree",
+        "tree/",
+        "./tree//",
+        "tree2",
+        abs.as_str(),
+        "tree/sub",
+        "tree/a.txt",
+    ];
     for flags in [
         "-",
         "PHYS",

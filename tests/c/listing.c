@@ -13,7 +13,8 @@
  *       ACTIONRETVAL, or "-". With ACTIONRETVAL a directory named skip* answers
  *       FTW_SKIP_SUBTREE, a file named sib* FTW_SKIP_SIBLINGS.
  *   listing ftw PATH NOPENFD
- * The exit status is 0; errors are printed, never written to fd 2.
+ * LISTING_REPEAT=N repeats the command (for races; see repeat()). The exit status is 0;
+ * errors are printed, never written to fd 2.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *ename(int e) {
@@ -161,9 +163,9 @@ static int on_ftw(const char *p, const struct stat *st, int type) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    setvbuf(stdout, 0, _IOLBF, 0);
-    if (argc < 3) { printf("usage\n"); return 2; }
+static int run(int argc, char **argv) {
+    walk_flags = 0;
+    alt_calls = 0;
     const char *e = argv[1];
     if (!strcmp(e, "glob") && argc > 3) return do_glob(argc, argv);
     if (!strcmp(e, "glob-alt")) return do_glob_alt(argv);
@@ -192,4 +194,48 @@ int main(int argc, char **argv) {
     }
     printf("usage\n");
     return 2;
+}
+
+/* LISTING_REPEAT=N: run the command up to N times (and at most 20 s), until its output has
+ * contained both LISTING_SEEN1 and LISTING_SEEN2 at least once; print each distinct output
+ * line once, then the number of runs. */
+static int repeat(int argc, char **argv, int n) {
+    const char *want1 = getenv("LISTING_SEEN1"), *want2 = getenv("LISTING_SEEN2");
+    int seen1 = !want1, seen2 = !want2, i, r = 0;
+    static char *distinct[512];
+    int ndistinct = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    FILE *out = stdout;
+    for (i = 0; i < n && !(seen1 && seen2) && r == 0; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 20) break;
+        char *buf = 0;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m) { fprintf(out, "open_memstream %s\n", ename(errno)); return 2; }
+        stdout = m;
+        r = run(argc, argv);
+        fclose(m);
+        stdout = out;
+        if (want1 && strstr(buf, want1)) seen1 = 1;
+        if (want2 && strstr(buf, want2)) seen2 = 1;
+        for (char *line = strtok(buf, "\n"); line; line = strtok(0, "\n")) {
+            int k;
+            for (k = 0; k < ndistinct && strcmp(distinct[k], line); k++) {}
+            if (k < ndistinct) continue;
+            printf("%s\n", line);
+            if (ndistinct < 512) distinct[ndistinct++] = strdup(line);
+        }
+        free(buf);
+    }
+    printf("runs %d\n", i);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, 0, _IOLBF, 0);
+    if (argc < 3) { printf("usage\n"); return 2; }
+    const char *rep = getenv("LISTING_REPEAT");
+    return rep ? repeat(argc, argv, atoi(rep)) : run(argc, argv);
 }

@@ -405,3 +405,90 @@ fn item4_nftw_and_ftw_walk_own_trees_as_glibc() {
     }
     conform(&f, &cases, &docroot);
 }
+
+/// The same listings while the tenant flips `race/r` between its own directory and bob's
+/// (`renameat2(RENAME_EXCHANGE)` with `race/r-alt`, the harness's swapper): the guard decides
+/// on the directory it opened, so no interleaving shows bob's names; bare, they leak.
+#[test]
+fn item4_listings_under_a_symlink_flip_race() {
+    use std::time::Duration;
+    use toctou_attack::scenario::SwapPlan;
+    use toctou_attack::swapper::{Swapper, SwapperOptions};
+    use toctou_guard_tests::poll::wait_until;
+
+    let Some(f) = victim_fixture("list-race") else {
+        return;
+    };
+    let _heavy = toctou_guard_tests::heavy();
+    let race = f.alice("race");
+    fs::create_dir_all(race.join("own")).unwrap();
+    fs::write(race.join("own/own-1.txt"), "own").unwrap();
+    symlink("own", race.join("r")).unwrap();
+    symlink("../../../bob/public_html", race.join("r-alt")).unwrap();
+    let out = Command::new("chown")
+        .args(["-hR", &format!("{ALICE}:{ALICE}")])
+        .arg(&race)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let plan = SwapPlan {
+        dir: race.clone(),
+        pairs: vec![("r".into(), "r-alt".into())],
+        max_threads: 1,
+    };
+    let opts = SwapperOptions {
+        uid: ALICE,
+        gid: ALICE,
+        threads: 1,
+        nice: 0,
+        max_lifetime: Duration::from_secs(120),
+    };
+    let swapper = Swapper::spawn(&plan, &opts).expect("swapper");
+    swapper.run();
+    wait_until("the swapper's first swaps", Duration::from_secs(10), || {
+        swapper.swaps() > 100
+    });
+    let docroot = f.alice("");
+    // Each run repeats its listing until it has seen both states of the flip (bounded in
+    // count and time inside the helper).
+    let run = |shim: Option<&Fixture>, args: &[&str], seen2: &str| {
+        let program = c_program("listing");
+        let mut cmd = match shim {
+            Some(f) => f.command(&program),
+            None => Command::new(&program),
+        };
+        let out = cmd
+            .args(args)
+            .env("LISTING_REPEAT", "200000")
+            .env("LISTING_SEEN1", "own-1.txt")
+            .env("LISTING_SEEN2", seen2)
+            .current_dir(&docroot)
+            .uid(SERVER)
+            .gid(SERVER)
+            .output()
+            .unwrap();
+        assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (&["glob", "-", "race/r/*"], " EACCES"),
+        (&["scandir", "race/r"], "-1 EACCES"),
+        (&["nftw", "race/r", "-", "5"], "DNR level 0"),
+        (&["nftw", "race/r/.", "PHYS,CHDIR", "5"], "DNR level 0"),
+    ];
+    for (args, refused) in cases {
+        let bare = run(None, args, "secret.txt");
+        assert!(
+            bare.contains("secret.txt") && bare.contains("own-1.txt"),
+            "{args:?}: bare, the race never showed both directories:\n{bare}"
+        );
+        let out = run(Some(&f), args, refused);
+        not_listed(&f, args, &out);
+        assert!(
+            out.contains("own-1.txt") && out.contains(refused),
+            "{args:?}: the race never showed both directories:\n{out}"
+        );
+    }
+    let stats = swapper.quit();
+    assert!(stats.swaps > 0);
+}

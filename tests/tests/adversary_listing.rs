@@ -20,7 +20,11 @@ const VICTIM_NAMES: [&str; 4] = ["secret.txt", "bob-private", "bob-sub", "bob-de
 
 /// The fixture, plus alice's `v -> ../../bob/public_html` and more known names in bob's tree.
 fn victim_fixture(name: &str) -> Option<Fixture> {
-    let f = Fixture::new(name, "")?;
+    victim_fixture_with(name, "")
+}
+
+fn victim_fixture_with(name: &str, extra_conf: &str) -> Option<Fixture> {
+    let f = Fixture::new(name, extra_conf)?;
     let v = f.alice("v");
     symlink("../../bob/public_html", &v).unwrap();
     lchown(&v, Some(ALICE), Some(ALICE)).unwrap();
@@ -209,6 +213,29 @@ fn item4_ftw_does_not_list_the_victims_directory() {
             out.lines()
                 .any(|l| l.starts_with("DNR ") && l.contains("/v mode 40000")),
             "{args:?}: v not reported FTW_DNR:\n{out}"
+        );
+    }
+}
+
+/// `mode audit`: the walkers list what they would have been refused, and each refusal is
+/// logged as an audit line (the rollout mode of every other hook).
+#[test]
+fn item4_audit_mode_lists_and_logs() {
+    let Some(f) = victim_fixture_with("list-audit", "mode audit\n") else {
+        return;
+    };
+    let docroot = f.alice("");
+    for args in [
+        &["glob", "-", "v/*"][..],
+        &["scandir", "v"],
+        &["nftw", "v/.", "PHYS", "5"],
+    ] {
+        let out = guarded(&f, args, &docroot);
+        assert!(out.contains("secret.txt"), "{args:?}: audit mode refused:\n{out}");
+        let logs = f.logs();
+        assert!(
+            logs.iter().any(|l| l.contains("action=audit")),
+            "{args:?}: no audit line: {logs:?}"
         );
     }
 }
@@ -404,6 +431,17 @@ fn item4_nftw_and_ftw_walk_own_trees_as_glibc() {
         }
     }
     conform(&f, &cases, &docroot);
+    // FTW_CHDIR from a working directory the server may search but not read (glibc then
+    // returns to it by name, the guard through an O_PATH descriptor).
+    let hidden = f.alice("tree/x.y");
+    fs::set_permissions(&hidden, fs::Permissions::from_mode(0o711)).unwrap();
+    let mut cases = Vec::new();
+    for flags in ["CHDIR", "CHDIR,DEPTH,PHYS"] {
+        for path in ["../sub", "..", &abs] {
+            cases.push(case(&["nftw", path, flags, "3"]));
+        }
+    }
+    conform(&f, &cases, &hidden);
 }
 
 /// The same listings while the tenant flips `race/r` between its own directory and bob's

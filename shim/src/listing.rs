@@ -99,12 +99,63 @@ unsafe extern "C" fn glob_readdir64(d: *mut c_void) -> *mut c_void {
 
 unsafe extern "C" fn glob_lstat64(path: *const c_char, st: *mut c_void) -> c_int {
     // SAFETY: glob passes a path and a `struct stat` buffer (stat64's layout on LP64).
-    unsafe { libc::lstat64(path, st.cast()) }
+    unsafe { glob_stat_in_dir(path, st.cast(), true) }
 }
 
 unsafe extern "C" fn glob_stat64(path: *const c_char, st: *mut c_void) -> c_int {
     // SAFETY: as above.
-    unsafe { libc::stat64(path, st.cast()) }
+    unsafe { glob_stat_in_dir(path, st.cast(), false) }
+}
+
+/// `gl_lstat`/`gl_stat`: glob confirms a name without listing its directory (a pattern whose
+/// last part has no wildcard, `{a,b}` alternatives, GLOB_MARK): judge the directory that holds
+/// the name like a listing of it, then stat the name relative to that very directory. Else
+/// `glob("v/{wp-config,secret}.php")` would confirm guessed names in the victim's directory.
+///
+/// # Safety
+/// `path` NULL or NUL-terminated; `st` a writable `stat64`.
+unsafe fn glob_stat_in_dir(path: *const c_char, st: *mut libc::stat64, nofollow: bool) -> c_int {
+    // SAFETY: per the contract.
+    let Some(p) = (unsafe { ffi::cstr(path) }) else {
+        ffi::set_errno(libc::EFAULT);
+        return -1;
+    };
+    let bytes = p.to_bytes();
+    let slash = bytes.iter().rposition(|&b| b == b'/');
+    let name = &bytes[slash.map_or(0, |i| i + 1)..];
+    let parent: &[u8] = match slash {
+        None => b".",
+        Some(0) => b"/",
+        Some(i) => &bytes[..i],
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let (Ok(parent), Ok(name)) = (std::ffi::CString::new(parent), std::ffi::CString::new(name)) else {
+        ffi::set_errno(libc::EINVAL);
+        return -1;
+    };
+    // `dir/`, `.`, `..`: no name inside a directory; judge the object itself.
+    let (dir_path, at_name, at_flags) = if matches!(name.as_bytes(), b"" | b"." | b"..") {
+        (p, c"", libc::AT_EMPTY_PATH)
+    } else {
+        let f = if nofollow { libc::AT_SYMLINK_NOFOLLOW } else { 0 };
+        (parent.as_c_str(), name.as_c_str(), f)
+    };
+    let dir_flags = if at_name.is_empty() {
+        flags - OFlags::DIRECTORY
+    } else {
+        flags
+    };
+    match guard::open(Dir::Cwd, dir_path, dir_flags, Mode::empty()) {
+        Ok(fd) => {
+            use std::os::fd::AsRawFd;
+            // SAFETY: our descriptor, a NUL-terminated name, the caller's stat buffer.
+            unsafe { libc::fstatat64(fd.as_raw_fd(), at_name.as_ptr(), st, at_flags) }
+        }
+        Err(e) => {
+            ffi::set_errno(e.raw_os_error());
+            -1
+        }
+    }
 }
 
 /// # Safety

@@ -114,6 +114,28 @@ fn item4_glob_does_not_list_the_victims_directory() {
             "{args:?}: expected {ret}:\n{out}"
         );
     }
+    // Names confirmed without a listing (no wildcard in the last part, `{a,b}`): judged on
+    // the directory that holds them, so a guess is not confirmed either.
+    for (flags, pattern) in [
+        ("-", "v/secret.txt"),
+        ("BRACE", "v/{nope,secret}.txt"),
+        ("MARK", "*/secret.txt"),
+        ("-", "*/bob-sub"),
+        ("ONLYDIR", "v/bob-sub/"),
+    ] {
+        let bare = listing(None, &["glob", flags, pattern], &docroot);
+        assert!(
+            !String::from_utf8_lossy(&bare.stdout).contains("pathc 0 "),
+            "bare glob {pattern} confirmed nothing"
+        );
+        let args = ["glob", flags, pattern];
+        let out = guarded(&f, &args, &docroot);
+        assert!(
+            out.contains("pathc 0 "),
+            "{args:?} confirmed a victim's name:\n{out}"
+        );
+        assert!(!f.logs().is_empty(), "{args:?}: no denial logged");
+    }
     // NOCHECK: the pattern itself comes back, nothing else.
     let args = ["glob", "NOCHECK", "v/*"];
     let out = guarded(&f, &args, &docroot);

@@ -3,8 +3,10 @@
 //! these a tenant's symlink to another tenant's directory was listed in full.
 //!
 //! - `glob`/`glob64` call glibc's own with `GLOB_ALTDIRFUNC`, its documented way to supply
-//!   the directory functions: `gl_opendir` is the guarded open, the rest are libc's. All of
-//!   glibc's matching (braces, tilde, sorting, `GLOB_APPEND`, errfunc) stays glibc's.
+//!   the directory functions: `gl_opendir` is the guarded open, `gl_lstat`/`gl_stat` stat a
+//!   name relative to its directory opened under the rule (glob confirms names without
+//!   listing), `gl_readdir`/`gl_closedir` are libc's. All of glibc's matching (braces,
+//!   tilde, sorting, `GLOB_APPEND`, errfunc) stays glibc's.
 //! - `scandir*` and `nftw`/`ftw` have no such hook: they are reimplemented here on guarded
 //!   opens, following glibc 2.36 step by step (same order, typeflags, levels, bases, errno,
 //!   descriptor use), so that a legal walk gives what glibc gives.
@@ -14,9 +16,10 @@
 //! None of this is the hot path of a server (the results must be `malloc`ed anyway), so it
 //! allocates; it holds no lock.
 //!
-//! Not covered: `fts_*` (glibc's `fts_build` opens internally too; see the README), and a
-//! callback that `longjmp`s out of `nftw` (the walk's Rust frames are then skipped: memory is
-//! leaked, as glibc leaks its own).
+//! Not covered: `fts_*` and `wordexp` (glibc's `fts_build` opens internally too, and
+//! `wordexp` calls glibc's internal glob; see the README), and a callback that `longjmp`s out
+//! of `nftw` (that skips the walk's Rust frames, which Rust does not promise to survive;
+//! glibc's own walk leaks its memory then).
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::AtomicPtr;

@@ -254,3 +254,15 @@ impl Drop for Mapped {
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+/// The next definition of `name` after ours, cached in `cache` (for hooks that wrap a libc
+/// function rather than replace it: `glob`). NULL if libc has none.
+pub fn real_symbol(name: &CStr, cache: &AtomicPtr<libc::c_void>) -> *mut libc::c_void {
+    next_symbol(name, cache)
+}
+
+/// This thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns this thread's errno, always valid to read.
+    unsafe { *libc::__errno_location() }
+}

@@ -139,12 +139,27 @@ fn status_of(e: &io::Error) -> u16 {
 }
 
 /// The `SymLinksIfOwnerMatch` check on the path, then the open: a status or the file.
+///
+/// With `?dirfd` it serves the way a server holding a directory open does: the check on the
+/// directories, an open of the directory, then `openat(dir, name)` (the name followed, as
+/// nginx's `disable_symlinks off` would) - the `dirfd-escape` scenario, where the tenant
+/// moves that directory out of every root in between.
 pub fn handle(root: &Path, target: &str) -> std::result::Result<Vec<u8>, u16> {
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let from_dirfd = query == "dirfd";
+    let checked = if from_dirfd {
+        comps.len().saturating_sub(1)
+    } else {
+        comps.len()
+    };
     let mut cur = root.to_path_buf();
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
-        if comp == "." || comp == ".." || comp.contains('%') || comp.contains('\0') {
+    for (i, comp) in comps.iter().enumerate() {
+        if *comp == "." || *comp == ".." || comp.contains('%') || comp.contains('\0') {
             return Err(404);
+        }
+        if i == checked {
+            break;
         }
         cur.push(comp);
         // The check: lstat every component; a symlink must have its target's owner.
@@ -157,7 +172,16 @@ pub fn handle(root: &Path, target: &str) -> std::result::Result<Vec<u8>, u16> {
         }
     }
     // The use: a second, separate resolution of the same path.
-    let mut f = File::open(&cur).map_err(|e| status_of(&e))?;
+    let mut f = match comps.last() {
+        Some(name) if from_dirfd => {
+            let dir = File::open(&cur).map_err(|e| status_of(&e))?;
+            let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+            let fd = nix::fcntl::openat(&dir, *name, flags, nix::sys::stat::Mode::empty())
+                .map_err(|e| status_of(&io::Error::from_raw_os_error(e as i32)))?;
+            File::from(fd)
+        }
+        _ => File::open(&cur).map_err(|e| status_of(&e))?,
+    };
     let m = f.metadata().map_err(|e| status_of(&e))?;
     if !m.is_file() {
         return Err(404);

@@ -345,7 +345,7 @@ fn load_spec(
     let mut attack: Vec<Request> = prepared
         .attack
         .iter()
-        .map(|f| Ok(Request::get(&url(f)?)))
+        .map(|f| Ok(Request::get(&format!("{}{}", url(f)?, prepared.attack_query))))
         .collect::<Result<_>>()?;
     for w in &prepared.writes {
         attack.push(Request {

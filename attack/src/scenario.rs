@@ -44,10 +44,13 @@ pub enum Scenario {
     /// cache remembers as a real directory) flips with a symlink to the victim's secret
     /// directory.
     PrivateSwap,
+    /// The naive server holds the attacker's directory open and serves `openat(dir, name)`
+    /// from it, while the attacker moves that directory out of every root and back.
+    DirfdEscape,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Final,
         Scenario::Dir,
         Scenario::Docroot,
@@ -60,6 +63,7 @@ impl Scenario {
         Scenario::Direct,
         Scenario::Dav,
         Scenario::PrivateSwap,
+        Scenario::DirfdEscape,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Scenario {
             Scenario::Direct => "direct",
             Scenario::Dav => "dav",
             Scenario::PrivateSwap => "private-swap",
+            Scenario::DirfdEscape => "dirfd-escape",
         }
     }
 
@@ -114,6 +119,9 @@ impl Scenario {
                 "no attack: both tenants fetch their own files, nested files, their own symlinks and root-owned shared files"
             }
             Scenario::Direct => "PHP only: the attacker's page reads the victim's secret by absolute path",
+            Scenario::DirfdEscape => {
+                "naive only: the server opens the attacker's directory, then openat(dir, name); the attacker moves that directory out of every root and back (RENAME_EXCHANGE)"
+            }
             Scenario::PrivateSwap => {
                 "PHP only: a directory outside the document root (private/d, cached by PHP's realpath cache) flips with a symlink to the victim's secret directory"
             }
@@ -158,6 +166,8 @@ pub struct Prepared {
     pub allow_root: bool,
     /// The attacker's document root moves: keep its files out of the legit lane.
     pub moves_attacker_docroot: bool,
+    /// Appended to the URLs of `attack` (`?dirfd`: the naive server opens from a directory).
+    pub attack_query: &'static str,
     /// Writes the attacker sends (the `dav` scenario), beside the `GET`s of `attack`.
     pub writes: Vec<Write>,
     /// A directory of the victim's that no request may change: each entry created, changed
@@ -242,6 +252,7 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
         swap: None,
         allow_root: scenario != Scenario::System,
         moves_attacker_docroot: false,
+        attack_query: "",
         writes: Vec::new(),
         victim_dir: None,
         note: None,
@@ -324,6 +335,32 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
             p.swap = Some(SwapPlan {
                 dir: work.clone(),
                 pairs: vec![pair("up", ".swap")],
+                max_threads: 4,
+            });
+        }
+        Scenario::DirfdEscape => {
+            fresh_work(&mut p)?;
+            // `mv` (in the root) holds a link to the victim's secret; `away` (outside every
+            // root) is an empty directory. The swapper exchanges the two across directories.
+            mk_dir(&work.join("mv"), u, g, 0o755)?;
+            mk_symlink(&t.secret, &work.join("mv").join(SECRET_FILE), u, g)?;
+            let private = a.home.join("private-dirfd");
+            if private.symlink_metadata().is_ok() {
+                fs::remove_dir_all(&private).wrap(|| format!("remove stale {}", private.display()))?;
+            }
+            mk_dir(&private, u, g, 0o755)?;
+            p.cleanup.push(private.clone());
+            mk_dir(&private.join("away"), u, g, 0o755)?;
+            let rel = |p: &Path| {
+                p.strip_prefix(&a.home)
+                    .map(|r| r.display().to_string())
+                    .map_err(|_| Error::msg("dirfd-escape: the docroot is not inside the tenant's home"))
+            };
+            p.attack.push(work.join("mv").join(SECRET_FILE));
+            p.attack_query = "?dirfd";
+            p.swap = Some(SwapPlan {
+                dir: a.home.clone(),
+                pairs: vec![(rel(&work.join("mv"))?, rel(&private.join("away"))?)],
                 max_threads: 4,
             });
         }

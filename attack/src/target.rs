@@ -154,6 +154,10 @@ impl TargetKind {
                     | TargetKind::NginxShim
                     | TargetKind::NginxIfNotOwner
             ),
+            // Only the naive server serves from a directory it holds open.
+            _ if scenario == Scenario::DirfdEscape => {
+                matches!(self, TargetKind::Naive | TargetKind::NaiveShim)
+            }
             TargetKind::External => !matches!(
                 scenario,
                 Scenario::Docroot

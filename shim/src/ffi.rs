@@ -98,7 +98,7 @@ pub unsafe fn fclose(stream: *mut libc::FILE) {
 }
 
 /// The next definition of `name` after ours (glibc's), looked up once into `cache`.
-fn next_symbol(name: &CStr, cache: &AtomicPtr<libc::c_void>) -> *mut libc::c_void {
+pub(crate) fn next_symbol(name: &CStr, cache: &AtomicPtr<libc::c_void>) -> *mut libc::c_void {
     let mut f = cache.load(Ordering::Acquire);
     if f.is_null() {
         // SAFETY: RTLD_NEXT lookup of a NUL-terminated symbol name.

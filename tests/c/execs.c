@@ -5,7 +5,7 @@
  *   execs errno                   prints one line per failing exec ("CASE ERRNO"), for
  *                                 comparing errno with and without the shim
  *
- * ENV: keep | clearenv | unsetenv | setempty | setother | putenv | putenv-unset |
+ * ENV: keep | clearenv | unsetenv | setempty | setother | setbehind | putenv | putenv-unset |
  *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG)
  * VIA: system popen execve execv execvp execvpe execl execlp execle posix_spawn
  *      posix_spawnp fexecve execveat
@@ -47,7 +47,12 @@ static void mutate(const char *how, const char *config) {
         setenv("LD_PRELOAD", "", 1);
     else if (!strcmp(how, "setother"))
         setenv("LD_PRELOAD", "libc.so.6", 1);
-    else if (!strcmp(how, "putenv"))
+    else if (!strcmp(how, "setbehind")) { /* ours still named, but after libc: libc's open wins */
+        char v[4200];
+        const char *cur = getenv("LD_PRELOAD");
+        snprintf(v, sizeof v, "libc.so.6:%s", cur ? cur : "");
+        setenv("LD_PRELOAD", v, 1);
+    } else if (!strcmp(how, "putenv"))
         putenv(put_empty);
     else if (!strcmp(how, "putenv-unset"))
         putenv(put_unset); /* glibc: a name without '=' removes the variable */

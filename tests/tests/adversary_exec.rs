@@ -40,6 +40,7 @@ const ENVS: &[&str] = &[
     "unsetenv",
     "setempty",
     "setother",
+    "setbehind",
     "putenv",
     "putenv-unset",
     "environ-null",
@@ -100,8 +101,8 @@ fn item8_children_of_a_guarded_pool_stay_guarded() {
             let _ = f.logs();
             let out = run(&victim);
             let logs = f.logs();
-            let refused = out.status.code() != Some(0)
-                && !String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET");
+            let refused =
+                out.status.code() != Some(0) && !String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET");
             // Logged by the child (`comm=cat`), under the pool's configuration.
             let logged = logs.iter().any(|l| {
                 l.contains("action=deny")

@@ -1,7 +1,7 @@
 /* Start `cat FILE` the ways a PHP pool can, after emptying or rewriting the environment the
  * ways php-fpm's clear_env or tenant code can (issue 10 item 8).
  *
- *   execs ENV VIA FILE [CONFIG]   prints cat's output; exits with cat's status
+ *   execs ENV VIA FILE [CONFIG [WHERE]]   prints cat's output; exits with cat's status
  *   execs errno                   prints one line per failing exec ("CASE ERRNO"), for
  *                                 comparing errno with and without the shim
  *
@@ -10,10 +10,15 @@
  * VIA: system popen execve execv execvp execvpe execl execlp execle posix_spawn
  *      posix_spawnp fexecve execveat
  * The calls that take an envp are given an empty one (only NULL) unless ENV is `keep`
- * or `setconfig`, then `environ`. */
+ * or `setconfig`, then `environ`.
+ * WHERE: main (default) | forked (in a child of a threaded parent, where any malloc exits
+ *        91: exec may follow fork() while another thread holds malloc's lock) |
+ *        smallstack (on a thread with a PTHREAD_STACK_MIN stack) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +28,28 @@
 #include <unistd.h>
 
 extern char **environ;
+
+/* Every allocation of the process passes here; in a `forked` child, one is a failure. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void __libc_free(void *);
+static volatile int forbid;
+static void check(void) {
+    if (forbid) {
+        static const char msg[] = "malloc after fork\n";
+        write(1, msg, sizeof msg - 1);
+        _exit(91);
+    }
+}
+void *malloc(size_t n) { check(); return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { check(); return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { check(); return __libc_realloc(p, n); }
+void *memalign(size_t a, size_t n) { check(); return __libc_memalign(a, n); }
+int posix_memalign(void **p, size_t a, size_t n) { check(); *p = __libc_memalign(a, n); return *p ? 0 : ENOMEM; }
+void *aligned_alloc(size_t a, size_t n) { check(); return __libc_memalign(a, n); }
+void free(void *p) { __libc_free(p); }
 
 static char *empty_env[] = {NULL};
 
@@ -70,13 +97,13 @@ static void mutate(const char *how, const char *config) {
 static int run(const char *via, const char *file, char **envp) {
     char *argv[] = {"cat", (char *)file, NULL};
     if (!strcmp(via, "system")) {
-        char cmd[4200];
+        static char cmd[4200];
         snprintf(cmd, sizeof cmd, "cat '%s'", file);
         int st = system(cmd);
         return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 98;
     }
     if (!strcmp(via, "popen")) {
-        char cmd[4200], buf[4096];
+        static char cmd[4200], buf[4096]; /* static: the smallstack thread is small */
         snprintf(cmd, sizeof cmd, "cat '%s'", file);
         FILE *p = popen(cmd, "r");
         if (!p)
@@ -168,6 +195,23 @@ static void errnos(void) {
     TRY("posix_spawn-e2big", posix_spawn(&pid, "/bin/true", NULL, NULL, bigv, envp));
 }
 
+struct job {
+    const char *via, *file;
+    char **envp;
+    int status;
+};
+
+static void *on_thread(void *p) {
+    struct job *j = p;
+    j->status = run(j->via, j->file, j->envp);
+    return NULL;
+}
+
+static void *idle(void *p) {
+    pause();
+    return p;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && !strcmp(argv[1], "errno")) {
         errnos();
@@ -180,7 +224,31 @@ int main(int argc, char **argv) {
     const char *env = argv[1], *via = argv[2], *file = argv[3];
     mutate(env, argc > 4 ? argv[4] : NULL);
     int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig");
-    int r = run(via, file, keep ? environ : empty_env);
+    const char *where = argc > 5 ? argv[5] : "main";
+    struct job job = {via, file, keep ? environ : empty_env, 0};
+    fflush(stdout);
+    if (!strcmp(where, "forked")) {
+        pthread_t t; /* a threaded parent */
+        pthread_create(&t, NULL, idle, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            forbid = 1;
+            _exit(run(via, file, job.envp));
+        }
+        return pid < 0 ? 92 : relay_wait(pid);
+    }
+    if (!strcmp(where, "smallstack")) {
+        pthread_attr_t a;
+        pthread_t t;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, PTHREAD_STACK_MIN);
+        if (pthread_create(&t, &a, on_thread, &job))
+            return 92;
+        pthread_join(t, NULL);
+        fflush(stdout);
+        return job.status;
+    }
+    int r = run(via, file, job.envp);
     fflush(stdout);
     return r;
 }

@@ -24,6 +24,7 @@ use toctou_attack::tenants::mk_file;
 use toctou_attack::{TargetKind, Tenants};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::heavy;
+use toctou_guard_tests::private_etc::PrivateEtc;
 use toctou_guard_tests::shim_fixture::{ALICE, Fixture, c_program};
 
 const VIAS: &[&str] = &[
@@ -336,5 +337,52 @@ fn item8_php_fpm_clear_env_children_stay_guarded() {
         }
     }
     let _ = fs::remove_file(&page);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Under `/etc/ld.so.preload` every child loads the library anyway, but its configuration
+/// came from the environment: a child must neither lose the `TOCTOU_GUARD_CONFIG` its parent
+/// was guarded by (with no `/etc/toctou-guard.conf`, a child that is not a server would run
+/// unguarded) nor take one the tenant put there (a permissive file of its own).
+#[test]
+fn item8_ld_so_preload_children_keep_the_parents_config() {
+    let Some(f) = Fixture::new("adv-exec-etc", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let permissive = permissive_config(&f);
+    let victim = f.bob("secret.txt");
+    let preload = format!("{}\n", f.so.display());
+    let conf = fs::read(&f.conf).unwrap();
+    let with_conf = PrivateEtc::new(
+        &f,
+        "conf",
+        &[
+            ("ld.so.preload", preload.as_bytes()),
+            ("toctou-guard.conf", &conf),
+        ],
+    );
+    let no_conf = PrivateEtc::new(&f, "noconf", &[("ld.so.preload", preload.as_bytes())]);
+    let named = [("TOCTOU_GUARD_CONFIG", f.conf.as_os_str())];
+    let mut failures = Vec::new();
+    for via in VIAS {
+        for (what, etc, env, mutation) in [
+            ("tenant's config", &with_conf, &[][..], "setconfig"),
+            ("parent's config lost", &no_conf, &named[..], "clearenv"),
+            ("parent's config swapped", &no_conf, &named[..], "setconfig"),
+        ] {
+            let args = [
+                OsStr::new(mutation),
+                OsStr::new(via),
+                victim.as_os_str(),
+                permissive.as_os_str(),
+            ];
+            let out = etc.run(ALICE, env, &execs, &args);
+            if out.status.code() != Some(1) || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET") {
+                failures.push(format!("{what} {via}: victim not refused ({})", text(&out)));
+            }
+        }
+    }
+    let _ = f.logs();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -5,7 +5,6 @@ fn main() {
     println!("cargo:rerun-if-changed=c/exec_variadic.c");
     cc::Build::new()
         .file("c/exec_variadic.c")
-        .flag("-fvisibility=default")
         .warnings_into_errors(true)
         .compile("toctou_exec_variadic");
 }

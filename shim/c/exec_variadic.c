@@ -1,9 +1,9 @@
 /* execl, execlp, execle: C variadic functions, which stable Rust cannot define. Each collects
  * its arguments into an array, exactly as glibc's own do (the same E2BIG past INT_MAX
  * arguments), then hands it to the shim's Rust execve / execvpe (src/exec.rs), which keeps
- * the child guarded. The array lives in its own mapping, not on the stack (a worker may run
- * on a small stack) and not from malloc (exec may follow fork() in a threaded parent, where
- * malloc's lock can be held). The exported names are Rust trampolines that jump here (a
+ * the child guarded. The array is a small one on the stack or, for many arguments, a
+ * mapping of its own (a worker may run on a small stack); never malloc (exec may follow
+ * fork() in a threaded parent, where malloc's lock can be held). The exported names are Rust trampolines that jump here (a
  * cdylib exports only Rust's own symbols). */
 #include <errno.h>
 #include <limits.h>
@@ -28,20 +28,30 @@ static ptrdiff_t count(va_list ap) {
     return argc;
 }
 
+/* Up to this many arguments the array is on the stack (512 bytes): no system call, and
+ * nothing left mapped in the parent by a vfork() child whose exec succeeds. */
+#define STACK_ARGS 64
+
 static int run(enum kind kind, const char *path, const char *arg, ptrdiff_t argc, va_list ap) {
+    char *small[STACK_ARGS];
     size_t len = (size_t)(argc + 1) * sizeof(char *);
-    char **argv = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (argv == MAP_FAILED)
-        return -1; /* errno ENOMEM from mmap */
+    char **argv = small;
+    if (argc + 1 > STACK_ARGS) {
+        argv = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (argv == MAP_FAILED)
+            return -1; /* errno ENOMEM from mmap */
+    }
     argv[0] = (char *)arg;
     for (ptrdiff_t i = 1; i <= argc; i++)
         argv[i] = va_arg(ap, char *);
     char **envp = kind == EXECLE ? va_arg(ap, char **) : environ;
     int r = kind == EXECLP ? toctou_guard_execvpe(path, argv, envp)
                            : toctou_guard_execve(path, argv, envp);
-    int saved = errno; /* only reached on failure */
-    munmap(argv, len);
-    errno = saved;
+    if (argv != small) {
+        int saved = errno; /* only reached on failure */
+        munmap(argv, len);
+        errno = saved;
+    }
     return r;
 }
 

@@ -479,6 +479,9 @@ unsafe extern "C" {
 /// A C variadic function we export: a jump to its C collector (`c/exec_variadic.c`), with
 /// the caller's registers and stack untouched. A cdylib exports only Rust's own symbols, so
 /// the C definitions cannot carry the public names themselves.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("the execl/execlp/execle trampolines are written for x86_64 and aarch64 only");
+
 macro_rules! variadic_trampoline {
     ($name:ident, $target:ident) => {
         /// # Safety

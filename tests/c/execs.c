@@ -6,11 +6,11 @@
  *                                 comparing errno with and without the shim
  *
  * ENV: keep | clearenv | unsetenv | setempty | setother | setbehind | putenv | putenv-unset |
- *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG)
- * VIA: system popen execve execv execvp execvpe execl execlp execle posix_spawn
+ *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG) | bigenv (150 more variables)
+ * VIA: system popen execve execv execvp execvpe execl execl-many execlp execle posix_spawn
  *      posix_spawnp fexecve execveat
  * The calls that take an envp are given an empty one (only NULL) unless ENV is `keep`
- * or `setconfig`, then `environ`.
+ * `setconfig` or `bigenv`, then `environ`.
  * WHERE: main (default) | forked (in a child of a threaded parent, where any malloc exits
  *        91: exec may follow fork() while another thread holds malloc's lock) |
  *        smallstack (on a thread with a PTHREAD_STACK_MIN stack) */
@@ -83,7 +83,14 @@ static void mutate(const char *how, const char *config) {
         putenv(put_empty);
     else if (!strcmp(how, "putenv-unset"))
         putenv(put_unset); /* glibc: a name without '=' removes the variable */
-    else if (!strcmp(how, "environ-null"))
+    else if (!strcmp(how, "bigenv")) { /* more entries than the shim's stack array holds */
+        for (int i = 0; i < 150; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "TG_FILL_%d", i);
+            setenv(k, "some value", 1);
+        }
+        unsetenv("LD_PRELOAD");
+    } else if (!strcmp(how, "environ-null"))
         environ = NULL;
     else if (!strcmp(how, "setconfig")) {
         snprintf(put_conf, sizeof put_conf, "TOCTOU_GUARD_CONFIG=%s", config ? config : "");
@@ -135,6 +142,11 @@ static int run(const char *via, const char *file, char **envp) {
         execvpe("cat", argv, envp);
     else if (!strcmp(via, "execl"))
         execl("/bin/cat", "cat", file, (char *)NULL);
+    else if (!strcmp(via, "execl-many")) { /* more arguments than the shim's stack array */
+#define N10 "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null", \
+            "/dev/null", "/dev/null", "/dev/null", "/dev/null"
+        execl("/bin/cat", "cat", file, N10, N10, N10, N10, N10, N10, N10, (char *)NULL);
+    }
     else if (!strcmp(via, "execlp"))
         execlp("cat", "cat", file, (char *)NULL);
     else if (!strcmp(via, "execle"))
@@ -185,6 +197,12 @@ static void errnos(void) {
     TRY("execl-missing", execl("/nonexistent/prog", "x", (char *)NULL));
     TRY("execlp-missing", execlp("no-such-prog-tg", "x", (char *)NULL));
     TRY("execle-missing", execle("/nonexistent/prog", "x", (char *)NULL, envp));
+    /* More arguments than the shim's stack array for execl* holds. */
+#define X10 "x", "x", "x", "x", "x", "x", "x", "x", "x", "x"
+#define X80 X10, X10, X10, X10, X10, X10, X10, X10
+    TRY("execl-many-missing", execl("/nonexistent/prog", X80, (char *)NULL));
+    TRY("execlp-many-missing", execlp("no-such-prog-tg", X80, (char *)NULL));
+    TRY("execle-many-noexec", execle("/dev/null", X80, (char *)NULL, envp));
     TRY("fexecve-badfd", fexecve(-1, argv, envp));
     TRY("fexecve-noexec", fexecve(fd, argv, envp));
     TRY("execveat-missing", execveat(AT_FDCWD, "/nonexistent/prog", argv, envp, 0));
@@ -223,7 +241,7 @@ int main(int argc, char **argv) {
     }
     const char *env = argv[1], *via = argv[2], *file = argv[3];
     mutate(env, argc > 4 ? argv[4] : NULL);
-    int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig");
+    int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig") || !strcmp(env, "bigenv");
     const char *where = argc > 5 ? argv[5] : "main";
     struct job job = {via, file, keep ? environ : empty_env, 0};
     fflush(stdout);

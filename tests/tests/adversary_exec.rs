@@ -35,6 +35,7 @@ const VIAS: &[&str] = &[
     "execvp",
     "execvpe",
     "execl",
+    "execl-many",
     "execlp",
     "execle",
     "posix_spawn",
@@ -55,6 +56,7 @@ const ENVS: &[&str] = &[
     "putenv-unset",
     "environ-null",
     "setconfig",
+    "bigenv",
 ];
 
 fn text(out: &Output) -> String {
@@ -155,7 +157,7 @@ fn item8_exec_after_fork_and_on_small_stacks() {
     let (victim, own) = (f.bob("secret.txt"), f.alice("index.html"));
     let mut failures = Vec::new();
     for place in ["forked", "smallstack"] {
-        for env in ["clearenv", "setother", "setconfig"] {
+        for env in ["clearenv", "setother", "setconfig", "bigenv"] {
             for via in VIAS {
                 if place == "forked" && matches!(*via, "system" | "popen") {
                     continue;

@@ -12,8 +12,11 @@
 //! `system`/`popen` (a program may assign `environ` directly).
 //!
 //! The exec path allocates nothing (exec may follow `fork()` in a threaded parent, where
-//! malloc's lock can be held): the child's envp is built in its own mapping. The real
-//! functions are looked up when the configuration loads, not after a fork.
+//! malloc's lock can be held): the child's envp is built on the stack, or in a mapping of
+//! its own when large. `execve`, `execv` and `execveat` are the system calls, as in glibc;
+//! `execvp`/`execvpe` call glibc's `execvpe` (its PATH search and script fallback), the
+//! others glibc's own, with the child's envp. Those are looked up in the library
+//! constructor, never after a fork.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::AtomicPtr;
@@ -55,6 +58,13 @@ pub fn prepare(preloaded: bool, config: Option<&[u8]>) {
     let preload = own.filter(|_| preloaded).and_then(|p| entry(PRELOAD, &p));
     let config = config.and_then(|c| entry(CONFIG, c));
     let _ = CHILD.set(ChildEnv { preload, config, id });
+    resolve();
+}
+
+/// Look up glibc's definitions now (library constructor, configuration load), so that no
+/// exec path calls `dlsym` later, after a `fork()` from a threaded parent: guarded or not,
+/// every process that starts programs goes through these hooks.
+pub fn resolve() {
     for real in REALS {
         let _ = real.get();
     }

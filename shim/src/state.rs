@@ -284,6 +284,7 @@ fn program_name(buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
 /// start, not at its first request.
 extern "C" fn constructor() {
     let _ = current();
+    crate::exec::resolve();
 }
 
 #[used]

@@ -7,9 +7,9 @@
 //! `LD_PRELOAD` names this library (when this process was preloaded that way; under
 //! `/etc/ld.so.preload` children load it anyway) and `TOCTOU_GUARD_CONFIG` is exactly what
 //! this process used (removed when our configuration did not come from it). glibc's `system`
-//! and `popen` spawn with `environ` internally, past any hook, so `environ` itself is kept
-//! right too: after `clearenv`, `setenv`, `unsetenv`, `putenv` touch our names, and before
-//! `system`/`popen` (a program may assign `environ` directly).
+//! and `popen` (and `wordexp`'s `$(...)`) spawn with `environ` internally, past any hook, so
+//! `environ` itself is kept right too: after `clearenv`, `setenv`, `unsetenv`, `putenv` touch
+//! our names, and before `system`/`popen`/`wordexp` (a program may assign `environ` directly).
 //!
 //! The exec path allocates nothing (exec may follow `fork()` in a threaded parent, where
 //! malloc's lock can be held): the child's envp is built on the stack, or in a mapping of
@@ -374,17 +374,19 @@ static POSIX_SPAWN: Real = Real::new(c"posix_spawn");
 static POSIX_SPAWNP: Real = Real::new(c"posix_spawnp");
 static SYSTEM: Real = Real::new(c"system");
 static POPEN: Real = Real::new(c"popen");
+static WORDEXP: Real = Real::new(c"wordexp");
 static SETENV: Real = Real::new(c"setenv");
 static UNSETENV: Real = Real::new(c"unsetenv");
 static PUTENV: Real = Real::new(c"putenv");
 static CLEARENV: Real = Real::new(c"clearenv");
-static REALS: [&Real; 10] = [
+static REALS: [&Real; 11] = [
     &EXECVPE,
     &FEXECVE,
     &POSIX_SPAWN,
     &POSIX_SPAWNP,
     &SYSTEM,
     &POPEN,
+    &WORDEXP,
     &SETENV,
     &UNSETENV,
     &PUTENV,
@@ -397,6 +399,10 @@ type SpawnFn =
     unsafe extern "C" fn(*mut libc::pid_t, *const c_char, *const c_void, *const c_void, Envp, Envp) -> c_int;
 type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type PopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+type WordexpFn = unsafe extern "C" fn(*const c_char, *mut c_void, c_int) -> c_int;
+/// glibc's `<wordexp.h>` (not in the libc crate).
+const WRDE_NOCMD: c_int = 4;
+const WRDE_NOSPACE: c_int = 1;
 type SetenvFn = unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int;
 type NameFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type ClearenvFn = unsafe extern "C" fn() -> c_int;
@@ -661,6 +667,24 @@ pub mod symbols {
         keep_environ();
         // SAFETY: per the contract.
         unsafe { real(command, mode) }
+    }
+
+    /// `$(command)` runs `/bin/sh` with `environ`, inside glibc: as `system`.
+    ///
+    /// # Safety
+    /// C `wordexp`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn wordexp(words: *const c_char, result: *mut c_void, flags: c_int) -> c_int {
+        let Some(f) = WORDEXP.get() else {
+            return WRDE_NOSPACE;
+        };
+        // SAFETY: `f` is glibc's `wordexp`, of type `WordexpFn`.
+        let real = unsafe { core::mem::transmute::<*mut c_void, WordexpFn>(f) };
+        if flags & WRDE_NOCMD == 0 {
+            keep_environ();
+        }
+        // SAFETY: per the contract.
+        unsafe { real(words, result, flags) }
     }
 
     /// # Safety

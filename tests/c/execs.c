@@ -7,7 +7,7 @@
  *
  * ENV: keep | clearenv | unsetenv | setempty | setother | setbehind | putenv | putenv-unset |
  *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG) | bigenv (150 more variables)
- * VIA: system popen execve execv execvp execvpe execl execl-many execlp execle posix_spawn
+ * VIA: system popen wordexp execve execv execvp execvpe execl execl-many execlp execle posix_spawn
  *      posix_spawnp fexecve execveat
  * The calls that take an envp are given an empty one (only NULL) unless ENV is `keep`
  * `setconfig` or `bigenv`, then `environ`.
@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wordexp.h>
 
 extern char **environ;
 
@@ -120,6 +121,18 @@ static int run(const char *via, const char *file, char **envp) {
             fwrite(buf, 1, n, stdout);
         int st = pclose(p);
         return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 98;
+    }
+    if (!strcmp(via, "wordexp")) { /* $(...) runs /bin/sh inside glibc */
+        static char words[4200];
+        wordexp_t we;
+        snprintf(words, sizeof words, "$(cat '%s')", file);
+        if (wordexp(words, &we, 0) != 0)
+            return 96;
+        for (size_t i = 0; i < we.we_wordc; i++)
+            printf("%s\n", we.we_wordv[i]);
+        int status = we.we_wordc ? 0 : 1; /* cat refused: nothing came out */
+        wordfree(&we);
+        return status;
     }
     if (!strcmp(via, "posix_spawn") || !strcmp(via, "posix_spawnp")) {
         pid_t pid;

@@ -21,8 +21,10 @@ pub fn set_errno(e: c_int) {
 
 /// An environment variable, without allocating or locking (safe before `main` too).
 pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; glibc's getenv returns NULL or a pointer into the
-    // environment block, which lives as long as the process (we never modify it).
+    // SAFETY: `name` is NUL-terminated; glibc's getenv returns NULL or a pointer to an
+    // environment string. glibc never frees those (setenv keeps its copies; unsetenv and
+    // clearenv drop only pointers; `exec` keeps our own variables with setenv): only a string
+    // a program handed to putenv is the program's to reuse, as for any getenv caller.
     let p = unsafe { libc::getenv(name.as_ptr()) };
     // SAFETY: non-NULL results are NUL-terminated strings.
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())

@@ -154,6 +154,8 @@ fn load() {
         log: Logger::new(&config.log_socket, config.log_rate),
         policy: Policy::new(config),
     };
+    // Before STATE: a hook that sees the state guarded finds what children need.
+    crate::exec::prepare(env.preloaded, env.config);
     let _ = STATE.set(state);
 }
 
@@ -166,6 +168,8 @@ struct Env {
     /// Guarding was asked for explicitly: a configuration was named, or `LD_PRELOAD`
     /// names this very library (however it was renamed).
     explicit: bool,
+    /// `LD_PRELOAD` names this library (children need it kept).
+    preloaded: bool,
 }
 
 impl Env {
@@ -174,6 +178,7 @@ impl Env {
             return Env {
                 config: None,
                 explicit: false,
+                preloaded: false,
             };
         }
         // `toctou_policy::CONFIG_ENV`, read without allocating.
@@ -182,6 +187,7 @@ impl Env {
         Env {
             explicit: config.is_some() || preloaded,
             config,
+            preloaded,
         }
     }
 }
@@ -278,6 +284,7 @@ fn program_name(buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
 /// start, not at its first request.
 extern "C" fn constructor() {
     let _ = current();
+    crate::exec::resolve();
 }
 
 #[used]

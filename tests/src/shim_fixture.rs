@@ -62,7 +62,7 @@ pub fn c_program(name: &str) -> PathBuf {
             ("conform", &["-pthread"][..]),
             ("mutate", &[][..]),
             ("listing", &[][..]),
-            ("execs", &[][..]),
+            ("execs", &["-pthread"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

@@ -1,0 +1,391 @@
+//! Issue 10 item 8: programs a guarded PHP pool runs were unguarded. php-fpm's `clear_env`
+//! empties each worker's environment (`clearenv()`), so `system("cat …/victim/…")`, `exec`,
+//! `popen`, `proc_open` started children without `LD_PRELOAD`; tenant code could also drop or
+//! replace `LD_PRELOAD`, or point `TOCTOU_GUARD_CONFIG` at a permissive config of its own.
+//! Children of a guarded process stay guarded under the same configuration, however the
+//! parent builds their environment.
+//!
+//! `tests/c/execs.c`, preloaded as the tenant ALICE under `owner euid`, rewrites its
+//! environment one way, then starts `cat FILE` one way. Needs root (skipped with `SKIP:`
+//! otherwise, a failure when `CI` is set).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::http::{Conn, Response, encode_query};
+use toctou_attack::target::{StartEnv, Target, start};
+use toctou_attack::tenants::mk_file;
+use toctou_attack::{TargetKind, Tenants};
+use toctou_guard_tests::harness::tools_for;
+use toctou_guard_tests::heavy;
+use toctou_guard_tests::private_etc::PrivateEtc;
+use toctou_guard_tests::shim_fixture::{ALICE, Fixture, c_program};
+
+const VIAS: &[&str] = &[
+    "system",
+    "popen",
+    "wordexp",
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execl",
+    "execl-many",
+    "execlp",
+    "execle",
+    "posix_spawn",
+    "posix_spawnp",
+    "fexecve",
+    "execveat",
+];
+
+/// Ways to lose (or swap) our variables before starting a child.
+const ENVS: &[&str] = &[
+    "keep",
+    "clearenv",
+    "unsetenv",
+    "setempty",
+    "setother",
+    "setbehind",
+    "putenv",
+    "putenv-unset",
+    "environ-null",
+    "setconfig",
+    "bigenv",
+];
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}; stdout {:?}; stderr {:?}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A configuration the tenant owns (the loader accepts a file owned by the process's own
+/// uid) that guards nothing: what `setconfig` points the children at.
+fn permissive_config(f: &Fixture) -> std::path::PathBuf {
+    let p = f.base.join("home/alice/permissive.conf");
+    fs::write(
+        &p,
+        format!(
+            "root {}/nowhere/*/x\nlog_socket {}\n",
+            f.base.display(),
+            f.sock.display()
+        ),
+    )
+    .unwrap();
+    chown(&p, Some(ALICE), Some(ALICE)).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
+#[test]
+fn item8_children_of_a_guarded_pool_stay_guarded() {
+    let Some(f) = Fixture::new("adv-exec", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let conf = permissive_config(&f);
+    let victim = f.bob("secret.txt");
+    let own = f.alice("index.html");
+    let mut failures = Vec::new();
+    for env in ENVS {
+        for via in VIAS {
+            let run = |file: &std::path::Path| {
+                f.run_as(
+                    ALICE,
+                    &execs,
+                    &[
+                        OsStr::new(env),
+                        OsStr::new(via),
+                        file.as_os_str(),
+                        conf.as_os_str(),
+                    ],
+                )
+            };
+            let _ = f.logs();
+            let out = run(&victim);
+            let logs = f.logs();
+            // cat's own failure (exit 1): not a crash, not a failed start.
+            let refused =
+                out.status.code() == Some(1) && !String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET");
+            // Logged by the child (`comm=cat`), under the pool's configuration.
+            let logged = logs.iter().any(|l| {
+                l.contains("action=deny")
+                    && l.contains("comm=cat")
+                    && l.contains(&format!("path={}", victim.display()))
+            });
+            if !refused || !logged {
+                failures.push(format!(
+                    "{env} {via}: victim not refused ({}; logs {logs:?})",
+                    text(&out)
+                ));
+            }
+            let out = run(&own);
+            if out.status.code() != Some(0) || out.stdout != b"alice-own\n" {
+                failures.push(format!("{env} {via}: own file not served ({})", text(&out)));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        ENVS.len() * VIAS.len() * 2,
+        failures.join("\n")
+    );
+}
+
+/// The exec path allocates nothing and fits a small stack: exec may follow `fork()` in a
+/// threaded parent (where malloc's lock can be held; `execs` exits 91 on any malloc in the
+/// child), or run on a 16 KiB thread. `system`, `popen` and `wordexp` allocate inside glibc, so
+/// they are only run on the small stack.
+#[test]
+fn item8_exec_after_fork_and_on_small_stacks() {
+    let Some(f) = Fixture::new("adv-exec-fork", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let conf = permissive_config(&f);
+    let (victim, own) = (f.bob("secret.txt"), f.alice("index.html"));
+    let mut failures = Vec::new();
+    for place in ["forked", "smallstack"] {
+        for env in ["clearenv", "setother", "setconfig", "bigenv"] {
+            for via in VIAS {
+                if place == "forked" && matches!(*via, "system" | "popen" | "wordexp") {
+                    continue;
+                }
+                let run = |file: &std::path::Path| {
+                    f.run_as(
+                        ALICE,
+                        &execs,
+                        &[
+                            OsStr::new(env),
+                            OsStr::new(via),
+                            file.as_os_str(),
+                            conf.as_os_str(),
+                            OsStr::new(place),
+                        ],
+                    )
+                };
+                let out = run(&victim);
+                if out.status.code() != Some(1) || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET")
+                {
+                    failures.push(format!(
+                        "{place} {env} {via}: victim not refused ({})",
+                        text(&out)
+                    ));
+                }
+                let out = run(&own);
+                if out.status.code() != Some(0) || out.stdout != b"alice-own\n" {
+                    failures.push(format!(
+                        "{place} {env} {via}: own file not served ({})",
+                        text(&out)
+                    ));
+                }
+            }
+        }
+    }
+    let _ = f.logs();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The exec hooks fail exactly as libc does: a missing program, a NULL path, a file that is
+/// not executable, an argument over the kernel's limit, a bad descriptor or flags.
+#[test]
+fn item8_exec_errors_match_libc() {
+    let Some(f) = Fixture::new("adv-exec-errno", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let bare = Command::new(&execs)
+        .arg("errno")
+        .uid(ALICE)
+        .gid(ALICE)
+        .output()
+        .unwrap();
+    let shim = f.run_as(ALICE, &execs, &[OsStr::new("errno")]);
+    assert!(bare.status.success(), "{}", text(&bare));
+    assert!(shim.stderr.is_empty(), "the shim wrote to fd 2: {}", text(&shim));
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert!(bare.lines().count() >= 20, "{bare}");
+    assert!(bare.contains("execve-missing -1 2\n"), "{bare}");
+    assert_eq!(String::from_utf8_lossy(&shim.stdout), bare);
+}
+
+/// The ways a PHP page starts a program, each running `cat` on the file named by `p`.
+fn exec_page(www: &Path) -> String {
+    format!(
+        r#"<?php
+// generated by the item 8 test: start `cat FILE` the way named by `via`
+$f = '{}/' . $_GET['p'];
+$cmd = 'cat ' . escapeshellarg($f);
+header('Content-Type: text/plain');
+switch ($_GET['via']) {{
+case 'system': system($cmd); break;
+case 'exec': exec($cmd, $out); echo implode("\n", $out), "\n"; break;
+case 'shell_exec': echo shell_exec($cmd); break;
+case 'passthru': passthru($cmd); break;
+case 'backtick': echo `$cmd`; break;
+case 'popen': $h = popen($cmd, 'r'); echo stream_get_contents($h); pclose($h); break;
+case 'proc_open':
+case 'proc_open_argv':
+case 'proc_open_env':
+    $c = $_GET['via'] === 'proc_open_argv' ? ['cat', $f] : $cmd;
+    $env = $_GET['via'] === 'proc_open_env' ? ['A' => '1'] : null;
+    $p = proc_open($c, [1 => ['pipe', 'w']], $pipes, null, $env);
+    echo stream_get_contents($pipes[1]);
+    proc_close($p);
+    break;
+case 'putenv': putenv('LD_PRELOAD='); system($cmd); break;
+}}
+"#,
+        www.display()
+    )
+}
+
+/// Real php-fpm (its default `clear_env = yes`) behind nginx, one pool as the attacker with
+/// `owner euid`: every way PHP starts a program is refused the victim's file (the child
+/// logs the denial) and serves the tenant's own; bare php-fpm leaks in the same run.
+#[test]
+fn item8_php_fpm_clear_env_children_stay_guarded() {
+    let Some(tools) = tools_for(&[TargetKind::Php, TargetKind::PhpShim]) else {
+        return;
+    };
+    let _g = heavy();
+    let tenants = Tenants::create(&Default::default()).expect("tenants");
+    let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");
+    let conf = GuardConfig {
+        root: tenants.root_pattern(),
+        owner_euid: true,
+        allow_root: true,
+        audit: false,
+        log_socket: log.path.clone(),
+        log_rate: 1000,
+    }
+    .write(&tenants.run, "guard-euid.conf")
+    .expect("config");
+    let a = &tenants.attacker;
+    let page = a.docroot.join("exec.php");
+    mk_file(&page, exec_page(&tenants.www).as_bytes(), a.uid, a.gid, 0o644).expect("page");
+    let own = a.docroot.join("tg-legit/index.html");
+    let own_content = fs::read(&own).expect("own file");
+    let rel = |p: &Path| {
+        p.strip_prefix(&tenants.www)
+            .expect("under www")
+            .display()
+            .to_string()
+    };
+    let env = StartEnv {
+        tenants: &tenants,
+        tools: &tools,
+        guard_config: &conf,
+    };
+    let get = |t: &dyn Target, via: &str, file: &Path| -> Response {
+        let url = format!("/{}?via={via}&p={}", rel(&page), encode_query(&rel(file)));
+        Conn::new(t.addr(), Duration::from_secs(10))
+            .get(&url)
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    };
+    let leaked = |r: &Response| toctou_attack::marker::contains(&r.body, tenants.marker.as_bytes());
+    let vias = [
+        "system",
+        "exec",
+        "shell_exec",
+        "passthru",
+        "backtick",
+        "popen",
+        "proc_open",
+        "proc_open_argv",
+        "proc_open_env",
+        "putenv",
+    ];
+    {
+        let bare = start(TargetKind::Php, &env).expect("start php");
+        for via in vias {
+            let r = get(&*bare, via, &tenants.secret);
+            assert!(leaked(&r), "bare php {via} did not leak: the test proves nothing");
+        }
+    }
+    let t = start(TargetKind::PhpShim, &env).expect("start php+shim");
+    let mut failures = Vec::new();
+    for via in vias {
+        log.clear();
+        let r = get(&*t, via, &tenants.secret);
+        let needles = [
+            "action=deny",
+            "comm=cat",
+            &format!(" path={}", tenants.secret.display()),
+        ];
+        if leaked(&r) {
+            failures.push(format!("{via}: leaked ({})", r.status));
+        } else if log.wait_for(&needles, Duration::from_secs(5)).is_none() {
+            failures.push(format!("{via}: no denial logged by cat: {:?}", log.lines()));
+        }
+        let r = get(&*t, via, &own);
+        if r.status != 200 || r.body != own_content {
+            failures.push(format!(
+                "{via}: own file not served ({}: {:?})",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    let _ = fs::remove_file(&page);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Under `/etc/ld.so.preload` every child loads the library anyway, but its configuration
+/// came from the environment: a child must neither lose the `TOCTOU_GUARD_CONFIG` its parent
+/// was guarded by (with no `/etc/toctou-guard.conf`, a child that is not a server would run
+/// unguarded) nor take one the tenant put there (a permissive file of its own).
+#[test]
+fn item8_ld_so_preload_children_keep_the_parents_config() {
+    let Some(f) = Fixture::new("adv-exec-etc", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let permissive = permissive_config(&f);
+    let victim = f.bob("secret.txt");
+    let preload = format!("{}\n", f.so.display());
+    let conf = fs::read(&f.conf).unwrap();
+    let with_conf = PrivateEtc::new(
+        &f,
+        "conf",
+        &[
+            ("ld.so.preload", preload.as_bytes()),
+            ("toctou-guard.conf", &conf),
+        ],
+    );
+    let no_conf = PrivateEtc::new(&f, "noconf", &[("ld.so.preload", preload.as_bytes())]);
+    let named = [("TOCTOU_GUARD_CONFIG", f.conf.as_os_str())];
+    let mut failures = Vec::new();
+    for via in VIAS {
+        for (what, etc, env, mutation) in [
+            ("tenant's config", &with_conf, &[][..], "setconfig"),
+            ("parent's config lost", &no_conf, &named[..], "clearenv"),
+            ("parent's config swapped", &no_conf, &named[..], "setconfig"),
+        ] {
+            let args = [
+                OsStr::new(mutation),
+                OsStr::new(via),
+                victim.as_os_str(),
+                permissive.as_os_str(),
+            ];
+            let out = etc.run(ALICE, env, &execs, &args);
+            if out.status.code() != Some(1) || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET") {
+                failures.push(format!("{what} {via}: victim not refused ({})", text(&out)));
+            }
+        }
+    }
+    let _ = f.logs();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,6 +1,7 @@
 //! Path → tenant → expected owner → decision.
 
 use crate::config::{Config, Mode, OwnerRule};
+use crate::index::{Found, RootIndex};
 use crate::meta::Meta;
 use crate::path::{PathBuf, TooLong, components};
 
@@ -77,6 +78,28 @@ pub enum Target {
     Deny(DenyReason),
 }
 
+/// The components of a clean absolute path.
+fn clean_components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
+/// Byte length of the first `n` components of a clean absolute path (`/` itself for 0).
+fn prefix_len(path: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return 1;
+    }
+    let mut seen = 0;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        if b == b'/' {
+            seen += 1;
+            if seen == n {
+                return i;
+            }
+        }
+    }
+    path.len()
+}
+
 /// Absolute, shorter than `PATH_MAX`, no empty, `.` or `..` component, no trailing `/`.
 #[inline]
 fn is_clean(path: &[u8]) -> bool {
@@ -114,6 +137,8 @@ pub struct Policy {
     /// Depths at which some root can match, as a bit set (depth < 64), to skip most checks.
     depth_mask: u64,
     max_depth: usize,
+    /// Every pattern in one trie: a lookup costs the path's components, not the lines.
+    index: RootIndex,
 }
 
 impl Policy {
@@ -128,6 +153,7 @@ impl Policy {
             }
         }
         Policy {
+            index: RootIndex::new(config.roots.iter().map(|r| &r.pattern)),
             config,
             depth_mask,
             max_depth,
@@ -165,7 +191,23 @@ impl Policy {
         if !is_clean(path) {
             return None;
         }
-        // The first root a walk would enter is the shallowest match (maps first at a tie).
+        // The first root a walk would enter is the shallowest match (the first line at a tie).
+        let best = match self.index.first(clean_components(path)) {
+            Found::Nothing => None,
+            Found::Root { root, .. } => Some((
+                root,
+                prefix_len(path, self.config.roots[root].pattern.tenant_depth()),
+            )),
+            Found::TooMany => self.scan_clean(path),
+        };
+        Some(match best {
+            None => Target::Outside,
+            Some((root, tenant_len)) => self.target_for(Some(root), |_| tenant_len),
+        })
+    }
+
+    /// [`Self::classify_clean`] by trying every pattern (`*`s too entangled for the index).
+    fn scan_clean(&self, path: &[u8]) -> Option<(usize, usize)> {
         let mut best: Option<(usize, usize, usize)> = None; // (depth, root, tenant_len)
         for (i, r) in self.config.roots.iter().enumerate() {
             if let Some(tenant_len) = r.pattern.match_clean(path)
@@ -174,10 +216,7 @@ impl Policy {
                 best = Some((r.pattern.depth(), i, tenant_len));
             }
         }
-        Some(match best {
-            None => Target::Outside,
-            Some((_, root, tenant_len)) => self.target_for(Some(root), |_| tenant_len),
-        })
+        best.map(|(_, root, tenant_len)| (root, tenant_len))
     }
 
     fn target_for(&self, root: Option<usize>, tenant_len: impl FnOnce(usize) -> usize) -> Target {
@@ -239,7 +278,11 @@ impl Policy {
         if d > self.max_depth || (d < 64 && self.depth_mask & (1 << d) == 0) {
             return None;
         }
-        self.config.roots.iter().position(|r| r.pattern.matches(out))
+        match self.index.exact(out.components()) {
+            Found::Root { root, .. } => Some(root),
+            Found::Nothing => None,
+            Found::TooMany => self.config.roots.iter().position(|r| r.pattern.matches(out)),
+        }
     }
 
     /// May anything at or below the clean absolute directory `dir` be guarded? False only
@@ -251,7 +294,9 @@ impl Policy {
             Some(Target::Outside) => {}
             _ => return true,
         }
-        self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir))
+        self.index
+            .deeper_below(clean_components(dir))
+            .unwrap_or_else(|| self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir)))
     }
 
     /// Trees no path can ever be judged by: a tree (typically a `map`) lying inside another

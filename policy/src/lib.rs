@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decide;
 pub mod error;
+mod index;
 pub mod load;
 pub mod logline;
 pub mod meta;

@@ -119,6 +119,14 @@ impl RootPattern {
         self.components == other.components
     }
 
+    /// The components in order: `Some(literal)`, or `None` for a `*`.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        self.components.iter().map(|c| match c {
+            Component::Literal(l) => Some(l.as_slice()),
+            Component::Star => None,
+        })
+    }
+
     /// Number of components.
     pub fn depth(&self) -> usize {
         self.components.len()

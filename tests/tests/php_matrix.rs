@@ -1,0 +1,404 @@
+//! The PHP matrix: real php-fpm pools running as the attacker tenant behind real nginx on
+//! 127.0.0.1 (`toctou_guard_tests::php_site`). Each row is one way PHP reaches a file: through
+//! a library behind an extension (libcurl, libxml2, libxslt, libsqlite3, libzip, libgd,
+//! libmagic, exif), PHP's own streams (`include`, a symlink, the realpath cache), a directory
+//! listing (`glob`), or a program it starts (`system`, ...). Every row asserts three things:
+//! the bare pool reads the victim's 0640 file (so the row can fail), the guarded pool
+//! (`owner euid`, `root /`, `allow_uid 0`) never returns its bytes and logs the denial, and
+//! the guarded pool serves the tenant's own file the same way.
+//!
+//! Needs root, nginx, php-fpm8.2 with php8.2-{curl,xml,sqlite3,zip,gd} and the shim
+//! (`scripts/setup`; `cargo build --release -p toctou-guard-shim`).
+
+use std::path::Path;
+
+use toctou_guard_tests::heavy;
+use toctou_guard_tests::php_site::{PhpSite, Pool, body, replace_with_symlink};
+
+/// A row whose victim and own files are plain bytes: the script gets the path as `?f=`.
+fn text_row(name: &str, script: &str, victim: impl Fn(&str) -> String) {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let (marker, own_marker) = (site.marker().to_string(), site.own_marker());
+    let url = site.script(&format!("{name}.php"), script);
+    let ext = Path::new(name)
+        .extension()
+        .map_or(String::new(), |e| e.to_string_lossy().into());
+    let secret = site.victim_file(&format!("{name}/secret{ext}"), victim(&marker).as_bytes());
+    let own = site.own_file(&format!("{name}/own{ext}"), victim(&own_marker).as_bytes());
+    site.assert_row(&url, &secret, &marker, &own, &own_marker);
+}
+
+const XML: fn(&str) -> String = |m| format!("<?xml version=\"1.0\"?>\n<r>{m}</r>\n");
+
+#[test]
+fn php_curl_file_url() {
+    text_row(
+        "curl",
+        r#"<?php
+$c = curl_init('file://' . $_GET['f']);
+curl_setopt($c, CURLOPT_RETURNTRANSFER, true);
+$r = curl_exec($c);
+echo $r === false ? 'DENIED ' . curl_error($c) : $r;
+"#,
+        |m| format!("{m}\n"),
+    );
+}
+
+#[test]
+fn php_simplexml_load_file() {
+    text_row(
+        "simplexml",
+        r#"<?php
+$x = @simplexml_load_file($_GET['f']);
+echo $x === false ? 'DENIED' : $x->asXML();
+"#,
+        XML,
+    );
+}
+
+#[test]
+fn php_domdocument_load() {
+    text_row(
+        "domload",
+        r#"<?php
+$d = new DOMDocument();
+echo @$d->load($_GET['f']) ? $d->saveXML() : 'DENIED';
+"#,
+        XML,
+    );
+}
+
+/// libxslt loads an imported stylesheet itself (`xsl:import`), through libxml2's loader.
+#[test]
+fn php_xslt_import_stylesheet() {
+    text_row(
+        "xslimport",
+        r#"<?php
+$xsl = new DOMDocument();
+$xsl->loadXML('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+    . '<xsl:import href="file://' . htmlspecialchars($_GET['f']) . '"/></xsl:stylesheet>');
+$p = new XSLTProcessor();
+if (!@$p->importStylesheet($xsl)) { echo 'DENIED'; exit; }
+$doc = new DOMDocument();
+$doc->loadXML('<x/>');
+echo @$p->transformToXml($doc);
+"#,
+        |m| {
+            format!(
+                "<xsl:stylesheet version=\"1.0\" xmlns:xsl=\"http://www.w3.org/1999/XSL/Transform\">\
+                 <xsl:output method=\"text\"/><xsl:template match=\"/\">{m}</xsl:template>\
+                 </xsl:stylesheet>\n"
+            )
+        },
+    );
+}
+
+/// A transformation reads the victim's XML with `document()`: libxslt's own load.
+#[test]
+fn php_xslt_transform_document() {
+    text_row(
+        "xsldocument",
+        r#"<?php
+$xsl = new DOMDocument();
+$xsl->loadXML('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+    . '<xsl:output method="text"/><xsl:template match="/">'
+    . '<xsl:value-of select="document(\'file://' . htmlspecialchars($_GET['f']) . '\')/r"/>'
+    . '</xsl:template></xsl:stylesheet>');
+$p = new XSLTProcessor();
+$p->importStylesheet($xsl);
+$doc = new DOMDocument();
+$doc->loadXML('<x/>');
+$r = @$p->transformToXml($doc);
+echo ($r === false || trim($r) === '') ? 'DENIED' : $r;
+"#,
+        XML,
+    );
+}
+
+/// A row whose files PHP makes itself (`code` writes `$out`, given `$m`, the marker).
+fn generated_row(name: &str, code: &str, script: &str, leak: impl Fn(&str) -> String) {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let (marker, own_marker) = (site.marker().to_string(), site.own_marker());
+    let with = |m: &str| format!("$m = '{m}';\n{code}");
+    let secret = site.generate_victim(&format!("{name}/secret"), &with(&marker));
+    let own = site.generate(&format!("{name}-own"), &with(&own_marker));
+    let url = site.script(&format!("{name}.php"), script);
+    site.assert_row(&url, &secret, &leak(&marker), &own, &leak(&own_marker));
+}
+
+const SQLITE_DB: &str = "$db = new SQLite3($out);\n$db->exec('CREATE TABLE t (v TEXT)');\n\
+                         $db->exec(\"INSERT INTO t VALUES ('$m')\");\n$db->close();";
+
+#[test]
+fn php_sqlite3_open() {
+    generated_row(
+        "sqlite3",
+        SQLITE_DB,
+        r#"<?php
+try {
+    $db = new SQLite3($_GET['f'], SQLITE3_OPEN_READONLY);
+    echo @$db->querySingle('SELECT v FROM t');
+} catch (Exception $e) { echo 'DENIED ', $e->getMessage(); }
+"#,
+        str::to_string,
+    );
+}
+
+#[test]
+fn php_pdo_sqlite_open() {
+    generated_row(
+        "pdosqlite",
+        SQLITE_DB,
+        r#"<?php
+try {
+    $db = new PDO('sqlite:' . $_GET['f'], null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+    echo $db->query('SELECT v FROM t')->fetchColumn();
+} catch (Exception $e) { echo 'DENIED ', $e->getMessage(); }
+"#,
+        str::to_string,
+    );
+}
+
+#[test]
+fn php_ziparchive_open() {
+    generated_row(
+        "zip",
+        "$z = new ZipArchive();\n$z->open($out, ZipArchive::CREATE | ZipArchive::OVERWRITE);\n\
+         $z->addFromString('s.txt', $m);\n$z->close();",
+        r#"<?php
+$z = new ZipArchive();
+$r = $z->open($_GET['f'], ZipArchive::RDONLY);
+echo $r === true ? $z->getFromName('s.txt') : "DENIED $r";
+"#,
+        str::to_string,
+    );
+}
+
+/// The images' secret is their size: the victim's is 317x211, the attacker's 64x48 (the
+/// marker only selects which).
+fn png_code() -> &'static str {
+    "[$w, $h] = str_starts_with($m, 'OWN-') ? [64, 48] : [317, 211];\n\
+     imagepng(imagecreatetruecolor($w, $h), $out);"
+}
+
+fn png_size(m: &str, sep: &str) -> String {
+    if m.starts_with("OWN-") {
+        format!("64{sep}48")
+    } else {
+        format!("317{sep}211")
+    }
+}
+
+#[test]
+fn php_finfo_file() {
+    generated_row(
+        "finfo",
+        png_code(),
+        r#"<?php
+$r = @finfo_file(finfo_open(), $_GET['f']);
+echo $r === false ? 'DENIED' : $r;
+"#,
+        |m| png_size(m, " x "),
+    );
+}
+
+#[test]
+fn php_getimagesize() {
+    generated_row(
+        "getimagesize",
+        png_code(),
+        r#"<?php
+$r = @getimagesize($_GET['f']);
+echo $r === false ? 'DENIED' : "size {$r[0]}x{$r[1]}";
+"#,
+        |m| png_size(m, "x"),
+    );
+}
+
+#[test]
+fn php_imagecreatefrompng() {
+    generated_row(
+        "imagecreatefrompng",
+        png_code(),
+        r#"<?php
+$i = @imagecreatefrompng($_GET['f']);
+echo $i === false ? 'DENIED' : 'size ' . imagesx($i) . 'x' . imagesy($i);
+"#,
+        |m| png_size(m, "x"),
+    );
+}
+
+#[test]
+fn php_exif_read_data() {
+    generated_row(
+        "exif",
+        // A JPEG from gd with an EXIF segment (APP1) whose ImageDescription is the marker.
+        "$i = imagecreatetruecolor(8, 8); ob_start(); imagejpeg($i); $j = ob_get_clean();\n\
+         $s = $m . \"\\0\";\n\
+         $tiff = \"II*\\0\" . pack('V', 8) . pack('v', 1) . pack('vvVV', 0x010E, 2, strlen($s), 26) . pack('V', 0) . $s;\n\
+         $app = \"Exif\\0\\0\" . $tiff;\n\
+         file_put_contents($out, substr($j, 0, 2) . \"\\xff\\xe1\" . pack('n', strlen($app) + 2) . $app . substr($j, 2));",
+        r#"<?php
+$e = @exif_read_data($_GET['f']);
+echo $e === false ? 'DENIED' : ($e['ImageDescription'] ?? 'no description');
+"#,
+        str::to_string,
+    );
+}
+
+#[test]
+fn php_include_victim_file() {
+    text_row(
+        "include",
+        r#"<?php
+if ((@include $_GET['f']) === false) { echo 'DENIED'; }
+"#,
+        |m| format!("included {m}\n"),
+    );
+}
+
+/// `file_get_contents` of an attacker's symlink to the victim's file (and to its own).
+#[test]
+fn php_file_get_contents_through_symlink() {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let (marker, own_marker) = (site.marker().to_string(), site.own_marker());
+    let url = site.script(
+        "fgc.php",
+        "<?php\n$r = @file_get_contents($_GET['f']);\necho $r === false ? 'DENIED' : $r;\n",
+    );
+    let secret = site.victim_file("fgc/secret.txt", marker.as_bytes());
+    let own = site.own_file("fgc/own.txt", own_marker.as_bytes());
+    let link = site.own_symlink("fgc/link.txt", &secret);
+    let own_link = site.own_symlink("fgc/ownlink.txt", &own);
+    site.assert_row(&url, &link, &marker, &own_link, &own_marker);
+}
+
+/// PHP's realpath cache: `private/d/secret.txt` is read while `d` (outside the document
+/// root) is the attacker's real directory; `d` is then swapped for a symlink to the victim's
+/// directory and read again. PHP hands the kernel a path it resolved itself, in a place no
+/// `root .../public_html` covers: only the strong form (`root /`) judges it.
+#[test]
+fn php_realpath_cache_directory_swap() {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let (marker, own_marker) = (site.marker().to_string(), site.own_marker());
+    let url = site.script(
+        "realpath.php",
+        "<?php\n$r = @file_get_contents($_GET['f']);\necho $r === false ? 'DENIED' : $r;\n",
+    );
+    let victim_dir = site.victim_file("swap/secret.txt", marker.as_bytes());
+    let victim_dir = victim_dir.parent().expect("victim dir").to_path_buf();
+    let a = &site.tenants.attacker;
+    let private = a.home.join("private");
+    toctou_attack::tenants::mk_dir(&private, a.uid, a.gid, 0o755).expect("private");
+    let d = private.join("d");
+    let path = d.join("secret.txt");
+    for pool in [Pool::Bare, Pool::Guarded] {
+        if d.is_symlink() {
+            std::fs::remove_file(&d).expect("remove the symlink");
+        }
+        toctou_attack::tenants::mk_dir(&d, a.uid, a.gid, 0o755).expect("d");
+        toctou_attack::tenants::mk_file(&path, own_marker.as_bytes(), a.uid, a.gid, 0o644).expect("own");
+        // Both workers of the pool fill their realpath cache with the real directory.
+        for _ in 0..4 {
+            let r = site.get_file(pool, &url, &path);
+            assert!(
+                body(&r).contains(&own_marker),
+                "{pool:?}: own file in a real directory: {:?}",
+                body(&r)
+            );
+        }
+        replace_with_symlink(&site, &d, &victim_dir);
+        if pool == Pool::Bare {
+            let r = site.get_file(pool, &url, &path);
+            assert!(
+                body(&r).contains(&marker),
+                "the bare pool did not read through the swapped directory: {:?}",
+                body(&r)
+            );
+        } else {
+            for _ in 0..4 {
+                site.assert_refused(&url, &path, &marker);
+            }
+        }
+    }
+}
+
+/// PHP `glob()` of the attacker's symlink to the victim's directory must not list its names
+/// (issue 10 item 4: glibc's `glob` opens directories past the `opendir` hook).
+#[test]
+fn php_glob_symlinked_victim_directory() {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let (marker, own_marker) = (site.marker().to_string(), site.own_marker());
+    let url = site.script(
+        "glob.php",
+        "<?php\n$r = glob($_GET['f'] . '/*');\necho $r === false ? 'DENIED' : implode(\"\\n\", $r);\n",
+    );
+    // The victim's names are the secret: the marker is a file name.
+    let secret = site.victim_file(&format!("globbed/{marker}.txt"), b"x");
+    let own = site.own_file(&format!("globown/{own_marker}.txt"), b"x");
+    let link = site.own_symlink("globlink", secret.parent().expect("dir"));
+    let own_link = site.own_symlink("globownlink", own.parent().expect("dir"));
+    site.assert_row(&url, &link, &marker, &own_link, &own_marker);
+}
+
+/// The ways PHP starts a program (issue 10 item 8): `cat` of the victim's file from a pool
+/// with `clear_env = yes` must stay guarded.
+fn exec_row(name: &str, run: &str) {
+    text_row(
+        name,
+        &format!("<?php\n$cmd = 'cat ' . escapeshellarg($_GET['f']) . ' 2>&1';\n{run}\n"),
+        |m| format!("{m}\n"),
+    );
+}
+
+#[test]
+fn php_system_cat() {
+    exec_row("system", "system($cmd);");
+}
+
+#[test]
+fn php_exec_cat() {
+    exec_row("exec", "exec($cmd, $out); echo implode(\"\\n\", $out);");
+}
+
+#[test]
+fn php_shell_exec_cat() {
+    exec_row("shell_exec", "echo shell_exec($cmd);");
+}
+
+#[test]
+fn php_passthru_cat() {
+    exec_row("passthru", "passthru($cmd);");
+}
+
+#[test]
+fn php_popen_cat() {
+    exec_row(
+        "popen",
+        "$p = popen($cmd, 'r'); echo stream_get_contents($p); pclose($p);",
+    );
+}
+
+#[test]
+fn php_proc_open_cat() {
+    exec_row(
+        "proc_open",
+        "$p = proc_open($cmd, [1 => ['pipe', 'w']], $pipes);\n\
+         echo stream_get_contents($pipes[1]); proc_close($p);",
+    );
+}
+
+/// An explicit environment array replaces the child's environment entirely.
+#[test]
+fn php_proc_open_env_array_cat() {
+    exec_row(
+        "proc_open_env",
+        "$p = proc_open($cmd, [1 => ['pipe', 'w']], $pipes, null, ['PATH' => '/usr/bin:/bin']);\n\
+         echo stream_get_contents($pipes[1]); proc_close($p);",
+    );
+}

@@ -402,3 +402,107 @@ fn php_proc_open_env_array_cat() {
          echo stream_get_contents($pipes[1]); proc_close($p);",
     );
 }
+
+/// A plugin that opens a file, and a loader that loads it with `dlopen(RTLD_DEEPBIND)` as PHP
+/// does, then checks the hook changed nothing else: a missing library still fails with
+/// libc's `dlerror`, `dlopen(NULL)` is the program, `RTLD_NOLOAD` finds the loaded plugin.
+const PLUGIN_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+int plugin_read(const char *path, char *buf, int n) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -errno;
+    int r = read(fd, buf, n - 1);
+    close(fd);
+    buf[r > 0 ? r : 0] = 0;
+    return r;
+}
+"#;
+
+const LOADER_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!h) { printf("DLOPEN-FAILED %s\n", dlerror()); return 1; }
+    int (*rd)(const char *, char *, int) = (int (*)(const char *, char *, int))dlsym(h, "plugin_read");
+    if (!rd) { printf("DLSYM-FAILED\n"); return 1; }
+    if (dlopen(argv[1], RTLD_NOW | RTLD_NOLOAD) != h) { printf("NOLOAD-DIFFERS\n"); return 1; }
+    if (dlopen(NULL, RTLD_NOW) == NULL) { printf("NULL-FAILED\n"); return 1; }
+    if (dlopen("/nonexistent/tg-missing.so", RTLD_NOW | RTLD_DEEPBIND) != NULL) { printf("MISSING-LOADED\n"); return 1; }
+    const char *e = dlerror();
+    if (!e || !strstr(e, "tg-missing.so")) { printf("DLERROR-WRONG %s\n", e ? e : "(null)"); return 1; }
+    char buf[256];
+    int r = rd(argv[2], buf, sizeof buf);
+    if (r < 0) printf("ERR %d\n", -r); else printf("OK %s", buf);
+    return 0;
+}
+"#;
+
+/// Issue 10 item 2 outside PHP: a library loaded with `RTLD_DEEPBIND` binds `open` to libc
+/// unless the shim's `dlopen` drops the flag; its open of another tenant's file through a
+/// symlink must be refused like any other, its open of the tenant's own file served.
+#[test]
+fn item2_deepbind_plugin_opens_are_guarded() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    use toctou_guard_tests::shim_fixture::Fixture;
+    let Some(f) = Fixture::new("deepbind", "") else {
+        return;
+    };
+    let build = |name: &str, src: &str, extra: &[&str]| {
+        let c = f.base.join(format!("{name}.c"));
+        let out = f.base.join(name);
+        std::fs::write(&c, src).expect("write C source");
+        let r = Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&out)
+            .arg(&c)
+            .args(extra)
+            .output()
+            .expect("cc (install gcc)");
+        assert!(
+            r.status.success(),
+            "cc {name}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        out
+    };
+    let plugin = build("plugin.so", PLUGIN_C, &["-shared", "-fPIC"]);
+    let loader = build("loader", LOADER_C, &["-ldl"]);
+    let run = |path: &Path| {
+        let out = f.run(&loader, &[plugin.as_os_str(), path.as_os_str()]);
+        assert!(
+            out.stderr.is_empty(),
+            "the shim must not write to fd 2: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Without the shim the plugin reads the victim's file: the test can fail.
+    let bare = Command::new(&loader)
+        .arg(&plugin)
+        .arg(f.alice("link"))
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run the loader");
+    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "OK BOB-SECRET");
+    assert_eq!(
+        run(&f.alice("link")),
+        format!("ERR {}", libc::EACCES),
+        "victim's file"
+    );
+    let logs = f.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("action=deny") && l.ends_with("/public_html/link")),
+        "no denial line: {logs:?}"
+    );
+    assert_eq!(run(&f.alice("index.html")), "OK alice-own", "own file");
+}

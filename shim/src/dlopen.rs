@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn only_deepbind_is_dropped() {
         let m = libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_DEEPBIND | libc::RTLD_NODELETE;
-        assert_eq!(without_deepbind(m), libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_NODELETE);
+        assert_eq!(
+            without_deepbind(m),
+            libc::RTLD_NOW | libc::RTLD_GLOBAL | libc::RTLD_NODELETE
+        );
         assert_eq!(without_deepbind(libc::RTLD_LAZY), libc::RTLD_LAZY);
     }
 }

@@ -506,3 +506,69 @@ fn item2_deepbind_plugin_opens_are_guarded() {
     );
     assert_eq!(run(&f.alice("index.html")), "OK alice-own", "own file");
 }
+
+/// Issue 10 item 3, the strong form's price: what a pool legally opens under `root /` with
+/// `owner euid` and `allow_uid 0` — sessions, temp files, /dev, /proc/self, /etc, zoneinfo,
+/// gconv, NSS, its own files through every library — is served, and not one denial is
+/// logged for it (the victim's file, read last, is the only denial).
+#[test]
+fn php_strong_config_refuses_no_legal_open() {
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let own_marker = site.own_marker();
+    let own = site.own_file("legal/own.txt", own_marker.as_bytes());
+    let own_dir = own.parent().expect("dir").to_path_buf();
+    let url = site.script(
+        "legal.php",
+        r#"<?php
+$own = $_GET['f'];
+$dir = dirname($own);
+$fail = [];
+$check = function ($what, $ok) use (&$fail) { if (!$ok) $fail[] = $what; };
+$check('session', @session_start() && ($_SESSION['n'] = 1) && session_write_close());
+$t = tempnam(sys_get_temp_dir(), 'tg');
+$check('tempnam', $t !== false && file_put_contents($t, 'x') === 1 && file_get_contents($t) === 'x' && unlink($t));
+$h = tmpfile();
+$check('tmpfile', $h !== false && fwrite($h, 'x') === 1);
+$check('/dev/null', @fopen('/dev/null', 'w') !== false);
+$check('/dev/urandom', strlen(random_bytes(16)) === 16 && @file_get_contents('/dev/urandom', false, null, 0, 4) !== false);
+$check('/proc/self/status', str_contains((string)@file_get_contents('/proc/self/status'), 'Uid:'));
+$check('/etc/passwd', str_contains((string)@file_get_contents('/etc/passwd'), 'root:'));
+$check('zoneinfo', date_default_timezone_set('Europe/Paris') && (new DateTime('2020-06-01', new DateTimeZone('America/New_York')))->format('T') === 'EDT');
+$check('iconv', @iconv('UTF-8', 'ISO-8859-1', "\u{e9}") === "\xe9");
+$check('nss', gethostbyname('localhost') === '127.0.0.1');
+$check('own file', @file_get_contents($own) !== false);
+$check('own dir', is_array(@scandir($dir)) && count(glob($dir . '/*')) >= 1);
+$check('own mkdir', @mkdir("$dir/sub") && @rmdir("$dir/sub"));
+$c = curl_init('file://' . $own); curl_setopt($c, CURLOPT_RETURNTRANSFER, true);
+$check('curl own', curl_exec($c) !== false);
+$db = new SQLite3("$dir/own.db"); $db->exec('CREATE TABLE IF NOT EXISTS t (v)');
+$check('sqlite own', $db->exec("INSERT INTO t VALUES (1)") && $db->querySingle('SELECT count(*) FROM t') >= 1);
+$db->close();
+$check('sqlite tmp', (new SQLite3(sys_get_temp_dir() . '/tg-' . getmypid() . '.db'))->exec('CREATE TABLE IF NOT EXISTS t (v)'));
+$z = new ZipArchive();
+$check('zip own', $z->open("$dir/own.zip", ZipArchive::CREATE | ZipArchive::OVERWRITE) === true && $z->addFromString('a', 'b') && $z->close());
+$check('xml own', @simplexml_load_string('<r/>') !== false && (new DOMDocument())->loadXML('<r/>'));
+echo $fail ? 'BROKEN ' . implode(', ', $fail) : 'LEGAL-OK';
+"#,
+    );
+    site.log.clear();
+    let r = site.get_file(Pool::Guarded, &url, &own);
+    assert_eq!(body(&r).trim(), "LEGAL-OK", "status {}", r.status);
+    // A denial we know of, read last: once its line is in, every earlier line is too.
+    let secret = site.victim_file("legal/secret.txt", site.marker().as_bytes());
+    let probe = site.script(
+        "legal-probe.php",
+        "<?php\necho @file_get_contents($_GET['f']) === false ? 'DENIED' : 'READ';\n",
+    );
+    assert_eq!(
+        body(&site.get_file(Pool::Guarded, &probe, &secret)).trim(),
+        "DENIED"
+    );
+    let last = site.assert_denial_logged();
+    let lines = site.log.lines();
+    let denials: Vec<&String> = lines.iter().filter(|l| l.contains("action=deny")).collect();
+    assert_eq!(denials, vec![&last], "legal opens were refused");
+    assert!(last.ends_with("/legal/secret.txt"), "{last}");
+    let _ = std::fs::remove_dir_all(own_dir.join("sub"));
+}

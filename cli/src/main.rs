@@ -2,18 +2,19 @@
 //!
 //! ```text
 //! toctou-guard check [CONFIG]                      validate, like `nginx -t`
+//! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
 //! ```
 #![forbid(unsafe_code)]
 
 mod explain;
 mod load;
+mod php;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: toctou-guard check [CONFIG]\n       toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
+const USAGE: &str = "usage: toctou-guard check [CONFIG]\n       toctou-guard check --php [FILE...]\n       toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +29,17 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
     match args.first().map(String::as_str) {
+        Some("check") if args.get(1).is_some_and(|a| a == "--php") => {
+            let (problems, pools) = php::check(&args[2..])?;
+            for p in &problems {
+                eprintln!("toctou-guard: {p}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+            println!("php: {pools} pool(s) checked: no shared opcache without validation, no ffi.enable=1");
+            Ok(ExitCode::SUCCESS)
+        }
         Some("check") => {
             let path = match args.get(1..) {
                 Some([p]) => PathBuf::from(p),

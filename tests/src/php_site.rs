@@ -54,6 +54,12 @@ struct Server {
 pub struct PhpSite {
     /// The pools' denial lines (`log_socket`).
     pub log: LogListener,
+    /// php-fpm and nginx, as found by toctou-attack.
+    pub fpm_bin: PathBuf,
+    pub nginx_bin: PathBuf,
+    /// The world-readable shim copy and the strong configuration the guarded pool uses.
+    pub so: PathBuf,
+    pub conf: PathBuf,
     bare: Server,
     guarded: Server,
     /// Declared last: dropped after the servers that use its directories.
@@ -103,6 +109,10 @@ impl PhpSite {
         let guarded = start("php-guarded", Some((&so, &conf)));
         Some(PhpSite {
             log,
+            fpm_bin,
+            nginx_bin,
+            so,
+            conf,
             bare,
             guarded,
             tenants,

@@ -572,3 +572,142 @@ echo $fail ? 'BROKEN ' . implode(', ', $fail) : 'LEGAL-OK';
     assert!(last.ends_with("/legal/secret.txt"), "{last}");
     let _ = std::fs::remove_dir_all(own_dir.join("sub"));
 }
+
+/// Issue 10, "a shared opcache": one php-fpm master, the victim's pool and the attacker's
+/// pool (both guarded). After one request to the victim's pool compiled its 0600
+/// `wp-config.php` into the master's opcache, the attacker's `include` of it is answered
+/// from memory with no `open()` the shim could judge, unless `opcache.validate_permission`
+/// is on. `toctou-guard check --php` fails the first configuration and passes the second.
+#[test]
+fn php_shared_opcache_needs_validate_permission_and_check_php_says_so() {
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+    use toctou_attack::http::{Conn, encode_query};
+    use toctou_attack::process::wait_http;
+    use toctou_attack::targets::php::{fastcgi_location, fpm_config, spawn_fpm};
+    use toctou_attack::targets::{nginx, scratch_in, server_user, set_preload, with_port_retries};
+    use toctou_attack::tenants::mk_file;
+
+    let _heavy = heavy();
+    let Some(site) = PhpSite::new() else { return };
+    let Some(cli) = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard") else {
+        toctou_guard_tests::prereq::require(false, "toctou-guard (cargo build --release -p toctou-guard)");
+        return;
+    };
+    let t = &site.tenants;
+    let (v, a) = (&t.victim, &t.attacker);
+    let marker = site.marker().to_string();
+    let wp = site.victim_path("wp/wp-config.php");
+    mk_file(
+        &wp,
+        format!("<?php $db_password = '{marker}';\n").as_bytes(),
+        v.uid,
+        v.gid,
+        0o600,
+    )
+    .expect("wp-config.php");
+    // Older than opcache.file_update_protection (2 s): cached on first use.
+    std::fs::File::options()
+        .write(true)
+        .open(&wp)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+        .expect("set mtime");
+    let index = site.victim_path("wp/index.php");
+    mk_file(
+        &index,
+        b"<?php include __DIR__ . '/wp-config.php'; echo 'victim ok';\n",
+        v.uid,
+        v.gid,
+        0o644,
+    )
+    .expect("index.php");
+    let url = site.script(
+        "opcache.php",
+        "<?php\n@include $_GET['f'];\necho isset($db_password) ? $db_password : 'DENIED';\n",
+    );
+    let (so, conf) = (&site.so, &site.conf);
+    for validate in ["0", "1"] {
+        let settings = format!(
+            "php_admin_value[opcache.validate_permission] = {validate}\n\
+             php_admin_value[opcache.validate_root] = {validate}\n"
+        );
+        let started = with_port_retries(|port| {
+            let dir_a = scratch_in(&t.run, &format!("opcache-a-{validate}"), port)?;
+            let dir_v = scratch_in(&t.run, &format!("opcache-v-{validate}"), port)?;
+            let victim_pool = format!(
+                "\n[victim]\nuser = {}\ngroup = {}\nlisten = {}/php.sock\nlisten.owner = www-data\n\
+                 listen.group = www-data\nlisten.mode = 0660\npm = static\npm.max_children = 1\n{settings}",
+                v.uid,
+                v.gid,
+                dir_v.display()
+            );
+            let text = format!(
+                "{}{settings}{victim_pool}",
+                fpm_config(&dir_a, a.uid, server_user().1, 1)
+            );
+            let mut fpm = spawn_fpm(&site.fpm_bin, &dir_a, &text, |c| {
+                set_preload(c, Some((so, conf)));
+                Ok(())
+            })?;
+            let mut servers = vec![];
+            for (i, dir) in [&dir_a, &dir_v].into_iter().enumerate() {
+                let port = if i == 0 {
+                    port
+                } else {
+                    toctou_attack::process::free_port()?
+                };
+                let text = nginx::config(&t.www, port, dir, "off", &fastcgi_location(dir));
+                let mut ngx = nginx::spawn(&site.nginx_bin, dir, &text, |c| {
+                    set_preload(c, None);
+                    Ok(())
+                })?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                wait_http(addr, "/", &mut [&mut ngx, &mut fpm], Duration::from_secs(20))?;
+                servers.push((addr, ngx));
+            }
+            Ok((fpm, servers, dir_a))
+        });
+        let (_fpm, servers, dir_a) = started.unwrap_or_else(|e| panic!("start the shared master: {e}"));
+        let get = |addr: SocketAddr, path: &str| {
+            let r = Conn::new(addr, Duration::from_secs(20)).get(path).expect("GET");
+            body(&r)
+        };
+        let victim_url = format!("/{}", index.strip_prefix(&t.www).expect("under www").display());
+        assert!(
+            get(servers[1].0, &victim_url).contains("victim ok"),
+            "the victim's page"
+        );
+        let got = get(
+            servers[0].0,
+            &format!("{url}?f={}", encode_query(wp.to_str().expect("utf-8"))),
+        );
+        let check = std::process::Command::new(&cli)
+            .args(["check", "--php"])
+            .arg(dir_a.join("php-fpm.conf"))
+            .output()
+            .expect("run toctou-guard check --php");
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        if validate == "0" {
+            assert!(
+                got.contains(&marker),
+                "validate_permission=0: the attacker's pool was expected to be served the victim's \
+                 cached script (the case check --php exists for): {got:?}"
+            );
+            assert_eq!(
+                check.status.code(),
+                Some(1),
+                "check --php passed a shared opcache: {stderr}"
+            );
+            assert!(
+                stderr.contains("pool [tenant]") && stderr.contains("opcache.validate_permission=0"),
+                "{stderr}"
+            );
+        } else {
+            assert!(!got.contains(&marker), "LEAK with validate_permission=1: {got:?}");
+            assert!(
+                check.status.success(),
+                "check --php failed a safe config: {stderr}"
+            );
+        }
+    }
+}

@@ -404,8 +404,9 @@ fn php_proc_open_env_array_cat() {
 }
 
 /// A plugin that opens a file, and a loader that loads it with `dlopen(RTLD_DEEPBIND)` as PHP
-/// does, then checks the hook changed nothing else: a missing library still fails with
-/// libc's `dlerror`, `dlopen(NULL)` is the program, `RTLD_NOLOAD` finds the loaded plugin.
+/// does (or `dlmopen(LM_ID_BASE)`), then checks the hook changed nothing else: a missing
+/// library still fails with libc's `dlerror`, `dlopen(NULL)` is the program, `RTLD_NOLOAD`
+/// finds the loaded plugin, a bare library name is found.
 const PLUGIN_C: &str = r#"
 #include <fcntl.h>
 #include <stdio.h>
@@ -428,12 +429,16 @@ const LOADER_C: &str = r#"
 #include <stdio.h>
 #include <string.h>
 int main(int argc, char **argv) {
-    void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void *h = strcmp(argv[3], "dlmopen") == 0
+        ? dlmopen(LM_ID_BASE, argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)
+        : dlopen(argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!h) { printf("DLOPEN-FAILED %s\n", dlerror()); return 1; }
     int (*rd)(const char *, char *, int) = (int (*)(const char *, char *, int))dlsym(h, "plugin_read");
     if (!rd) { printf("DLSYM-FAILED\n"); return 1; }
     if (dlopen(argv[1], RTLD_NOW | RTLD_NOLOAD) != h) { printf("NOLOAD-DIFFERS\n"); return 1; }
     if (dlopen(NULL, RTLD_NOW) == NULL) { printf("NULL-FAILED\n"); return 1; }
+    /* A bare name is still found (ld.so.cache), though glibc now sees the shim as caller. */
+    if (dlopen("libm.so.6", RTLD_NOW) == NULL) { printf("BARE-NAME-FAILED %s\n", dlerror()); return 1; }
     if (dlopen("/nonexistent/tg-missing.so", RTLD_NOW | RTLD_DEEPBIND) != NULL) { printf("MISSING-LOADED\n"); return 1; }
     const char *e = dlerror();
     if (!e || !strstr(e, "tg-missing.so")) { printf("DLERROR-WRONG %s\n", e ? e : "(null)"); return 1; }
@@ -476,8 +481,8 @@ fn item2_deepbind_plugin_opens_are_guarded() {
     };
     let plugin = build("plugin.so", PLUGIN_C, &["-shared", "-fPIC"]);
     let loader = build("loader", LOADER_C, &["-ldl"]);
-    let run = |path: &Path| {
-        let out = f.run(&loader, &[plugin.as_os_str(), path.as_os_str()]);
+    let run = |path: &Path, how: &str| {
+        let out = f.run(&loader, &[plugin.as_os_str(), path.as_os_str(), how.as_ref()]);
         assert!(
             out.stderr.is_empty(),
             "the shim must not write to fd 2: {}",
@@ -485,26 +490,34 @@ fn item2_deepbind_plugin_opens_are_guarded() {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    // Without the shim the plugin reads the victim's file: the test can fail.
-    let bare = Command::new(&loader)
-        .arg(&plugin)
-        .arg(f.alice("link"))
-        .env_remove("LD_PRELOAD")
-        .output()
-        .expect("run the loader");
-    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "OK BOB-SECRET");
-    assert_eq!(
-        run(&f.alice("link")),
-        format!("ERR {}", libc::EACCES),
-        "victim's file"
-    );
-    let logs = f.logs();
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("action=deny") && l.ends_with("/public_html/link")),
-        "no denial line: {logs:?}"
-    );
-    assert_eq!(run(&f.alice("index.html")), "OK alice-own", "own file");
+    for how in ["dlopen", "dlmopen"] {
+        // Without the shim the plugin reads the victim's file: the test can fail.
+        let bare = Command::new(&loader)
+            .arg(&plugin)
+            .arg(f.alice("link"))
+            .arg(how)
+            .env_remove("LD_PRELOAD")
+            .output()
+            .expect("run the loader");
+        assert_eq!(
+            String::from_utf8_lossy(&bare.stdout).trim(),
+            "OK BOB-SECRET",
+            "{how}"
+        );
+        let refused = format!("ERR {}", libc::EACCES);
+        assert_eq!(run(&f.alice("link"), how), refused, "{how}: victim's file");
+        let logs = f.logs();
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("action=deny") && l.ends_with("/public_html/link")),
+            "{how}: no denial line: {logs:?}"
+        );
+        assert_eq!(
+            run(&f.alice("index.html"), how),
+            "OK alice-own",
+            "{how}: own file"
+        );
+    }
 }
 
 /// Issue 10 item 3, the strong form's price: what a pool legally opens under `root /` with

@@ -9,7 +9,8 @@
 //!   guard is bypassed. Any pool (or the php.ini every pool reads) setting it is an error.
 //!
 //! The files are php-fpm configurations (`[global]` and one section per pool; `include=`
-//! globs are followed) and php.ini files (`conf.d/*.ini` too). A section with a `listen`
+//! globs are followed, a relative one from the including file's directory, where php-fpm
+//! itself would use its prefix) and php.ini files (`conf.d/*.ini` too). A section with a `listen`
 //! key is a pool; every other `key = value` is a php.ini setting all pools inherit, which a
 //! pool overrides with `php_value[...]`, `php_flag[...]`, `php_admin_value[...]` or
 //! `php_admin_flag[...]`. With no FILE: every `/etc/php/*/fpm/` (php-fpm.conf, php.ini,

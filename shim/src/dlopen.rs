@@ -28,6 +28,8 @@
 //!   none of Debian's php-fpm, nginx or apache2 binaries has an `RPATH` or `RUNPATH`.
 //! - `dlmopen(LM_ID_NEWLM, ...)` makes a namespace without preloaded objects: what it
 //!   loads is out of the shim's reach whatever the flags (as a static binary is).
+//! - Only a guarded process loses the flag: a program the configuration does not guard
+//!   (under `/etc/ld.so.preload`, every other program on the box) keeps libc's behaviour.
 //!
 //! Neither hook is on the hot path (it runs once per library loaded), so `dlsym` through
 //! `ffi::next_symbol`, which may allocate on its first call, is acceptable here.
@@ -35,10 +37,22 @@
 use core::ffi::{c_char, c_int, c_void};
 
 use crate::ffi;
+use crate::state::{self, Phase};
 
 /// Every flag the caller gave, except the one that hides libc's opens from us.
 fn without_deepbind(mode: c_int) -> c_int {
     mode & !libc::RTLD_DEEPBIND
+}
+
+/// The flags to load with: unchanged unless this process is guarded.
+fn flags_for(mode: c_int) -> c_int {
+    if mode & libc::RTLD_DEEPBIND == 0 {
+        return mode;
+    }
+    match state::current() {
+        Phase::Guard(_) => without_deepbind(mode),
+        Phase::Passthrough => mode,
+    }
 }
 
 /// # Safety
@@ -46,7 +60,7 @@ fn without_deepbind(mode: c_int) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void {
     // SAFETY: the caller's arguments, unchanged but for one flag bit.
-    unsafe { ffi::real_dlopen(file, without_deepbind(mode)) }
+    unsafe { ffi::real_dlopen(file, flags_for(mode)) }
 }
 
 /// # Safety
@@ -54,7 +68,7 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlmopen(lmid: libc::Lmid_t, file: *const c_char, mode: c_int) -> *mut c_void {
     // SAFETY: as `dlopen`.
-    unsafe { ffi::real_dlmopen(lmid, file, without_deepbind(mode)) }
+    unsafe { ffi::real_dlmopen(lmid, file, flags_for(mode)) }
 }
 
 #[cfg(test)]

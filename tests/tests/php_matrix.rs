@@ -413,6 +413,9 @@ const PLUGIN_C: &str = r#"
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+const char *tg_probe(void) { return "plugin"; }
+/* Which tg_probe the plugin binds to: its own under RTLD_DEEPBIND, the program's without. */
+const char *plugin_binds(void) { return tg_probe(); }
 int plugin_read(const char *path, char *buf, int n) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -errno;
@@ -428,6 +431,7 @@ const LOADER_C: &str = r#"
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+const char *tg_probe(void) { return "main"; }
 int main(int argc, char **argv) {
     void *h = strcmp(argv[3], "dlmopen") == 0
         ? dlmopen(LM_ID_BASE, argv[1], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)
@@ -445,19 +449,26 @@ int main(int argc, char **argv) {
     char buf[256];
     int r = rd(argv[2], buf, sizeof buf);
     if (r < 0) printf("ERR %d\n", -r); else printf("OK %s", buf);
+    const char *(*binds)(void) = (const char *(*)(void))dlsym(h, "plugin_binds");
+    printf("BIND %s\n", binds ? binds() : "?");
     return 0;
 }
 "#;
 
 /// Issue 10 item 2 outside PHP: a library loaded with `RTLD_DEEPBIND` binds `open` to libc
 /// unless the shim's `dlopen` drops the flag; its open of another tenant's file through a
-/// symlink must be refused like any other, its open of the tenant's own file served.
+/// symlink must be refused like any other, its open of the tenant's own file served. The
+/// flag is dropped only in guarded processes: a program the configuration does not guard
+/// keeps libc's binding (the plugin's own `tg_probe`, not the program's).
 #[test]
 fn item2_deepbind_plugin_opens_are_guarded() {
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
     use toctou_guard_tests::shim_fixture::Fixture;
     let Some(f) = Fixture::new("deepbind", "") else {
+        return;
+    };
+    let Some(unguarded) = Fixture::new("deepbind-off", "programs not-the-loader\n") else {
         return;
     };
     let build = |name: &str, src: &str, extra: &[&str]| {
@@ -480,9 +491,10 @@ fn item2_deepbind_plugin_opens_are_guarded() {
         out
     };
     let plugin = build("plugin.so", PLUGIN_C, &["-shared", "-fPIC"]);
-    let loader = build("loader", LOADER_C, &["-ldl"]);
-    let run = |path: &Path, how: &str| {
-        let out = f.run(&loader, &[plugin.as_os_str(), path.as_os_str(), how.as_ref()]);
+    // -rdynamic: the program's tg_probe is in the global scope, for the plugin to bind to.
+    let loader = build("loader", LOADER_C, &["-ldl", "-rdynamic"]);
+    let run = |fx: &Fixture, path: &Path, how: &str| {
+        let out = fx.run(&loader, &[plugin.as_os_str(), path.as_os_str(), how.as_ref()]);
         assert!(
             out.stderr.is_empty(),
             "the shim must not write to fd 2: {}",
@@ -499,24 +511,21 @@ fn item2_deepbind_plugin_opens_are_guarded() {
             .env_remove("LD_PRELOAD")
             .output()
             .expect("run the loader");
-        assert_eq!(
-            String::from_utf8_lossy(&bare.stdout).trim(),
-            "OK BOB-SECRET",
-            "{how}"
-        );
-        let refused = format!("ERR {}", libc::EACCES);
-        assert_eq!(run(&f.alice("link"), how), refused, "{how}: victim's file");
+        let bare = String::from_utf8_lossy(&bare.stdout);
+        assert_eq!(bare.trim(), "OK BOB-SECRET\nBIND plugin", "{how}");
+        let refused = format!("ERR {}\nBIND main", libc::EACCES);
+        assert_eq!(run(&f, &f.alice("link"), how), refused, "{how}: victim's file");
         let logs = f.logs();
         assert!(
             logs.iter()
                 .any(|l| l.contains("action=deny") && l.ends_with("/public_html/link")),
             "{how}: no denial line: {logs:?}"
         );
-        assert_eq!(
-            run(&f.alice("index.html"), how),
-            "OK alice-own",
-            "{how}: own file"
-        );
+        let own = run(&f, &f.alice("index.html"), how);
+        assert_eq!(own, "OK alice-own\nBIND main", "{how}: own file");
+        // Not guarded: libc's semantics, flag included.
+        let off = run(&unguarded, &unguarded.alice("link"), how);
+        assert_eq!(off, "OK BOB-SECRET\nBIND plugin", "{how}: unguarded program");
     }
 }
 

@@ -116,6 +116,53 @@ echo ($r === false || trim($r) === '') ? 'DENIED' : $r;
     );
 }
 
+/// An external entity (XXE) in a document the tenant wrote: libxml2 loads the victim's file.
+#[test]
+fn php_xml_external_entity() {
+    text_row(
+        "xxe",
+        r#"<?php
+$x = @simplexml_load_string('<!DOCTYPE r [<!ENTITY e SYSTEM "file://' . htmlspecialchars($_GET['f'])
+    . '">]><r>&e;</r>', 'SimpleXMLElement', LIBXML_NOENT);
+echo $x === false ? 'DENIED' : (string)$x;
+"#,
+        |m| format!("{m}\n"),
+    );
+}
+
+#[test]
+fn php_xmlreader_open() {
+    text_row(
+        "xmlreader",
+        r#"<?php
+$r = new XMLReader();
+if (!@$r->open($_GET['f'])) { echo 'DENIED'; exit; }
+while (@$r->read()) { if ($r->nodeType == XMLReader::TEXT) echo $r->value; }
+"#,
+        XML,
+    );
+}
+
+/// libzip reads a file added to the tenant's own archive itself, when the archive is closed.
+#[test]
+fn php_ziparchive_addfile() {
+    text_row(
+        "zipadd",
+        r#"<?php
+$o = sys_get_temp_dir() . '/tg-zipadd-' . getmypid() . '.zip';
+$z = new ZipArchive();
+$z->open($o, ZipArchive::CREATE | ZipArchive::OVERWRITE);
+$z->addFile($_GET['f'], 's.txt');
+if (!@$z->close()) { echo 'DENIED'; exit; }
+$z = new ZipArchive();
+$z->open($o);
+echo $z->getFromName('s.txt');
+unlink($o);
+"#,
+        |m| format!("{m}\n"),
+    );
+}
+
 /// A row whose files PHP makes itself (`code` writes `$out`, given `$m`, the marker).
 fn generated_row(name: &str, code: &str, script: &str, leak: impl Fn(&str) -> String) {
     let _heavy = heavy();
@@ -155,6 +202,24 @@ fn php_pdo_sqlite_open() {
 try {
     $db = new PDO('sqlite:' . $_GET['f'], null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
     echo $db->query('SELECT v FROM t')->fetchColumn();
+} catch (Exception $e) { echo 'DENIED ', $e->getMessage(); }
+"#,
+        str::to_string,
+    );
+}
+
+/// SQLite opens an attached database itself: `ATTACH` from the tenant's own in-memory one.
+#[test]
+fn php_sqlite3_attach() {
+    generated_row(
+        "sqliteattach",
+        SQLITE_DB,
+        r#"<?php
+try {
+    $db = new SQLite3(':memory:');
+    $db->enableExceptions(true);
+    $db->exec("ATTACH DATABASE '" . SQLite3::escapeString($_GET['f']) . "' AS v");
+    echo $db->querySingle('SELECT v FROM v.t');
 } catch (Exception $e) { echo 'DENIED ', $e->getMessage(); }
 "#,
         str::to_string,

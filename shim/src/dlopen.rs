@@ -7,8 +7,8 @@
 //! read). Dropping the flag puts the global scope, preloaded objects first, back in front:
 //! those libraries bind to our hooks like every other object. This is the whole fix; an
 //! `LD_AUDIT` module (`la_symbind64`) could rebind the same symbols, but it needs a second
-//! library, a second environment variable that `clear_env` and setuid programs drop, and
-//! it disables lazy binding for the whole process.
+//! library and a second environment variable, one more thing for `clear_env`, setuid
+//! programs and `/etc/ld.so.preload` deployments to lose.
 //!
 //! Costs, decided knowingly:
 //! - `RTLD_DEEPBIND` exists so that a plugin keeps its own copy of a symbol the program

@@ -5,6 +5,7 @@
 //!                                                  validate, like `nginx -t`; with a
 //!                                                  server, warn of document roots no
 //!                                                  root or map covers
+//! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
 //! ```
 #![forbid(unsafe_code)]
@@ -12,11 +13,13 @@
 mod docroots;
 mod explain;
 mod load;
+mod php;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
+                     toctou-guard check --php [FILE...]\n       \
                      toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
 
 fn main() -> ExitCode {
@@ -32,6 +35,17 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
     match args.first().map(String::as_str) {
+        Some("check") if args.get(1).is_some_and(|a| a == "--php") => {
+            let (problems, pools) = php::check(&args[2..])?;
+            for p in &problems {
+                eprintln!("toctou-guard: {p}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+            println!("php: {pools} pool(s) checked: no shared opcache without validation, no ffi.enable=1");
+            Ok(ExitCode::SUCCESS)
+        }
         Some("check") => {
             let mut config = None;
             let (mut nginx, mut apache) = (None, None);

@@ -268,3 +268,39 @@ pub fn errno() -> c_int {
     // SAFETY: `__errno_location` returns this thread's errno, always valid to read.
     unsafe { *libc::__errno_location() }
 }
+
+type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::c_void;
+static REAL_DLOPEN: AtomicPtr<libc::c_void> = AtomicPtr::new(core::ptr::null_mut());
+type DlmopenFn = unsafe extern "C" fn(libc::Lmid_t, *const c_char, c_int) -> *mut libc::c_void;
+static REAL_DLMOPEN: AtomicPtr<libc::c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// glibc's own `dlopen` (ours shadows the name). NULL when it cannot be found; `dlerror`
+/// then says why (it is `dlsym`'s error).
+///
+/// # Safety
+/// Same contract as C `dlopen`.
+pub unsafe fn real_dlopen(file: *const c_char, mode: c_int) -> *mut libc::c_void {
+    let f = next_symbol(c"dlopen", &REAL_DLOPEN);
+    if f.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `f` is libc's `dlopen`, whose signature is `DlopenFn`.
+    let real: DlopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, DlopenFn>(f) };
+    // SAFETY: arguments as the caller's contract.
+    unsafe { real(file, mode) }
+}
+
+/// glibc's own `dlmopen`, as [`real_dlopen`].
+///
+/// # Safety
+/// Same contract as C `dlmopen`.
+pub unsafe fn real_dlmopen(lmid: libc::Lmid_t, file: *const c_char, mode: c_int) -> *mut libc::c_void {
+    let f = next_symbol(c"dlmopen", &REAL_DLMOPEN);
+    if f.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `f` is libc's `dlmopen`, whose signature is `DlmopenFn`.
+    let real: DlmopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, DlmopenFn>(f) };
+    // SAFETY: arguments as the caller's contract.
+    unsafe { real(lmid, file, mode) }
+}

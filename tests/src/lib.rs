@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod fuse_tree;
 pub mod harness;
+pub mod php_site;
 pub mod poll;
 pub mod prereq;
 pub mod private_etc;

@@ -297,6 +297,34 @@ impl Config {
     }
 }
 
+/// Before parsing at all: `Some(false)` when the file's `programs` lines leave the program
+/// `name` unguarded, so that a process the filter skips (every `bash`, `cron` and `ssh`
+/// under `/etc/ld.so.preload`) never pays for a file of 100,000 `map` lines. `None`: parse
+/// it (no `programs` line, a line that is not valid UTF-8 or names nothing, or a match).
+pub fn program_left_unguarded(text: &[u8], name: &[u8]) -> Option<bool> {
+    let mut listed = false;
+    for raw in text.split(|&b| b == b'\n') {
+        let line = raw.split(|&b| b == b'#').next().unwrap_or_default();
+        let line = std::str::from_utf8(line).ok()?;
+        let mut words = line.split_whitespace();
+        if words.next() != Some("programs") {
+            continue;
+        }
+        let mut any = false;
+        for w in words {
+            any = true;
+            if program_matches(w, name) {
+                return None;
+            }
+        }
+        if !any {
+            return None; // an error the parser must report
+        }
+        listed = true;
+    }
+    listed.then_some(false)
+}
+
 /// Does the program `name` match `pattern` (a name, or a prefix ending in `*`)?
 pub fn program_matches(pattern: &str, name: &[u8]) -> bool {
     match pattern.strip_suffix('*') {
@@ -330,6 +358,26 @@ fn parse_number(s: &str, min: u32, max: u32) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn programs_decided_before_parsing() {
+        use super::program_left_unguarded as skip;
+        let text = b"root /home/*/public_html\nprograms nginx php-fpm* # servers\nmap /x 5\n";
+        assert_eq!(skip(text, b"bash"), Some(false));
+        assert_eq!(skip(text, b"nginx"), None);
+        assert_eq!(skip(text, b"php-fpm8.2"), None);
+        assert_eq!(
+            skip(b"root /x\n", b"bash"),
+            None,
+            "no programs line: everything is guarded"
+        );
+        assert_eq!(skip(b"root /x\nprograms\n", b"bash"), None, "an error to report");
+        assert_eq!(skip(b"root /x\n# programs nginx\n", b"bash"), None, "a comment");
+        // The prescan and the parser agree.
+        let cfg =
+            super::Config::parse(std::str::from_utf8(text).unwrap(), std::path::Path::new("t")).unwrap();
+        assert!(!cfg.guards_program(b"bash") && cfg.guards_program(b"nginx"));
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, Error> {

@@ -121,6 +121,27 @@ impl LoadError {
 
 /// Open, check and parse the configuration at `path` for a process whose euid is `euid`.
 pub fn load(io: &mut impl ConfigIo, path: &Path, euid: u32, roots: Roots) -> Result<Config, LoadError> {
+    // With no program named, nothing is skipped: always `Some`.
+    load_for(io, path, euid, roots, None)?.ok_or_else(|| {
+        LoadError::Invalid(Error::new(
+            ErrorKind::Invalid,
+            path,
+            None,
+            "not parsed".to_string(),
+        ))
+    })
+}
+
+/// [`load`] for the program `program`: `Ok(None)` when the file's `programs` lines leave it
+/// unguarded, decided after the trust checks but before parsing (see
+/// [`crate::config::program_left_unguarded`]).
+pub fn load_for(
+    io: &mut impl ConfigIo,
+    path: &Path,
+    euid: u32,
+    roots: Roots,
+    program: Option<&[u8]>,
+) -> Result<Option<Config>, LoadError> {
     let err = |kind, msg: String| LoadError::Invalid(Error::new(kind, path, None, msg));
     let opened = match io.open(path) {
         Ok(o) => o,
@@ -156,11 +177,14 @@ pub fn load(io: &mut impl ConfigIo, path: &Path, euid: u32, roots: Roots) -> Res
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(too_large());
     }
+    if program.is_some_and(|p| crate::config::program_left_unguarded(&text, p) == Some(false)) {
+        return Ok(None);
+    }
     let parsed = match roots {
         Roots::Required => Config::parse_bytes(&text, path),
         Roots::Optional => Config::parse_settings_bytes(&text, path),
     };
-    parsed.map_err(LoadError::Invalid)
+    parsed.map(Some).map_err(LoadError::Invalid)
 }
 
 #[cfg(test)]

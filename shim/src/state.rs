@@ -129,8 +129,12 @@ fn load() {
     let server = program.is_some_and(|p| SERVER_PROGRAMS.iter().any(|s| program_matches(s, p)));
 
     let euid = rustix::process::geteuid().as_raw();
-    let config = match load::load(&mut RawIo::default(), path, euid, Roots::Required) {
-        Ok(c) => c,
+    // A server always parses the whole file (its errors must stop it); any other program
+    // the `programs` lines leave out does not parse it at all.
+    let prescan = if server { None } else { program };
+    let config = match load::load_for(&mut RawIo::default(), path, euid, Roots::Required, prescan) {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
         // Installed, not configured, not a server, not asked for: inert.
         Err(LoadError::Missing(_)) if !env.explicit && !server => return,
         Err(e) => {

@@ -73,6 +73,10 @@ pub fn serve(opts: &NaiveOptions) -> Result<()> {
 }
 
 fn connection(root: &Path, stream: TcpStream) -> io::Result<()> {
+    // A working directory of this connection's own (`?cwd` requests `chdir`), as a server
+    // with one process per connection has.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = stream.try_clone()?;
@@ -143,12 +147,14 @@ fn status_of(e: &io::Error) -> u16 {
 /// With `?dirfd` it serves the way a server holding a directory open does: the check on the
 /// directories, an open of the directory, then `openat(dir, name)` (the name followed, as
 /// nginx's `disable_symlinks off` would) - the `dirfd-escape` scenario, where the tenant
-/// moves that directory out of every root in between.
+/// moves that directory out of every root in between. With `?cwd` the same from the working
+/// directory: `chdir(dir)`, then `open(name)` (the `cwd-escape` scenario).
 pub fn handle(root: &Path, target: &str) -> std::result::Result<Vec<u8>, u16> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let from_dirfd = query == "dirfd";
-    let checked = if from_dirfd {
+    let from_cwd = query == "cwd";
+    let checked = if from_dirfd || from_cwd {
         comps.len().saturating_sub(1)
     } else {
         comps.len()
@@ -179,6 +185,11 @@ pub fn handle(root: &Path, target: &str) -> std::result::Result<Vec<u8>, u16> {
             let fd = nix::fcntl::openat(&dir, *name, flags, nix::sys::stat::Mode::empty())
                 .map_err(|e| status_of(&io::Error::from_raw_os_error(e as i32)))?;
             File::from(fd)
+        }
+        // This thread's own working directory (see `connection`).
+        Some(name) if from_cwd => {
+            std::env::set_current_dir(&cur).map_err(|e| status_of(&e))?;
+            File::open(name).map_err(|e| status_of(&e))?
         }
         _ => File::open(&cur).map_err(|e| status_of(&e))?,
     };

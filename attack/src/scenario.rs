@@ -47,10 +47,12 @@ pub enum Scenario {
     /// The naive server holds the attacker's directory open and serves `openat(dir, name)`
     /// from it, while the attacker moves that directory out of every root and back.
     DirfdEscape,
+    /// The same from the working directory: `chdir(dir)`, then `open(name)`.
+    CwdEscape,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Final,
         Scenario::Dir,
         Scenario::Docroot,
@@ -64,6 +66,7 @@ impl Scenario {
         Scenario::Dav,
         Scenario::PrivateSwap,
         Scenario::DirfdEscape,
+        Scenario::CwdEscape,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Scenario {
             Scenario::Dav => "dav",
             Scenario::PrivateSwap => "private-swap",
             Scenario::DirfdEscape => "dirfd-escape",
+            Scenario::CwdEscape => "cwd-escape",
         }
     }
 
@@ -119,6 +123,9 @@ impl Scenario {
                 "no attack: both tenants fetch their own files, nested files, their own symlinks and root-owned shared files"
             }
             Scenario::Direct => "PHP only: the attacker's page reads the victim's secret by absolute path",
+            Scenario::CwdEscape => {
+                "naive only: the server chdir()s into the attacker's directory, then open(name); the attacker moves that directory out of every root and back"
+            }
             Scenario::DirfdEscape => {
                 "naive only: the server opens the attacker's directory, then openat(dir, name); the attacker moves that directory out of every root and back (RENAME_EXCHANGE)"
             }
@@ -338,13 +345,13 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
                 max_threads: 4,
             });
         }
-        Scenario::DirfdEscape => {
+        Scenario::DirfdEscape | Scenario::CwdEscape => {
             fresh_work(&mut p)?;
             // `mv` (in the root) holds a link to the victim's secret; `away` (outside every
             // root) is an empty directory. The swapper exchanges the two across directories.
             mk_dir(&work.join("mv"), u, g, 0o755)?;
             mk_symlink(&t.secret, &work.join("mv").join(SECRET_FILE), u, g)?;
-            let private = a.home.join("private-dirfd");
+            let private = a.home.join(format!("private-{}", scenario.name()));
             if private.symlink_metadata().is_ok() {
                 fs::remove_dir_all(&private).wrap(|| format!("remove stale {}", private.display()))?;
             }
@@ -357,7 +364,11 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
                     .map_err(|_| Error::msg("dirfd-escape: the docroot is not inside the tenant's home"))
             };
             p.attack.push(work.join("mv").join(SECRET_FILE));
-            p.attack_query = "?dirfd";
+            p.attack_query = if scenario == Scenario::DirfdEscape {
+                "?dirfd"
+            } else {
+                "?cwd"
+            };
             p.swap = Some(SwapPlan {
                 dir: a.home.clone(),
                 pairs: vec![(rel(&work.join("mv"))?, rel(&private.join("away"))?)],

@@ -155,7 +155,7 @@ impl TargetKind {
                     | TargetKind::NginxIfNotOwner
             ),
             // Only the naive server serves from a directory it holds open.
-            _ if scenario == Scenario::DirfdEscape => {
+            _ if matches!(scenario, Scenario::DirfdEscape | Scenario::CwdEscape) => {
                 matches!(self, TargetKind::Naive | TargetKind::NaiveShim)
             }
             TargetKind::External => !matches!(

@@ -71,6 +71,11 @@ fn key() -> [u64; 2] {
 /// Remember that the directory `(dev, ino)` was entered under a root whose tenant's files
 /// belong to `uid`. A slot another thread is writing this instant is left to it.
 pub fn remember(dev: u64, ino: u64, uid: u32) {
+    // Servers open the same directories again and again: write only what is new, so that
+    // readers of a busy directory rarely meet a write in progress.
+    if lookup(dev, ino) == Lookup::Owner(uid) {
+        return;
+    }
     let s = slot(dev, ino);
     let seq = s.seq.load(Ordering::Relaxed);
     if seq % 2 == 1
@@ -87,12 +92,23 @@ pub fn remember(dev: u64, ino: u64, uid: u32) {
     ANY.store(true, Ordering::Relaxed);
 }
 
-/// The owner remembered for `(dev, ino)`, if any.
-fn lookup(dev: u64, ino: u64) -> Option<u32> {
+/// What the table says of one directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Owner(u32),
+    Absent,
+    /// Its slot was being written every time we looked: we cannot tell.
+    Busy,
+}
+
+/// The owner remembered for `(dev, ino)`. A write is three stores, so a reader that meets
+/// one retries (bounded); one that never gets a stable read says so rather than guess.
+fn lookup(dev: u64, ino: u64) -> Lookup {
     let s = slot(dev, ino);
-    for _ in 0..4 {
+    for _ in 0..256 {
         let before = s.seq.load(Ordering::Acquire);
         if before % 2 == 1 {
+            core::hint::spin_loop();
             continue;
         }
         let (d, i, u) = (
@@ -102,24 +118,30 @@ fn lookup(dev: u64, ino: u64) -> Option<u32> {
         );
         core::sync::atomic::fence(Ordering::Acquire);
         if s.seq.load(Ordering::Relaxed) == before {
-            return (d == dev && i == ino && u != 0).then(|| (u - 1) as u32);
+            return if d == dev && i == ino && u != 0 {
+                Lookup::Owner((u - 1) as u32)
+            } else {
+                Lookup::Absent
+            };
         }
     }
-    None
+    Lookup::Busy
 }
 
-/// The owner remembered for the directory a relative path starts from (`None` when nothing
-/// was ever remembered, or it cannot be `stat`ed: then its path decides, as before).
-pub fn owner_of(dir: Dir) -> Option<u32> {
+/// The owner remembered for the directory a relative path starts from (`Absent` when
+/// nothing was ever remembered, or it cannot be `stat`ed: then its path decides, as before).
+pub fn owner_of(dir: Dir) -> Lookup {
     if !ANY.load(Ordering::Relaxed) {
-        return None;
+        return Lookup::Absent;
     }
     let st = match dir {
         Dir::Cwd => rustix::fs::statat(CWD, c".", AtFlags::empty()),
         Dir::Fd(_) => dir.borrowed(|d| rustix::fs::fstat(d)),
     };
-    let st = st.ok()?;
-    lookup(st.st_dev, st.st_ino)
+    match st {
+        Ok(st) => lookup(st.st_dev, st.st_ino),
+        Err(_) => Lookup::Absent,
+    }
 }
 
 /// `chdir(path)` as the kernel does it; a working directory entered under a root is then
@@ -182,11 +204,11 @@ mod tests {
     #[test]
     fn remembers_and_tells_apart() {
         remember(1, 2, 42001);
-        assert_eq!(lookup(1, 2), Some(42001));
-        assert_eq!(lookup(1, 3), None);
+        assert_eq!(lookup(1, 2), Lookup::Owner(42001));
+        assert_eq!(lookup(1, 3), Lookup::Absent);
         remember(1, 2, 42002);
-        assert_eq!(lookup(1, 2), Some(42002));
+        assert_eq!(lookup(1, 2), Lookup::Owner(42002));
         remember(7, 8, 0);
-        assert_eq!(lookup(7, 8), Some(0));
+        assert_eq!(lookup(7, 8), Lookup::Owner(0));
     }
 }

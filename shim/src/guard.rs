@@ -210,8 +210,13 @@ fn normalised<C: PathCall, const N: usize>(
 /// wherever the directory is now (see `dirs`): outside every root, or moved into another
 /// tenant's tree.
 fn entered_under_a_root(dir: Dir, target: Target) -> Target {
-    let Some(uid) = dirs::owner_of(dir) else {
-        return target;
+    let uid = match dirs::owner_of(dir) {
+        dirs::Lookup::Owner(uid) => uid,
+        dirs::Lookup::Absent => return target,
+        // Outside every root by its path, and the table cannot say whether it was entered
+        // under one: refuse rather than guess (the slot is being rewritten this instant).
+        dirs::Lookup::Busy if target == Target::Outside => return Target::Deny(DenyReason::UnresolvedDirfd),
+        dirs::Lookup::Busy => return target,
     };
     match target {
         Target::Outside => Target::Guarded {

@@ -157,14 +157,32 @@ impl Mount {
         Mount::spawn(bin, &tree.src, &tree.mnt, &tree.log_path(), extra)
     }
 
+    /// As [`Mount::start`] without `--allow-other`: the daemon's own defaults.
+    #[track_caller]
+    pub fn start_plain<S: AsRef<OsStr>>(bin: &Path, tree: &Tree, extra: &[S]) -> Mount {
+        Mount::spawn_args(bin, &tree.src, &tree.mnt, &tree.log_path(), &[], extra)
+    }
+
     /// As [`Mount::start`], for any SOURCE and mount point, the daemon's stderr to `log`.
     #[track_caller]
     pub fn spawn<S: AsRef<OsStr>>(bin: &Path, src: &Path, mnt: &Path, log: &Path, extra: &[S]) -> Mount {
+        Mount::spawn_args(bin, src, mnt, log, &["--allow-other"], extra)
+    }
+
+    #[track_caller]
+    fn spawn_args<S: AsRef<OsStr>>(
+        bin: &Path,
+        src: &Path,
+        mnt: &Path,
+        log: &Path,
+        first: &[&str],
+        extra: &[S],
+    ) -> Mount {
         let log_file = fs::File::create(log).expect("log file");
         let child = Command::new(bin)
             .arg(src)
             .arg(mnt)
-            .arg("--allow-other")
+            .args(first)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -256,10 +274,16 @@ pub fn send_signal(pid: u32, sig: &str) {
 
 /// Read `path` as the unprivileged [`SERVER`] uid (`cat`): Ok(bytes) or Err(stderr).
 pub fn read_as_server(path: &Path) -> Result<Vec<u8>, String> {
+    read_as(SERVER, path)
+}
+
+/// Read `path` as `uid` (gid the same, no supplementary groups; `cat`): Ok(bytes) or
+/// Err(stderr).
+pub fn read_as(uid: u32, path: &Path) -> Result<Vec<u8>, String> {
     let out = Command::new("cat")
         .arg(path)
-        .uid(SERVER)
-        .gid(SERVER)
+        .uid(uid)
+        .gid(uid)
         .output()
         .expect("run cat");
     if out.status.success() {

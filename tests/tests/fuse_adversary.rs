@@ -1,0 +1,350 @@
+//! `toctou-guard-fs` against a hostile tenant with a shell (issue 12): each test is named
+//! after the numbered item it locks out, and failed on the daemon before its fix.
+//!
+//! The attacker is [`ALICE`], the victim [`BOB`], the web server [`SERVER`]. Needs root and
+//! /dev/fuse (skipped with `SKIP:` otherwise, a failure when `CI` is set).
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use toctou_guard_tests::fuse_tree::{
+    ALICE, BOB, Mount, SERVER, Tree, assert_eacces, prerequisites, read_as, read_as_server,
+};
+use toctou_guard_tests::poll::{poll_for, wait_until};
+
+const DB: &[u8] = b"DB_PASSWORD=bob-private-db\n";
+/// A group only [`SERVER`]'s supplementary list holds (item 1).
+const WEBGROUP: u32 = 43010;
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}; stdout {:?}; stderr {:?}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `sh -c script` as `uid` (gid the same, no supplementary groups, umask 022).
+fn sh_as(uid: u32, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 022; {script}"))
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run sh")
+}
+
+fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn no_null() -> &'static [&'static str] {
+    &[]
+}
+
+/// Item 1: `ln -s ../private/db.conf SOURCE/bob/uploads/avatar.png` by the attacker, in the
+/// victim's world-writable uploads directory, served the victim's 0700-protected file to the
+/// attacker and to the server. A followed link must be owned by the tenant's owner (every
+/// link on the way), and link targets are resolved with the caller's permissions (its uid,
+/// gid and supplementary groups), whoever looked the name up first.
+#[test]
+fn item1_planted_links_and_caller_permissions() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv1");
+    t.dir("bob/private", BOB);
+    chmod(&t.src.join("bob/private"), 0o700);
+    t.file("bob/private/db.conf", DB, BOB);
+    t.dir("bob/uploads", BOB);
+    chmod(&t.src.join("bob/uploads"), 0o1777);
+    // A directory the web server may search by group only (0750 bob:WEBGROUP).
+    t.dir("bob/grp", BOB);
+    chown(t.src.join("bob/grp"), Some(BOB), Some(WEBGROUP)).expect("chown");
+    chmod(&t.src.join("bob/grp"), 0o750);
+    t.file("bob/grp/conf", DB, BOB);
+    // Planted by the attacker.
+    t.link("bob/uploads/avatar.png", "../private/db.conf", ALICE);
+    t.link("bob/uploads/dir", "../private", ALICE);
+    t.link("bob/uploads/pub.png", "../pub/secret", ALICE);
+    // The victim's own links.
+    t.link("bob/pub/conf", "../private/db.conf", BOB);
+    t.link("bob/pub/chain", "../uploads/avatar.png", BOB);
+    t.link("bob/pub/grpconf", "../grp/conf", BOB);
+    let raw = read_as(ALICE, &t.src.join("bob/uploads/avatar.png"));
+    assert!(raw.is_err(), "raw, the attacker cannot read it: {raw:?}");
+
+    let m = Mount::start(&bin, &t, no_null());
+    for p in [
+        "bob/uploads/avatar.png",
+        "bob/uploads/dir/db.conf",
+        "bob/uploads/pub.png",
+        "bob/pub/chain",
+    ] {
+        let p = t.mnt.join(p);
+        assert_eacces(&p);
+        let got = read_as(ALICE, &p);
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+            "{} as the attacker: {got:?}",
+            p.display()
+        );
+    }
+    // The victim's own link through its 0700 directory: the victim first (it may search
+    // the directory raw, and the kernel caches what it looked up), then those who may not.
+    let conf = t.mnt.join("bob/pub/conf");
+    assert_eq!(read_as(BOB, &conf).expect("bob reads his own link"), DB);
+    assert_eq!(fs::read(&conf).expect("root reads it"), DB);
+    for uid in [SERVER, ALICE] {
+        let got = read_as(uid, &conf);
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+            "uid {uid} searched bob/private through a link: {got:?}"
+        );
+    }
+    // Supplementary groups count: SERVER with WEBGROUP may search bob/grp, without it not.
+    let grpconf = t.mnt.join("bob/pub/grpconf");
+    let with_group = Command::new("setpriv")
+        .args(["--reuid", &SERVER.to_string(), "--regid", &SERVER.to_string()])
+        .args(["--groups", &WEBGROUP.to_string(), "cat"])
+        .arg(&grpconf)
+        .output()
+        .expect("setpriv");
+    assert!(with_group.status.success(), "{}", text(&with_group));
+    assert_eq!(with_group.stdout, DB);
+    let got = read_as_server(&grpconf);
+    assert!(
+        got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+        "without the group: {got:?}"
+    );
+    drop(m);
+}
+
+/// Item 2: through `-o rw` the attacker wrote `bob/uploads/index.html` and a `.php` in a
+/// 0777 victim directory, and got files owned by the victim (served, not removable by the
+/// attacker). Objects are created as the caller, so the rule judges them at creation: a
+/// create the rule would refuse to serve is refused (EACCES), nothing is left behind; a
+/// tenant's own create belongs to the caller's uid and gid.
+#[test]
+fn item2_creates_are_made_as_the_caller() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv2");
+    t.dir("bob/uploads", BOB);
+    chmod(&t.src.join("bob/uploads"), 0o1777);
+    t.dir("bob/www", BOB);
+    chmod(&t.src.join("bob/www"), 0o777);
+    chmod(&t.src.join("alice/pub"), 0o777);
+    t.file("bob/uploads/photo.jpg", b"bob's photo\n", BOB);
+    let m = Mount::start(&bin, &t, &["-o", "rw"]);
+    let mnt = t.mnt.display();
+    for (rel, script) in [
+        ("bob/uploads/index.html", format!("echo pwned > {mnt}/bob/uploads/index.html")),
+        ("bob/www/shell.php", format!("echo '<?php' > {mnt}/bob/www/shell.php")),
+        ("bob/uploads/d", format!("mkdir {mnt}/bob/uploads/d")),
+        ("bob/www/e", format!("mkdir {mnt}/bob/www/e")),
+    ] {
+        for uid in [ALICE, SERVER] {
+            let out = sh_as(uid, &script);
+            let made = fs::symlink_metadata(t.src.join(rel));
+            assert!(
+                !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "uid {uid}: {script}: {} (made: {:?})",
+                text(&out),
+                made.as_ref().map(|m| m.uid())
+            );
+            assert!(made.is_err(), "uid {uid}: {rel} left in SOURCE");
+        }
+    }
+    // The sticky bit still protects the victim's upload from the attacker.
+    let out = sh_as(ALICE, &format!("rm -f {mnt}/bob/uploads/photo.jpg"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(t.src.join("bob/uploads/photo.jpg").exists());
+    // The tenant's own creates: the caller's uid and gid.
+    let out = sh_as(
+        ALICE,
+        &format!("echo mine > {mnt}/alice/pub/new.html && mkdir {mnt}/alice/pub/nd && mv {mnt}/alice/pub/new.html {mnt}/alice/pub/nd/n.html"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for rel in ["alice/pub/nd", "alice/pub/nd/n.html"] {
+        let md = fs::metadata(t.src.join(rel)).expect(rel);
+        assert_eq!((md.uid(), md.gid()), (ALICE, ALICE), "{rel}");
+    }
+    assert_eq!(
+        fs::read(t.mnt.join("alice/pub/nd/n.html")).expect("read back"),
+        b"mine\n"
+    );
+    drop(m);
+}
+
+/// Takes a read lease on each path (this process ignores SIGIO, as the attacker did): a
+/// truncate of the file waits for the lease break (45 s by default).
+fn read_leases(paths: &[&Path]) -> Vec<OwnedFd> {
+    // SAFETY: setting SIGIO's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    paths
+        .iter()
+        .map(|p| {
+            let fd: OwnedFd = fs::File::open(p).expect("open for lease").into();
+            // SAFETY: `fd` is an open descriptor; F_SETLEASE takes an int argument.
+            let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
+            assert_eq!(r, 0, "F_SETLEASE {}: {}", p.display(), std::io::Error::last_os_error());
+            fd
+        })
+        .collect()
+}
+
+/// Item 7: the attacker leased two of its files, ignored SIGIO and truncated both through
+/// the mount: both worker threads waited for the lease break and every tenant's reads hung.
+/// No request may block a worker on something a tenant controls: while the leases are
+/// still held, another tenant's first read completes, and so do the truncates (refused
+/// with EAGAIN rather than waiting).
+#[test]
+fn item7_leases_do_not_block_the_workers() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv7");
+    let l1 = t.file("alice/pub/l1", b"leased one\n", ALICE);
+    let l2 = t.file("alice/pub/l2", b"leased two\n", ALICE);
+    t.file("bob/pub/fresh", b"bob's page\n", BOB);
+    let m = Mount::start(&bin, &t, &["-o", "rw", "--threads", "2"]);
+    let leases = read_leases(&[&l1, &l2]);
+    let truncates: Vec<_> = ["l1", "l2"]
+        .iter()
+        .map(|n| {
+            Command::new("truncate")
+                .args(["-s", "0"])
+                .arg(t.mnt.join("alice/pub").join(n))
+                .uid(ALICE)
+                .gid(ALICE)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("truncate")
+        })
+        .collect();
+    // Both truncates have reached the daemon (or finished) before the read is tried.
+    let fresh = t.mnt.join("bob/pub/fresh");
+    let reader = std::thread::spawn(move || read_as_server(&fresh));
+    // The bound is well under the 45 s lease-break time: a blocked pool never finishes.
+    wait_until(
+        "another tenant's read while the leases are held",
+        Duration::from_secs(20),
+        || reader.is_finished(),
+    );
+    assert_eq!(
+        reader.join().expect("reader").expect("bob's page served"),
+        b"bob's page\n"
+    );
+    for mut c in truncates {
+        let st = poll_for(Duration::from_secs(20), || c.try_wait().ok().flatten())
+            .expect("truncate returned while the lease is held");
+        let mut err = String::new();
+        std::io::Read::read_to_string(c.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+        assert!(
+            !st.success() && err.contains("Resource temporarily unavailable"),
+            "truncate under a lease: {st} {err}"
+        );
+    }
+    drop(leases);
+    // Once the lease is gone the truncate works.
+    let out = sh_as(ALICE, &format!("truncate -s 0 {}/alice/pub/l1", t.mnt.display()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::metadata(&l1).expect("l1").len(), 0);
+    drop(m);
+}
+
+/// Item 9: a file rewritten in place in SOURCE with the same size and its old mtime restored
+/// kept serving the old bytes. The change of ctime is seen at `getattr` and the kernel's
+/// cached pages of that inode are invalidated.
+#[test]
+fn item9_same_size_same_mtime_rewrite_is_not_served_stale() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv9");
+    let src = t.file("alice/pub/page.html", b"version-A version-A\n", ALICE);
+    let m = Mount::start(&bin, &t, &["--attr-ttl-ms", "50", "--entry-ttl-ms", "50"]);
+    let page = t.mnt.join("alice/pub/page.html");
+    assert_eq!(fs::read(&page).expect("read"), b"version-A version-A\n");
+    let old = fs::metadata(&src).expect("stat").modified().expect("mtime");
+    fs::write(&src, b"version-B version-B\n").expect("rewrite in place");
+    fs::File::options()
+        .write(true)
+        .open(&src)
+        .and_then(|f| f.set_modified(old))
+        .expect("restore mtime");
+    wait_until(
+        "the rewritten bytes to be served (attr TTL 50 ms)",
+        Duration::from_secs(5),
+        || fs::read(&page).expect("read") == b"version-B version-B\n",
+    );
+    drop(m);
+}
+
+/// The mount is usable by the web server by default when the daemon runs as root
+/// (`allow_other`); `--no-allow-other` keeps it to the mounting user.
+#[test]
+fn item_allow_other_is_the_default_for_root() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv-ao");
+    t.file("alice/pub/index.html", b"alice's page\n", ALICE);
+    let m = Mount::start_plain(&bin, &t, no_null());
+    let page = t.mnt.join("alice/pub/index.html");
+    assert_eq!(
+        read_as_server(&page).expect("the server reads by default"),
+        b"alice's page\n"
+    );
+    drop(m);
+    let m = Mount::start_plain(&bin, &t, &["--no-allow-other"]);
+    let got = read_as_server(&page);
+    assert!(
+        got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+        "--no-allow-other: {got:?}"
+    );
+    assert_eq!(fs::read(&page).expect("root still reads"), b"alice's page\n");
+    drop(m);
+}
+
+/// Item 10: the daemon's umask applied to creates (0666 became 0644), times before 1970 were
+/// stored as 1970, and the subdirectory of a directory reached through a link shared its
+/// inode with its real path (ELOOP for `totenant/pub`).
+#[test]
+fn item10_umask_old_times_and_linked_subdirectories() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv10");
+    t.file("alice/pub/index.html", b"alice's page\n", ALICE);
+    t.link("alice/pub/totenant", "..", ALICE);
+    let m = Mount::start(&bin, &t, &["-o", "rw"]);
+    let mnt = t.mnt.display();
+    let out = sh_as(
+        ALICE,
+        &format!("umask 0; touch {mnt}/alice/pub/u && mkdir {mnt}/alice/pub/ud"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = |rel: &str| fs::metadata(t.src.join(rel)).expect(rel).mode() & 0o7777;
+    assert_eq!(mode("alice/pub/u"), 0o666, "touch under umask 0");
+    assert_eq!(mode("alice/pub/ud"), 0o777, "mkdir under umask 0");
+    let out = sh_as(ALICE, &format!("touch -d '1960-01-01 00:00:00.5 UTC' {mnt}/alice/pub/u"));
+    assert!(out.status.success(), "{}", text(&out));
+    let md = fs::metadata(t.src.join("alice/pub/u")).expect("u");
+    assert_eq!((md.mtime(), md.mtime_nsec()), (-315_619_200, 500_000_000), "mtime");
+    let through = fs::metadata(t.mnt.join("alice/pub/u")).expect("u via mount");
+    assert_eq!((through.mtime(), through.mtime_nsec()), (-315_619_200, 500_000_000));
+    // pub reached through a link to its own tenant directory: its own inode.
+    let via = t.mnt.join("alice/pub/totenant/pub");
+    assert_eq!(
+        fs::read(via.join("index.html")).expect("totenant/pub/index.html"),
+        b"alice's page\n"
+    );
+    let names: Vec<_> = fs::read_dir(&via)
+        .expect("list totenant/pub")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(names.iter().any(|n| n == "index.html"), "{names:?}");
+    assert_eq!(
+        fs::read(t.mnt.join("alice/pub/index.html")).expect("the real path still works"),
+        b"alice's page\n"
+    );
+    drop(m);
+}

@@ -107,10 +107,19 @@ impl Filesystem for GuardFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         bump(&self.stats.lookup);
-        match self.do_lookup(Caller::of(req), parent, name) {
-            Ok(attr) => reply.entry_with_ttls(
+        let entry = self
+            .do_lookup(Caller::of(req), parent, name)
+            .and_then(|c| Ok((c.attr()?, c.via_link)));
+        match entry {
+            // A name reached through a link was resolved with this caller's permissions:
+            // not cached for the next caller.
+            Ok((attr, via_link)) => reply.entry_with_ttls(
                 &self.settings.attr_ttl,
-                &self.settings.entry_ttl,
+                if via_link {
+                    &Duration::ZERO
+                } else {
+                    &self.settings.entry_ttl
+                },
                 &attr,
                 Generation(0),
             ),
@@ -133,7 +142,7 @@ impl Filesystem for GuardFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -159,7 +168,7 @@ impl Filesystem for GuardFs {
             mtime,
             fh,
         };
-        match self.do_setattr(ino, set) {
+        match self.do_setattr(Caller::of(req), ino, set) {
             Ok(attr) => reply.attr(&self.settings.attr_ttl, &attr),
             Err(e) => reply.error(e),
         }
@@ -292,7 +301,7 @@ impl Filesystem for GuardFs {
         reply: ReplyCreate,
     ) {
         bump(&self.stats.create);
-        match self.do_create(req, parent, name, mode, umask, flags) {
+        match self.do_create(Caller::of(req), parent, name, mode, umask, flags) {
             Ok(attr) => reply.created(
                 &self.settings.entry_ttl,
                 &attr,
@@ -306,7 +315,7 @@ impl Filesystem for GuardFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         bump(&self.stats.mkdir);
-        match self.do_mkdir(req, parent, name, mode, umask) {
+        match self.do_mkdir(Caller::of(req), parent, name, mode, umask) {
             Ok(attr) => reply.entry_with_ttls(
                 &self.settings.attr_ttl,
                 &self.settings.entry_ttl,
@@ -317,17 +326,17 @@ impl Filesystem for GuardFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         bump(&self.stats.unlink);
-        match self.do_unlink(parent, name, false) {
+        match self.do_unlink(Caller::of(req), parent, name, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         bump(&self.stats.rmdir);
-        match self.do_unlink(parent, name, true) {
+        match self.do_unlink(Caller::of(req), parent, name, true) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -335,7 +344,7 @@ impl Filesystem for GuardFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -344,7 +353,7 @@ impl Filesystem for GuardFs {
         reply: ReplyEmpty,
     ) {
         bump(&self.stats.rename);
-        match self.do_rename(parent, name, newparent, newname, flags) {
+        match self.do_rename(Caller::of(req), parent, name, newparent, newname, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -30,10 +30,12 @@ use crate::syscalls;
 /// `Key::tenant_uid` of a node outside every tenant.
 const NO_TENANT: u32 = u32::MAX;
 
-/// Who asked: for the denial line's `uid` and `comm`.
+/// Who asked: whose permissions a link is followed and an object created with, and the
+/// denial line's `uid` and `comm`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller {
     pub uid: u32,
+    pub gid: u32,
     pub pid: u32,
 }
 
@@ -41,6 +43,7 @@ impl Caller {
     pub(crate) fn of(req: &fuser::Request) -> Caller {
         Caller {
             uid: req.uid(),
+            gid: req.gid(),
             pid: req.pid(),
         }
     }
@@ -175,6 +178,9 @@ struct At<'a> {
 pub(crate) struct Child {
     node: Arc<Node>,
     st: FileStat,
+    /// Reached by following a link, with the caller's permissions: the kernel must not
+    /// cache the name for other callers (entry TTL 0).
+    pub(crate) via_link: bool,
 }
 
 impl Child {
@@ -185,9 +191,44 @@ impl Child {
 }
 
 impl GuardFs {
-    pub(crate) fn do_lookup(&self, caller: Caller, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+    pub(crate) fn do_lookup(&self, caller: Caller, parent: INodeNo, name: &OsStr) -> Result<Child, Errno> {
         let parent = self.node(parent)?;
-        self.resolve_child(caller, &parent, name)?.attr()
+        self.resolve_child(caller, &parent, name)
+    }
+
+    /// Act as `caller` on this thread (its fsuid, fsgid and supplementary groups) while the
+    /// guard lives, so the kernel checks what it would check raw. `None`: nothing to switch
+    /// (the caller is root, or the daemon is not and cannot switch). An error if the switch
+    /// fails: the request must then fail rather than run with the daemon's rights.
+    pub(crate) fn as_caller(&self, caller: Caller) -> Result<Option<syscalls::Creds>, Errno> {
+        if self.euid != 0 || caller.uid == 0 {
+            return Ok(None);
+        }
+        let groups = syscalls::groups_of(caller.pid, caller.uid, caller.gid);
+        syscalls::Creds::assume(caller.uid, caller.gid, &groups)
+            .map(Some)
+            .map_err(errno)
+    }
+
+    /// The rule on the owner an object about to be created as `name` in `dir` will have:
+    /// refused now (nothing is left in SOURCE) if it could never be served.
+    pub(crate) fn judge_new(
+        &self,
+        caller: Caller,
+        dir: &Node,
+        name: &OsStr,
+        owner: u32,
+    ) -> Result<(), Errno> {
+        let Some(t) = dir.tenant.as_deref() else {
+            return Err(Errno::EACCES);
+        };
+        let path = join(&dir.path, name.as_bytes());
+        let at = At {
+            rel: &path,
+            tenant: Some(t),
+            caller: Some(caller),
+        };
+        self.apply_rule(owner, t, &at)
     }
 
     /// The absolute path in SOURCE of `rel` (a node's path, from `/`), for rules and logs.
@@ -344,15 +385,28 @@ impl GuardFs {
                 // is not a tenant's word, and nothing would judge what it leads to.
                 return Err(self.refuse_structural(DenyReason::TenantIsSymlink, &at));
             };
+            // The link itself must be the tenant's (nginx's `if_not_owner`): a link another
+            // user planted in a world-writable directory of this tenant is not followed.
+            self.apply_rule(st.st_uid, t, &at)?;
             let target = syscalls::readlink_fd(&fd).map_err(errno)?;
-            match resolve::follow(
-                self.root_fd.as_fd(),
-                &self.settings.prefixes,
-                &parent.path,
-                &target,
-            )
-            .map_err(errno)?
-            {
+            // Every link further on the way is judged the same way.
+            let mut link_ok = |link: &FileStat| {
+                self.apply_rule(link.st_uid, t, &at)
+                    .map_err(|_| nix::errno::Errno::EACCES)
+            };
+            // Followed with the caller's permissions: no search through a directory the
+            // caller could not search raw.
+            let followed = {
+                let _creds = self.as_caller(caller)?;
+                resolve::follow(
+                    self.root_fd.as_fd(),
+                    &self.settings.prefixes,
+                    &parent.path,
+                    &target,
+                    &mut link_ok,
+                )
+            };
+            match followed.map_err(errno)? {
                 Followed::Object(fd, st) => (fd, st, true),
                 Followed::Escapes => {
                     let at = At {
@@ -408,7 +462,7 @@ impl GuardFs {
             },
         );
         self.count_nodes();
-        Ok(Child { node, st })
+        Ok(Child { node, st, via_link })
     }
 }
 

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, RenameFlags, Request, TimeOrNow};
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, RenameFlags, TimeOrNow};
 use nix::fcntl::OFlag;
 
 use crate::attr::attr_of;
@@ -44,21 +44,25 @@ impl GuardFs {
         Ok(node)
     }
 
-    /// Run `f` with this thread's filesystem uid set to the tenant's (so what is created
-    /// belongs to the tenant and passes the rule), when the daemon can switch.
-    fn as_tenant<T>(&self, node: &Node, gid: u32, f: impl FnOnce() -> T) -> T {
-        match node.tenant.as_deref() {
-            Some(t) if self.euid == 0 => {
-                let _cred = syscalls::FsCred::switch(t.uid, gid);
-                f()
-            }
-            _ => f(),
+    /// The credentials a new object in `dir` is made with, and the owner it will have.
+    /// As the caller (so the rule then judges the caller's file, and nobody can plant a
+    /// file that belongs to someone else); root's requests as the tenant's owner (root could
+    /// chown it raw, and a root-owned file could not be served).
+    fn as_creator(&self, caller: Caller, dir: &Node) -> Result<(Option<syscalls::Creds>, u32), Errno> {
+        if self.euid != 0 {
+            return Ok((None, self.euid));
+        }
+        match dir.tenant.as_deref() {
+            Some(t) if caller.uid == 0 => syscalls::Creds::assume(t.uid, caller.gid, &[])
+                .map(|c| (Some(c), t.uid))
+                .map_err(errno),
+            _ => Ok((self.as_caller(caller)?, caller.uid)),
         }
     }
 
     pub(crate) fn do_create(
         &self,
-        req: &Request,
+        caller: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -67,18 +71,17 @@ impl GuardFs {
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
         let perm = mode & !umask & 0o777;
-        let fd = self
-            .as_tenant(&dir, req.gid(), || {
-                syscalls::create_child(&dir.fd, name, OFlag::from_bits_truncate(flags), perm)
-            })
-            .map_err(errno)?;
-        drop(fd);
-        self.resolve_child(Caller::of(req), &dir, name)?.attr()
+        let (creds, owner) = self.as_creator(caller, &dir)?;
+        self.judge_new(caller, &dir, name, owner)?;
+        let fd = syscalls::create_child(&dir.fd, name, OFlag::from_bits_truncate(flags), perm);
+        drop(creds);
+        drop(fd.map_err(errno)?);
+        self.resolve_child(caller, &dir, name)?.attr()
     }
 
     pub(crate) fn do_mkdir(
         &self,
-        req: &Request,
+        caller: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -86,22 +89,34 @@ impl GuardFs {
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
         let perm = mode & !umask & 0o1777;
-        self.as_tenant(&dir, req.gid(), || syscalls::mkdir_child(&dir.fd, name, perm))
-            .map_err(errno)?;
-        self.resolve_child(Caller::of(req), &dir, name)?.attr()
+        let (creds, owner) = self.as_creator(caller, &dir)?;
+        self.judge_new(caller, &dir, name, owner)?;
+        let made = syscalls::mkdir_child(&dir.fd, name, perm);
+        drop(creds);
+        made.map_err(errno)?;
+        self.resolve_child(caller, &dir, name)?.attr()
     }
 
     /// `unlink`, or `rmdir` when `dir`.
-    pub(crate) fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+    pub(crate) fn do_unlink(
+        &self,
+        caller: Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        dir: bool,
+    ) -> Result<(), Errno> {
         let d = self.writable_dir(parent)?;
+        let _creds = self.as_caller(caller)?;
         syscalls::unlink_child(&d.fd, name, dir).map_err(errno)
     }
 
-    pub(crate) fn do_setattr(&self, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
+    pub(crate) fn do_setattr(&self, caller: Caller, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
         if !self.settings.rw {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
+        // As the caller: ownership and permission checks are the kernel's, as raw.
+        let _creds = self.as_caller(caller)?;
         if let Some(m) = set.mode {
             // No set-id bits through the mount: files here belong to the tenant.
             syscalls::fchmod_held(&node.fd, m & 0o1777).map_err(errno)?;
@@ -135,6 +150,7 @@ impl GuardFs {
 
     pub(crate) fn do_rename(
         &self,
+        caller: Caller,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -146,6 +162,7 @@ impl GuardFs {
         if !self.same_tenant(&from, &to) {
             return Err(Errno::EXDEV);
         }
+        let _creds = self.as_caller(caller)?;
         syscalls::rename_child(&from.fd, name, &to.fd, newname, flags.bits()).map_err(errno)
     }
 }

@@ -51,12 +51,14 @@ fn components(p: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 
 /// Follow the link whose target is `target`, sitting in the directory `dir_path`
 /// (path below SOURCE). `root` is SOURCE's held fd; `prefixes` are the absolute paths
-/// that name SOURCE's root (SOURCE itself and the mount point).
+/// that name SOURCE's root (SOURCE itself and the mount point). `link_ok` is asked about
+/// every further link met on the way (its `lstat`) and may refuse it; its error is returned.
 pub fn follow(
     root: BorrowedFd<'_>,
     prefixes: &[Vec<u8>],
     dir_path: &[u8],
     target: &[u8],
+    link_ok: &mut dyn FnMut(&FileStat) -> Result<(), Errno>,
 ) -> Result<Followed, Errno> {
     let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
     let rel = if target.first() == Some(&b'/') {
@@ -86,6 +88,7 @@ pub fn follow(
         };
         let st = syscalls::fstat(&fd)?;
         if is_symlink(&st) {
+            link_ok(&st)?;
             hops += 1;
             if hops > MAX_HOPS {
                 return Err(Errno::ELOOP);
@@ -160,7 +163,13 @@ mod tests {
     fn follow_to(s: &Src, fd: &OwnedFd, dir: &str, target: &str) -> Result<Option<u64>, Errno> {
         let prefixes = vec![s.0.as_os_str().as_bytes().to_vec(), b"/mnt/guarded".to_vec()];
         Ok(
-            match follow(fd.as_fd(), &prefixes, dir.as_bytes(), target.as_bytes())? {
+            match follow(
+                fd.as_fd(),
+                &prefixes,
+                dir.as_bytes(),
+                target.as_bytes(),
+                &mut |_| Ok(()),
+            )? {
                 Followed::Object(_, st) => Some(st.st_ino),
                 Followed::Escapes => None,
             },

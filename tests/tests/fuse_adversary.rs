@@ -143,8 +143,14 @@ fn item2_creates_are_made_as_the_caller() {
     let m = Mount::start(&bin, &t, &["-o", "rw"]);
     let mnt = t.mnt.display();
     for (rel, script) in [
-        ("bob/uploads/index.html", format!("echo pwned > {mnt}/bob/uploads/index.html")),
-        ("bob/www/shell.php", format!("echo '<?php' > {mnt}/bob/www/shell.php")),
+        (
+            "bob/uploads/index.html",
+            format!("echo pwned > {mnt}/bob/uploads/index.html"),
+        ),
+        (
+            "bob/www/shell.php",
+            format!("echo '<?php' > {mnt}/bob/www/shell.php"),
+        ),
         ("bob/uploads/d", format!("mkdir {mnt}/bob/uploads/d")),
         ("bob/www/e", format!("mkdir {mnt}/bob/www/e")),
     ] {
@@ -167,7 +173,9 @@ fn item2_creates_are_made_as_the_caller() {
     // The tenant's own creates: the caller's uid and gid.
     let out = sh_as(
         ALICE,
-        &format!("echo mine > {mnt}/alice/pub/new.html && mkdir {mnt}/alice/pub/nd && mv {mnt}/alice/pub/new.html {mnt}/alice/pub/nd/n.html"),
+        &format!(
+            "echo mine > {mnt}/alice/pub/new.html && mkdir {mnt}/alice/pub/nd && mv {mnt}/alice/pub/new.html {mnt}/alice/pub/nd/n.html"
+        ),
     );
     assert!(out.status.success(), "{}", text(&out));
     for rel in ["alice/pub/nd", "alice/pub/nd/n.html"] {
@@ -192,7 +200,13 @@ fn read_leases(paths: &[&Path]) -> Vec<OwnedFd> {
             let fd: OwnedFd = fs::File::open(p).expect("open for lease").into();
             // SAFETY: `fd` is an open descriptor; F_SETLEASE takes an int argument.
             let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
-            assert_eq!(r, 0, "F_SETLEASE {}: {}", p.display(), std::io::Error::last_os_error());
+            assert_eq!(
+                r,
+                0,
+                "F_SETLEASE {}: {}",
+                p.display(),
+                std::io::Error::last_os_error()
+            );
             fd
         })
         .collect()
@@ -325,12 +339,22 @@ fn item10_umask_old_times_and_linked_subdirectories() {
     let mode = |rel: &str| fs::metadata(t.src.join(rel)).expect(rel).mode() & 0o7777;
     assert_eq!(mode("alice/pub/u"), 0o666, "touch under umask 0");
     assert_eq!(mode("alice/pub/ud"), 0o777, "mkdir under umask 0");
-    let out = sh_as(ALICE, &format!("touch -d '1960-01-01 00:00:00.5 UTC' {mnt}/alice/pub/u"));
+    let out = sh_as(
+        ALICE,
+        &format!("touch -d '1960-01-01 00:00:00.5 UTC' {mnt}/alice/pub/u"),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let md = fs::metadata(t.src.join("alice/pub/u")).expect("u");
-    assert_eq!((md.mtime(), md.mtime_nsec()), (-315_619_200, 500_000_000), "mtime");
+    assert_eq!(
+        (md.mtime(), md.mtime_nsec()),
+        (-315_619_200, 500_000_000),
+        "mtime"
+    );
     let through = fs::metadata(t.mnt.join("alice/pub/u")).expect("u via mount");
-    assert_eq!((through.mtime(), through.mtime_nsec()), (-315_619_200, 500_000_000));
+    assert_eq!(
+        (through.mtime(), through.mtime_nsec()),
+        (-315_619_200, 500_000_000)
+    );
     // pub reached through a link to its own tenant directory: its own inode.
     let via = t.mnt.join("alice/pub/totenant/pub");
     assert_eq!(

@@ -61,6 +61,9 @@ pub struct GuardFs {
     pub stats: Arc<Stats>,
     pub(crate) backing: Mutex<Backing>,
     pub(crate) euid: u32,
+    /// Inodes whose cached pages the kernel must drop (see `note_change`), sent to the
+    /// notifier thread.
+    pub(crate) inval: std::sync::mpsc::SyncSender<u64>,
 }
 
 impl GuardFs {
@@ -70,6 +73,7 @@ impl GuardFs {
         root_fd: OwnedFd,
         log: DenyLog,
         stats: Arc<Stats>,
+        inval: std::sync::mpsc::SyncSender<u64>,
     ) -> Result<GuardFs, String> {
         let st = syscalls::fstat(&root_fd).map_err(|e| format!("fstat SOURCE: {e}"))?;
         let root_fd = Arc::new(root_fd);
@@ -87,6 +91,7 @@ impl GuardFs {
             stats,
             backing: Mutex::new(Backing::default()),
             euid: syscalls::euid(),
+            inval,
         })
     }
 

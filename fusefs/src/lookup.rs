@@ -140,6 +140,8 @@ pub(crate) fn root_node(
         judged,
         path: Box::from(&b"/"[..]),
         readable: false,
+        alias: 0,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
     };
     Ok((key, node))
 }
@@ -437,15 +439,19 @@ impl GuardFs {
         } else {
             (fd, false)
         };
+        // A directory reached through a link, or below one, is its own inode: shared with
+        // its real path, the kernel would see one directory under two parents (ELOOP when
+        // one is an ancestor of the other, as in `totenant/pub`).
+        let alias = if kind == FileType::Directory && (via_link || parent.alias != 0) {
+            alias_id(parent.ino, name_b)
+        } else {
+            0
+        };
         let key = Key {
             dev: st.st_dev,
             ino: st.st_ino,
             tenant_uid: tenant.as_ref().map_or(NO_TENANT, |t| t.uid),
-            alias: if via_link && kind == FileType::Directory {
-                alias_id(parent.ino, name_b)
-            } else {
-                0
-            },
+            alias,
         };
         let node = self.nodes.lookup(
             key,
@@ -459,8 +465,12 @@ impl GuardFs {
                 judged,
                 path,
                 readable,
+                alias,
+                ctime: (st.st_ctime, st.st_ctime_nsec),
             },
         );
+        // An existing node: the object may have changed since the kernel last heard of it.
+        self.note_change(&node, &st);
         self.count_nodes();
         Ok(Child { node, st, via_link })
     }

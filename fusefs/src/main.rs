@@ -120,6 +120,23 @@ fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, nofile: u
     }
 }
 
+/// Inode invalidations waiting for the notifier thread.
+const INVAL_QUEUE: usize = 4096;
+
+/// Send the kernel the inode invalidations request handlers ask for (a notice sent from a
+/// handler could wait on the kernel while the kernel waits on that handler's reply).
+fn spawn_invalidator(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<u64>) {
+    let _ = std::thread::Builder::new()
+        .name("invalidator".into())
+        .spawn(move || {
+            // Ends when the file system (the only sender) is dropped.
+            while let Ok(ino) = rx.recv() {
+                // Offset 0, length 0: every cached page, and the attributes.
+                let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+            }
+        });
+}
+
 fn run(opts: Options) -> Result<(), String> {
     let source_abs = canonical_bytes(&opts.source)?;
     let cfg = config::load(&opts, &source_abs)?;
@@ -165,7 +182,8 @@ fn run(opts: Options) -> Result<(), String> {
         },
         prefixes: vec![source_abs.clone(), mount_abs.clone()],
     };
-    let guard = fs::GuardFs::new(Policy::new(cfg), settings, root_fd, log, stats.clone())?;
+    let (inval_tx, inval_rx) = std::sync::mpsc::sync_channel(INVAL_QUEUE);
+    let guard = fs::GuardFs::new(Policy::new(cfg), settings, root_fd, log, stats.clone(), inval_tx)?;
     let nodes = guard.nodes();
 
     let fsname: String = String::from_utf8_lossy(&source_abs)
@@ -209,6 +227,7 @@ fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| format!("mount {}: {e}", opts.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     spawn_fd_valve(nodes, session.notifier(), nofile);
+    spawn_invalidator(session.notifier(), inval_rx);
     let main_pid = nix::unistd::getpid();
     let runner = std::thread::Builder::new()
         .name("fuse-session".into())

@@ -64,6 +64,12 @@ pub struct Node {
     pub rfd: OnceLock<OwnedFd>,
     /// Read-write reopen of `fd`, made on first write (`-o rw`).
     pub wfd: OnceLock<OwnedFd>,
+    /// `Key::alias`: non-zero for a directory reached through a link, and for every
+    /// directory below one (each is its own inode, never its real path's).
+    pub alias: u64,
+    /// The object's ctime (seconds, nanoseconds) when the kernel was last told about it: a
+    /// change the kernel's mtime/size check would miss invalidates its cached pages.
+    pub ctime: Mutex<(i64, i64)>,
 }
 
 struct Entry {
@@ -96,6 +102,8 @@ pub struct NewNode {
     pub judged: bool,
     pub path: Box<[u8]>,
     pub readable: bool,
+    pub alias: u64,
+    pub ctime: (i64, i64),
 }
 
 impl Node {
@@ -112,6 +120,8 @@ impl Node {
             readable: new.readable,
             rfd: OnceLock::new(),
             wfd: OnceLock::new(),
+            alias: new.alias,
+            ctime: Mutex::new(new.ctime),
         }
     }
 }

@@ -23,12 +23,14 @@ options:
                         noopen (default): decide at lookup, kernel skips OPEN/FLUSH and
                         keeps the page cache; passthrough: check again at OPEN and let
                         the kernel read the backing file directly (FUSE passthrough)
-  -o OPT[,OPT...]       rw, ro (default), allow_other, background, and the long options
+  -o OPT[,OPT...]       rw, ro (default), allow_other, no_allow_other, background, and the long options
                         as key=value (tenant_depth=N, owner=UID, config=FILE, mode=M,
                         threads=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
                         as defaults, nofail, _netdev, dev, suid are accepted and ignored
                         (the mount is always nosuid,nodev,default_permissions)
-  --allow-other         let other users (the web server) use the mount
+  --allow-other         let other users (the web server) use the mount: the default
+                        when the daemon runs as root
+  --no-allow-other      only the mounting user may use the mount
   --threads N           FUSE worker threads (default: number of CPUs)
   --entry-ttl-ms N      how long the kernel caches a name (default 1000)
   --attr-ttl-ms N       how long the kernel caches attributes (default 1000)
@@ -62,7 +64,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub mode: DataMode,
     pub rw: bool,
-    pub allow_other: bool,
+    /// `None`: the default, on when the daemon runs as root.
+    pub allow_other: Option<bool>,
     pub threads: usize,
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
@@ -87,7 +90,7 @@ impl Options {
             config: None,
             mode: DataMode::NoOpen,
             rw: false,
-            allow_other: false,
+            allow_other: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             entry_ttl: Duration::from_millis(1000),
             attr_ttl: Duration::from_millis(1000),
@@ -123,7 +126,8 @@ impl Options {
                         o.mount_option(opt)?;
                     }
                 }
-                "--allow-other" => o.allow_other = true,
+                "--allow-other" => o.allow_other = Some(true),
+                "--no-allow-other" => o.allow_other = Some(false),
                 "--threads" => o.threads = number("--threads", value())?,
                 "--entry-ttl-ms" => o.entry_ttl = Duration::from_millis(number("--entry-ttl-ms", value())?),
                 "--attr-ttl-ms" => o.attr_ttl = Duration::from_millis(number("--attr-ttl-ms", value())?),
@@ -197,7 +201,8 @@ impl Options {
             k if k.starts_with("x-") || k.starts_with("comment") => {}
             "rw" => self.rw = true,
             "ro" => self.rw = false,
-            "allow_other" => self.allow_other = true,
+            "allow_other" => self.allow_other = Some(true),
+            "no_allow_other" => self.allow_other = Some(false),
             "tenant_depth" => self.tenant_depth = Some(number("tenant_depth", val)?),
             "owner" | "owner_uid" => self.owner = Some(number("owner", val)?),
             "config" => self.config = Some(PathBuf::from(val.ok_or("config= needs a file")?)),
@@ -233,7 +238,16 @@ mod tests {
         let o = parse("/srv /mnt --owner 33 -o rw,allow_other --mode passthrough --threads=3").unwrap();
         assert_eq!(o.owner, Some(33));
         assert_eq!(o.tenant_depth, None);
-        assert!(o.rw && o.allow_other);
+        assert!(o.rw && o.allow_other == Some(true));
+        assert_eq!(parse("/srv /mnt").unwrap().allow_other, None);
+        assert_eq!(
+            parse("/srv /mnt --no-allow-other").unwrap().allow_other,
+            Some(false)
+        );
+        assert_eq!(
+            parse("/srv /mnt -o no_allow_other").unwrap().allow_other,
+            Some(false)
+        );
         assert_eq!((o.mode, o.threads), (DataMode::Passthrough, 3));
         assert!(parse("/srv /mnt --owner 1 --tenant-depth 2").is_err());
         assert!(parse("/srv").is_err());

@@ -165,6 +165,9 @@ fn run(opts: Options) -> Result<(), String> {
     };
 
     let nofile = syscalls::raise_nofile_limit();
+    // The caller's umask already came with each create: the daemon's own must not apply
+    // on top of it (0666 under umask 0 would become 0644).
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let root_fd =
         syscalls::open_source(&opts.source).map_err(|e| format!("{}: {e}", opts.source.display()))?;
     let log = denylog::DenyLog::new(cfg.log_socket.clone(), cfg.log_rate, cfg.mode);
@@ -202,7 +205,9 @@ fn run(opts: Options) -> Result<(), String> {
         MountOption::NoAtime,
         if opts.rw { MountOption::RW } else { MountOption::RO },
     ];
-    config.acl = if opts.allow_other {
+    // The web server is another user: as root (the mount already checks every caller's
+    // permissions with default_permissions), let it in unless told not to.
+    config.acl = if opts.allow_other.unwrap_or(syscalls::euid() == 0) {
         SessionACL::All
     } else {
         SessionACL::Owner

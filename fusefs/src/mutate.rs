@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo, RenameFlags, TimeOrNow};
 use nix::fcntl::OFlag;
@@ -26,6 +26,20 @@ pub(crate) struct SetAttr {
     pub mtime: Option<TimeOrNow>,
     /// The passthrough handle the change came through, if any.
     pub fh: Option<FileHandle>,
+}
+
+/// A time from a SETATTR as the kernel sent it, (seconds, nanoseconds in 0..1e9). fuser
+/// 0.18 builds the `SystemTime` of a pre-1970 time (sec < 0, nsec) as `EPOCH - (-sec, nsec)`
+/// (its own TODO in `time.rs`), so that is undone here: a negative offset `(s, n)` is the
+/// kernel's `(-s, n)`, e.g. 1960-01-01 00:00:00.5 is (-315619200, 5e8).
+fn timespec_of(t: SystemTime) -> (i64, i64) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+        Err(e) => (
+            -(e.duration().as_secs() as i64),
+            i64::from(e.duration().subsec_nanos()),
+        ),
+    }
 }
 
 impl GuardFs {
@@ -138,8 +152,8 @@ impl GuardFs {
                 None => nix::sys::time::TimeSpec::new(0, libc::UTIME_OMIT),
                 Some(TimeOrNow::Now) => nix::sys::time::TimeSpec::new(0, libc::UTIME_NOW),
                 Some(TimeOrNow::SpecificTime(t)) => {
-                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-                    nix::sys::time::TimeSpec::new(d.as_secs() as i64, i64::from(d.subsec_nanos()))
+                    let (sec, nsec) = timespec_of(t);
+                    nix::sys::time::TimeSpec::new(sec, nsec)
                 }
             };
             syscalls::utimens_held(&node.fd, &ts(set.atime), &ts(set.mtime)).map_err(errno)?;
@@ -164,5 +178,22 @@ impl GuardFs {
         }
         let _creds = self.as_caller(caller)?;
         syscalls::rename_child(&from.fd, name, &to.fd, newname, flags.bits()).map_err(errno)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_before_1970() {
+        assert_eq!(timespec_of(UNIX_EPOCH + Duration::new(5, 7)), (5, 7));
+        assert_eq!(timespec_of(UNIX_EPOCH - Duration::new(1, 0)), (-1, 0));
+        // What fuser hands over for the kernel's (-315619200, 5e8).
+        assert_eq!(
+            timespec_of(UNIX_EPOCH - Duration::new(315_619_200, 500_000_000)),
+            (-315_619_200, 500_000_000)
+        );
     }
 }

@@ -372,3 +372,156 @@ fn item10_umask_old_times_and_linked_subdirectories() {
     );
     drop(m);
 }
+
+/// `openat(dir, name, O_PATH|O_DIRECTORY|O_NOFOLLOW)`, or `mkdirat` first when `make`.
+fn step(dir: &OwnedFd, name: &str, make: bool) -> std::io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).expect("name");
+    if make {
+        // SAFETY: `dir` is an open directory fd and `c` a NUL-terminated name.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: as above; the returned fd (if any) is owned by the OwnedFd below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `SOURCE/rel/name/name/...` (`levels` deep, owned by `uid`), made with `*at` calls (the
+/// path is longer than PATH_MAX); the deepest directory's fd.
+fn chain(t: &Tree, rel: &str, name: &str, levels: usize, uid: u32) -> OwnedFd {
+    let mut fd: OwnedFd = fs::File::open(t.src.join(rel)).expect("open").into();
+    for _ in 0..levels {
+        fd = step(&fd, name, true).expect("mkdirat");
+        // SAFETY: `fd` is an open fd; AT_EMPTY_PATH makes the call act on it.
+        let r = unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, uid, libc::AT_EMPTY_PATH) };
+        assert_eq!(r, 0, "fchownat: {}", std::io::Error::last_os_error());
+    }
+    fd
+}
+
+/// `VmRSS` of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// How much the daemon's RSS may grow while a client walks 600 levels of 255-byte names
+/// (fusefs/README.md): the nodes cost about 1 KiB each; today's full path per node cost
+/// ~46 MB.
+const DEEP_RSS_BOUND_KIB: u64 = 16 * 1024;
+
+/// Item 4: each node stored its full path, so memory grew with the square of the depth
+/// (2000 levels: 504 MB). Nodes store (parent, name); depth is capped at 1024 levels and a
+/// path below SOURCE at 192 KiB (deeper names: ENAMETOOLONG, the daemon stays up); a
+/// relative link at the bottom is resolved from its directory's held fd.
+#[test]
+fn item4_deep_trees_cost_linear_memory_and_are_capped() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv4");
+    t.file("alice/pub/index.html", b"alice's page\n", ALICE);
+    t.dir("alice/pub/deep", ALICE);
+    t.dir("alice/pub/short", ALICE);
+    t.dir("alice/pub/wide", ALICE);
+    let long = "n".repeat(255);
+    let bottom = chain(&t, "alice/pub/deep", &long, 600, ALICE);
+    drop(bottom);
+    drop(chain(&t, "alice/pub/short", "a", 1100, ALICE));
+    drop(chain(&t, "alice/pub/wide", &long, 800, ALICE));
+    let m = Mount::start(&bin, &t, no_null());
+    assert_eq!(
+        fs::read(t.mnt.join("alice/pub/index.html")).expect("warm up"),
+        b"alice's page\n"
+    );
+    let before = rss_kib(m.pid());
+    let mut fd: OwnedFd = fs::File::open(t.mnt.join("alice/pub/deep")).expect("open").into();
+    for level in 1..=600 {
+        fd = step(&fd, &long, false).unwrap_or_else(|e| panic!("level {level}: {e}"));
+    }
+    let after = rss_kib(m.pid());
+    assert!(
+        after.saturating_sub(before) < DEEP_RSS_BOUND_KIB,
+        "RSS {before} KiB -> {after} KiB walking 600 levels (bound {DEEP_RSS_BOUND_KIB} KiB)"
+    );
+    drop(fd);
+    // The caps: 1024 levels, 192 KiB of path; refused past them, not a crash.
+    for (dir, name, ok_levels) in [("short", "a", 1024), ("wide", long.as_str(), 192 * 1024 / 256)] {
+        let mut fd: OwnedFd = fs::File::open(t.mnt.join("alice/pub").join(dir))
+            .expect("open")
+            .into();
+        let mut reached = 0;
+        for level in 1..=1100 {
+            match step(&fd, name, false) {
+                Ok(next) => {
+                    fd = next;
+                    reached = level;
+                }
+                Err(e) => {
+                    assert_eq!(
+                        e.raw_os_error(),
+                        Some(libc::ENAMETOOLONG),
+                        "{dir} level {level}: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        // `alice/pub/DIR` itself is 3 levels (and 14 bytes) below SOURCE.
+        assert!(
+            reached + 3 <= ok_levels && reached + 3 + 2 >= ok_levels,
+            "{dir}: walked {reached} levels below alice/pub/{dir} (cap {ok_levels})"
+        );
+    }
+    assert_eq!(
+        fs::read(t.mnt.join("alice/pub/index.html")).expect("the daemon is still up"),
+        b"alice's page\n"
+    );
+    drop(m);
+}
+
+/// Item 8: after `mv site site.old; mv site.new site` through the mount, `site/current` (a
+/// relative link) answered ENOENT and `site.old/current` served the new site: links were
+/// resolved from the path a directory was first looked up by. They are resolved from the
+/// held directory, `..` from where that directory is now.
+#[test]
+fn item8_relative_links_follow_renamed_directories() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv8");
+    t.dir("alice/pub/site/v1", ALICE);
+    t.file("alice/pub/site/v1/index.html", b"old site\n", ALICE);
+    t.link("alice/pub/site/current", "v1", ALICE);
+    t.dir("alice/pub/site.new/v2", ALICE);
+    t.file("alice/pub/site.new/v2/index.html", b"new site\n", ALICE);
+    t.link("alice/pub/site.new/current", "v2", ALICE);
+    t.dir("alice/pub/a/b", ALICE);
+    t.link("alice/pub/a/b/up", "../../which", ALICE);
+    t.file("alice/pub/which", b"pub\n", ALICE);
+    t.dir("alice/pub/deeper", ALICE);
+    t.file("alice/pub/deeper/which", b"deeper\n", ALICE);
+    let m = Mount::start(&bin, &t, &["-o", "rw"]);
+    let p = t.mnt.join("alice/pub");
+    let read = |rel: &str| fs::read(p.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!(read("site/current/index.html"), b"old site\n");
+    assert_eq!(read("site.new/current/index.html"), b"new site\n");
+    assert_eq!(read("a/b/up"), b"pub\n");
+    fs::rename(p.join("site"), p.join("site.old")).expect("mv site site.old");
+    fs::rename(p.join("site.new"), p.join("site")).expect("mv site.new site");
+    fs::rename(p.join("a"), p.join("deeper/a")).expect("mv a deeper/a");
+    assert_eq!(read("site/current/index.html"), b"new site\n");
+    assert_eq!(read("site.old/current/index.html"), b"old site\n");
+    assert_eq!(read("deeper/a/b/up"), b"deeper\n");
+    drop(m);
+}

@@ -138,22 +138,13 @@ pub(crate) fn root_node(
         depth: 0,
         tenant,
         judged,
-        path: Box::from(&b"/"[..]),
+        name: Box::default(),
+        path_len: 0,
         readable: false,
         alias: 0,
         ctime: (st.st_ctime, st.st_ctime_nsec),
     };
     Ok((key, node))
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Box<[u8]> {
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    if p.last() != Some(&b'/') {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p.into_boxed_slice()
 }
 
 /// A stable id for "the directory reached through link `name` in `parent`".
@@ -167,11 +158,16 @@ fn alias_id(parent: u64, name: &[u8]) -> u64 {
     h | 1
 }
 
-/// Where a decision is made, for its log line.
+/// Longest path below SOURCE the daemon serves (bytes, from the `/`): 192 KiB, far past
+/// PATH_MAX, so only a tree built to attack the daemon meets it.
+pub(crate) const MAX_PATH_LEN: u32 = 192 * 1024;
+
+/// Where a decision is made, for its log line: `name` in the directory `dir` (`dir`
+/// itself when `name` is empty). The path is only rebuilt when a line is written.
 #[derive(Clone, Copy)]
 struct At<'a> {
-    /// Path below SOURCE.
-    rel: &'a [u8],
+    dir: &'a Node,
+    name: &'a [u8],
     tenant: Option<&'a Tenant>,
     caller: Option<Caller>,
 }
@@ -224,19 +220,49 @@ impl GuardFs {
         let Some(t) = dir.tenant.as_deref() else {
             return Err(Errno::EACCES);
         };
-        let path = join(&dir.path, name.as_bytes());
         let at = At {
-            rel: &path,
+            dir,
+            name: name.as_bytes(),
             tenant: Some(t),
             caller: Some(caller),
         };
         self.apply_rule(owner, t, &at)
     }
 
-    /// The absolute path in SOURCE of `rel` (a node's path, from `/`), for rules and logs.
-    fn abs(&self, rel: &[u8]) -> Vec<u8> {
+    /// The absolute path in SOURCE of `name` in `dir` (of `dir` if `name` is empty), as
+    /// it was looked up: for the policy's classification above the tenants, and for logs.
+    /// Rebuilt from the chain of parents (at most [`resolve::MAX_DEPTH`] steps); a part no
+    /// longer known shows as `/...`.
+    fn abs(&self, dir: &Node, name: &[u8]) -> Vec<u8> {
+        let mut names: Vec<Box<[u8]>> = Vec::new();
+        if !name.is_empty() {
+            names.push(Box::from(name));
+        }
+        let mut cur: Option<Arc<Node>> = None;
+        let mut complete = false;
+        for _ in 0..=resolve::MAX_DEPTH {
+            let node = cur.as_deref().unwrap_or(dir);
+            if node.ino == ROOT {
+                complete = true;
+                break;
+            }
+            names.push(node.name.clone());
+            match self.nodes.get(node.parent) {
+                Some(p) => cur = Some(p),
+                None => break,
+            }
+        }
         let mut abs = self.settings.source_abs.clone();
-        abs.extend_from_slice(rel);
+        if !complete {
+            abs.extend_from_slice(b"/...");
+        }
+        for n in names.iter().rev() {
+            abs.push(b'/');
+            abs.extend_from_slice(n);
+        }
+        if abs.is_empty() {
+            abs.push(b'/');
+        }
         abs
     }
 
@@ -263,7 +289,7 @@ impl GuardFs {
         } else {
             &self.stats.denied
         });
-        let path = self.abs(at.rel);
+        let path = self.abs(at.dir, at.name);
         self.log.log(&Event {
             audit,
             reason,
@@ -312,7 +338,8 @@ impl GuardFs {
         if node.judged {
             let t = node.tenant.as_deref().ok_or(Errno::EACCES)?;
             let at = At {
-                rel: &node.path,
+                dir: node,
+                name: b"",
                 tenant: Some(t),
                 caller: None,
             };
@@ -356,15 +383,22 @@ impl GuardFs {
         if !syscalls::is_plain_name(name_b) {
             return Err(Errno::ENOENT);
         }
-        let path = join(&parent.path, name_b);
         let depth = parent.depth + 1;
-        let fd = syscalls::open_child(&parent.fd, name).map_err(errno)?;
-        let st = syscalls::fstat(&fd).map_err(errno)?;
+        let path_len = parent.path_len + 1 + name_b.len() as u32;
         let mut at = At {
-            rel: &path,
+            dir: parent,
+            name: name_b,
             tenant: parent.tenant.as_deref(),
             caller: Some(caller),
         };
+        // Caps, so that a tree built to exhaust the daemon cannot: names below them are
+        // refused (logged, ENAMETOOLONG), never served unchecked.
+        if depth > resolve::MAX_DEPTH || path_len > MAX_PATH_LEN {
+            let _ = self.refuse(Decision::Deny(DenyReason::PathTooLong), &at, None);
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let fd = syscalls::open_child(&parent.fd, name).map_err(errno)?;
+        let st = syscalls::fstat(&fd).map_err(errno)?;
 
         // Which tenant this name belongs to: the parent's, once inside a root (the first root
         // a path enters decides, as in the shim's walk); else the policy's answer for its path.
@@ -372,7 +406,7 @@ impl GuardFs {
             Some(t) => (Some(t.clone()), true),
             None => {
                 let tenant_meta = |tenant: &[u8]| self.ancestor_meta(parent, tenant);
-                match enter_root(&self.policy, &self.abs(&path), meta_of(&st), tenant_meta) {
+                match enter_root(&self.policy, &self.abs(parent, name_b), meta_of(&st), tenant_meta) {
                     Ok(Some((t, judged))) => (Some(t), judged),
                     Ok(None) => (None, false),
                     Err(reason) => return Err(self.refuse_structural(reason, &at)),
@@ -403,7 +437,7 @@ impl GuardFs {
                 resolve::follow(
                     self.root_fd.as_fd(),
                     &self.settings.prefixes,
-                    &parent.path,
+                    parent.fd.as_fd(),
                     &target,
                     &mut link_ok,
                 )
@@ -463,7 +497,8 @@ impl GuardFs {
                 depth,
                 tenant,
                 judged,
-                path,
+                name: Box::from(name_b),
+                path_len,
                 readable,
                 alias,
                 ctime: (st.st_ctime, st.st_ctime_nsec),
@@ -482,8 +517,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(&*join(b"/", b"a"), b"/a");
-        assert_eq!(&*join(b"/a", b"b"), b"/a/b");
         assert_ne!(alias_id(1, b"x"), alias_id(2, b"x"));
     }
 }

@@ -54,9 +54,12 @@ pub struct Node {
     /// Whether the rule judges this node's own object: false outside every root and for a
     /// tenant directory reached by its own name (it is its own owner).
     pub judged: bool,
-    /// Path relative to SOURCE, starting with `/`, as looked up (for logs and for
-    /// resolving relative symlinks found in this directory).
-    pub path: Box<[u8]>,
+    /// The name it was looked up by in `parent` (empty for the root): with `parent`, all
+    /// a node keeps of its path (a full path per node made memory grow with the square
+    /// of the depth). Only log lines rebuild the path.
+    pub name: Box<[u8]>,
+    /// Length of the path below SOURCE it was looked up by (`/a/b`: 4), for the cap.
+    pub path_len: u32,
     /// `fd` itself is open for reading (regular files are reopened `O_RDONLY` from the
     /// `O_PATH` handle at lookup: one fd per inode, and reads need no further open).
     pub readable: bool,
@@ -100,7 +103,8 @@ pub struct NewNode {
     pub depth: u32,
     pub tenant: Option<Arc<Tenant>>,
     pub judged: bool,
-    pub path: Box<[u8]>,
+    pub name: Box<[u8]>,
+    pub path_len: u32,
     pub readable: bool,
     pub alias: u64,
     pub ctime: (i64, i64),
@@ -116,7 +120,8 @@ impl Node {
             depth: new.depth,
             tenant: new.tenant,
             judged: new.judged,
-            path: new.path,
+            name: new.name,
+            path_len: new.path_len,
             readable: new.readable,
             rfd: OnceLock::new(),
             wfd: OnceLock::new(),
@@ -172,11 +177,7 @@ impl Nodes {
             .values()
             .filter(|e| e.node.ino != ROOT)
             .take(n)
-            .map(|e| {
-                let p = &e.node.path;
-                let name = p.rsplit(|&b| b == b'/').next().unwrap_or_default();
-                (e.node.parent, Box::from(name))
-            })
+            .map(|e| (e.node.parent, e.node.name.clone()))
             .collect()
     }
 

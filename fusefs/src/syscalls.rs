@@ -35,6 +35,17 @@ pub fn open_child(dir: impl AsFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// The parent directory of the directory `dir`, as it is on disk now (`..` is never a
+/// symlink), as an `O_PATH` handle.
+pub fn open_parent(dir: impl AsFd) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        "..",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Open the operator-given SOURCE directory (the operator's path may contain symlinks;
 /// nothing below it is ever opened by path again).
 pub fn open_source(path: &Path) -> Result<OwnedFd, Errno> {

@@ -452,13 +452,19 @@ fn item4_deep_trees_cost_linear_memory_and_are_capped() {
         fd = step(&fd, &long, false).unwrap_or_else(|e| panic!("level {level}: {e}"));
     }
     let after = rss_kib(m.pid());
+    eprintln!("daemon RSS walking 600 levels of 255-byte names: {before} KiB -> {after} KiB");
     assert!(
         after.saturating_sub(before) < DEEP_RSS_BOUND_KIB,
         "RSS {before} KiB -> {after} KiB walking 600 levels (bound {DEEP_RSS_BOUND_KIB} KiB)"
     );
     drop(fd);
     // The caps: 1024 levels, 192 KiB of path; refused past them, not a crash.
-    for (dir, name, ok_levels) in [("short", "a", 1024), ("wide", long.as_str(), 192 * 1024 / 256)] {
+    // `alice/pub/short` is 3 levels below SOURCE; `/alice/pub/wide` 15 bytes long and each
+    // 255-byte level adds 256.
+    for (dir, name, levels) in [
+        ("short", "a", 1024 - 3),
+        ("wide", long.as_str(), (192 * 1024 - 15) / 256),
+    ] {
         let mut fd: OwnedFd = fs::File::open(t.mnt.join("alice/pub").join(dir))
             .expect("open")
             .into();
@@ -479,11 +485,7 @@ fn item4_deep_trees_cost_linear_memory_and_are_capped() {
                 }
             }
         }
-        // `alice/pub/DIR` itself is 3 levels (and 14 bytes) below SOURCE.
-        assert!(
-            reached + 3 <= ok_levels && reached + 3 + 2 >= ok_levels,
-            "{dir}: walked {reached} levels below alice/pub/{dir} (cap {ok_levels})"
-        );
+        assert_eq!(reached, levels, "{dir}: levels served below alice/pub/{dir}");
     }
     assert_eq!(
         fs::read(t.mnt.join("alice/pub/index.html")).expect("the daemon is still up"),
@@ -500,16 +502,15 @@ fn item4_deep_trees_cost_linear_memory_and_are_capped() {
 fn item8_relative_links_follow_renamed_directories() {
     let Some(bin) = prerequisites() else { return };
     let t = Tree::new("adv8");
-    t.dir("alice/pub/site/v1", ALICE);
+    for d in ["site", "site/v1", "site.new", "site.new/v2", "a", "a/b", "deeper"] {
+        t.dir(&format!("alice/pub/{d}"), ALICE);
+    }
     t.file("alice/pub/site/v1/index.html", b"old site\n", ALICE);
     t.link("alice/pub/site/current", "v1", ALICE);
-    t.dir("alice/pub/site.new/v2", ALICE);
     t.file("alice/pub/site.new/v2/index.html", b"new site\n", ALICE);
     t.link("alice/pub/site.new/current", "v2", ALICE);
-    t.dir("alice/pub/a/b", ALICE);
     t.link("alice/pub/a/b/up", "../../which", ALICE);
     t.file("alice/pub/which", b"pub\n", ALICE);
-    t.dir("alice/pub/deeper", ALICE);
     t.file("alice/pub/deeper/which", b"deeper\n", ALICE);
     let m = Mount::start(&bin, &t, &["-o", "rw"]);
     let p = t.mnt.join("alice/pub");

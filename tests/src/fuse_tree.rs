@@ -163,6 +163,21 @@ impl Mount {
         Mount::spawn_args(bin, &tree.src, &tree.mnt, &tree.log_path(), &[], extra)
     }
 
+    /// As [`Mount::start`], with the daemon's descriptor limit (soft and hard) set to
+    /// `nofile` by `prlimit`, so fd exhaustion is tested at a known scale.
+    #[track_caller]
+    pub fn start_limited<S: AsRef<OsStr>>(bin: &Path, tree: &Tree, nofile: u32, extra: &[S]) -> Mount {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut args: Vec<&OsStr> = vec![OsStr::new(&limit), OsStr::new("--"), bin.as_os_str()];
+        args.extend([
+            tree.src.as_os_str(),
+            tree.mnt.as_os_str(),
+            OsStr::new("--allow-other"),
+        ]);
+        args.extend(extra.iter().map(AsRef::as_ref));
+        Mount::spawn_cmd(Path::new("prlimit"), &tree.mnt, &tree.log_path(), &args)
+    }
+
     /// As [`Mount::start`], for any SOURCE and mount point, the daemon's stderr to `log`.
     #[track_caller]
     pub fn spawn<S: AsRef<OsStr>>(bin: &Path, src: &Path, mnt: &Path, log: &Path, extra: &[S]) -> Mount {
@@ -178,12 +193,18 @@ impl Mount {
         first: &[&str],
         extra: &[S],
     ) -> Mount {
+        let mut args: Vec<&OsStr> = vec![src.as_os_str(), mnt.as_os_str()];
+        args.extend(first.iter().map(OsStr::new));
+        args.extend(extra.iter().map(AsRef::as_ref));
+        Mount::spawn_cmd(bin, mnt, log, &args)
+    }
+
+    /// Run `program args...` (the daemon, or a wrapper that execs it) and wait for the mount.
+    #[track_caller]
+    fn spawn_cmd(program: &Path, mnt: &Path, log: &Path, args: &[&OsStr]) -> Mount {
         let log_file = fs::File::create(log).expect("log file");
-        let child = Command::new(bin)
-            .arg(src)
-            .arg(mnt)
-            .args(first)
-            .args(extra)
+        let child = Command::new(program)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

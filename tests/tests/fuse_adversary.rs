@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use toctou_guard_tests::fuse_tree::{
-    ALICE, BOB, Mount, SERVER, Tree, assert_eacces, prerequisites, read_as, read_as_server,
+    ALICE, BOB, Mount, SERVER, Tree, VICTIM, assert_eacces, prerequisites, read_as, read_as_server,
 };
 use toctou_guard_tests::poll::{poll_for, wait_until};
 
@@ -524,5 +524,152 @@ fn item8_relative_links_follow_renamed_directories() {
     assert_eq!(read("site/current/index.html"), b"new site\n");
     assert_eq!(read("site.old/current/index.html"), b"old site\n");
     assert_eq!(read("deeper/a/b/up"), b"deeper\n");
+    drop(m);
+}
+
+/// The daemon's descriptor limit in the fd tests (items 5, 6): set by `prlimit`, so the
+/// scale does not depend on the machine's limits.
+const FD_LIMIT: u32 = 4096;
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
+}
+
+/// A process of `uid` that opens every path listed in `list` with `O_PATH` and holds them
+/// until its stdin closes (as the attacker's pinning processes did); returns it once it
+/// has tried them all, with the number it holds.
+fn hold_open(uid: u32, list: &Path) -> (std::process::Child, usize) {
+    const HOLDER: &str = r#"
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+held = []
+for p in open(sys.argv[1]).read().split("\n"):
+    if p:
+        try:
+            held.append(os.open(p, os.O_PATH))
+        except OSError:
+            pass
+print(len(held), flush=True)
+sys.stdin.read()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", HOLDER])
+        .arg(list)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    std::io::BufRead::read_line(&mut out, &mut line).expect("holder's count");
+    let n = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("holder said {line:?}"));
+    (child, n)
+}
+
+/// Item 5: 20,000 hard links to one symlink to one directory, held open with `O_PATH` by
+/// two attacker processes, took the daemon to its fd limit, and the web server's read of
+/// another tenant's file failed with EMFILE. Nodes reached as aliases of one object share
+/// its descriptor, and each tenant has a quota (half the daemon's descriptors by default):
+/// pinning many distinct files costs the attacker its own lookups (EMFILE), never the
+/// others'.
+#[test]
+fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv5");
+    t.dir("alice/pub/d", ALICE);
+    t.dir("alice/pub/h", ALICE);
+    t.link("alice/pub/h/l", "../d", ALICE);
+    t.dir("alice/pub/many", ALICE);
+    t.file("bob/pub/fresh", b"bob's page\n", BOB);
+    let n = FD_LIMIT as usize + 100;
+    let mut aliases = String::new();
+    let mut files = String::new();
+    for i in 0..n {
+        // A hard link to the symlink itself (linkat without AT_SYMLINK_FOLLOW).
+        fs::hard_link(
+            t.src.join("alice/pub/h/l"),
+            t.src.join(format!("alice/pub/h/{i}")),
+        )
+        .expect("link");
+        aliases.push_str(&format!("{}/alice/pub/h/{i}\n", t.mnt.display()));
+        t.file(&format!("alice/pub/many/{i}"), b"x", ALICE);
+        files.push_str(&format!("{}/alice/pub/many/{i}\n", t.mnt.display()));
+    }
+    fs::write(t.base.join("aliases"), aliases).expect("list");
+    fs::write(t.base.join("files"), files).expect("list");
+    let m = Mount::start_limited(&bin, &t, FD_LIMIT, no_null());
+    let (mut a1, held1) = hold_open(ALICE, &t.base.join("aliases"));
+    let (mut a2, held2) = hold_open(ALICE, &t.base.join("aliases"));
+    let fds_aliases = fd_count(m.pid());
+    let (mut a3, held3) = hold_open(ALICE, &t.base.join("files"));
+    let fds = fd_count(m.pid());
+    let served = read_as_server(&t.mnt.join("bob/pub/fresh"));
+    let own = read_as(BOB, &t.mnt.join("bob/pub/secret"));
+    for c in [&mut a1, &mut a2, &mut a3] {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+    eprintln!("held {held1}+{held2} aliases ({fds_aliases} daemon fds), {held3} files ({fds} daemon fds)");
+    assert_eq!(served.expect("the server reads bob's page"), b"bob's page\n");
+    assert_eq!(own.expect("bob reads his own file"), VICTIM);
+    assert!(
+        fds_aliases < 256,
+        "{held1}+{held2} aliases of one directory cost the daemon {fds_aliases} fds"
+    );
+    assert!(
+        fds <= FD_LIMIT as usize * 6 / 10,
+        "{held3} pinned files: the daemon holds {fds} of {FD_LIMIT} fds"
+    );
+    assert!(
+        held3 < n,
+        "the attacker's quota never applied ({held3} of {n} held)"
+    );
+    drop(m);
+}
+
+/// Item 6: writing 9,990 files through `-o rw` left two descriptors per file (the held one
+/// and the write one) after the writer exited; other tenants got EMFILE. Idle write
+/// descriptors are closed (after about a second), so a written file costs what a read one
+/// does.
+#[test]
+fn item6_idle_write_descriptors_are_closed() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv6");
+    t.dir("alice/pub/w", ALICE);
+    t.file("bob/pub/fresh", b"bob's page\n", BOB);
+    let m = Mount::start_limited(&bin, &t, FD_LIMIT, &["-o", "rw"]);
+    let files = FD_LIMIT as usize * 4 / 10;
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "cd {}/alice/pub/w && i=0; while [ $i -lt {files} ]; do echo $i > f$i || exit 1; i=$((i+1)); done",
+            t.mnt.display()
+        ),
+    );
+    assert!(out.status.success(), "writing {files} files: {}", text(&out));
+    let pid = m.pid();
+    // One held descriptor per cached file remains; the write ones go.
+    let bound = files + 64;
+    wait_until(
+        &format!("the daemon to hold fewer than {bound} fds after {files} files written"),
+        Duration::from_secs(10),
+        || fd_count(pid) < bound,
+    );
+    assert_eq!(
+        read_as_server(&t.mnt.join("bob/pub/fresh")).expect("bob's page"),
+        b"bob's page\n"
+    );
+    assert_eq!(
+        fs::read(t.mnt.join(format!("alice/pub/w/f{}", files - 1))).expect("read back"),
+        format!("{}\n", files - 1).as_bytes()
+    );
     drop(m);
 }

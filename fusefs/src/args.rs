@@ -25,13 +25,16 @@ options:
                         the kernel read the backing file directly (FUSE passthrough)
   -o OPT[,OPT...]       rw, ro (default), allow_other, no_allow_other, background, and the long options
                         as key=value (tenant_depth=N, owner=UID, config=FILE, mode=M,
-                        threads=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
+                        threads=N, tenant_quota=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
                         as defaults, nofail, _netdev, dev, suid are accepted and ignored
                         (the mount is always nosuid,nodev,default_permissions)
   --allow-other         let other users (the web server) use the mount: the default
                         when the daemon runs as root
   --no-allow-other      only the mounting user may use the mount
   --threads N           FUSE worker threads (default: number of CPUs)
+  --tenant-quota N      most inodes (each holding a descriptor) one tenant may have at
+                        once; past it that tenant's lookups fail with EMFILE (default:
+                        half the descriptor limit)
   --entry-ttl-ms N      how long the kernel caches a name (default 1000)
   --attr-ttl-ms N       how long the kernel caches attributes (default 1000)
   --stats FILE          on SIGUSR1 (and at exit) write request counters to FILE
@@ -67,6 +70,8 @@ pub struct Options {
     /// `None`: the default, on when the daemon runs as root.
     pub allow_other: Option<bool>,
     pub threads: usize,
+    /// Most nodes one tenant may have at once (default: half the fd limit).
+    pub tenant_quota: Option<usize>,
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
     pub stats: Option<PathBuf>,
@@ -92,6 +97,7 @@ impl Options {
             rw: false,
             allow_other: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tenant_quota: None,
             entry_ttl: Duration::from_millis(1000),
             attr_ttl: Duration::from_millis(1000),
             stats: None,
@@ -129,6 +135,7 @@ impl Options {
                 "--allow-other" => o.allow_other = Some(true),
                 "--no-allow-other" => o.allow_other = Some(false),
                 "--threads" => o.threads = number("--threads", value())?,
+                "--tenant-quota" => o.tenant_quota = Some(number("--tenant-quota", value())?),
                 "--entry-ttl-ms" => o.entry_ttl = Duration::from_millis(number("--entry-ttl-ms", value())?),
                 "--attr-ttl-ms" => o.attr_ttl = Duration::from_millis(number("--attr-ttl-ms", value())?),
                 "--stats" => o.stats = Some(PathBuf::from(value().ok_or("--stats needs a file")?)),
@@ -214,6 +221,7 @@ impl Options {
                 }
             }
             "threads" => self.threads = number("threads", val)?,
+            "tenant_quota" => self.tenant_quota = Some(number("tenant_quota", val)?),
             "entry_ttl_ms" => self.entry_ttl = Duration::from_millis(number("entry_ttl_ms", val)?),
             "attr_ttl_ms" => self.attr_ttl = Duration::from_millis(number("attr_ttl_ms", val)?),
             "background" => self.background = true,

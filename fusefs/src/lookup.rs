@@ -487,23 +487,30 @@ impl GuardFs {
             tenant_uid: tenant.as_ref().map_or(NO_TENANT, |t| t.uid),
             alias,
         };
-        let node = self.nodes.lookup(
-            key,
-            self.root_dev,
-            NewNode {
-                parent: parent.ino,
-                fd,
-                kind,
-                depth,
-                tenant,
-                judged,
-                name: Box::from(name_b),
-                path_len,
-                readable,
-                alias,
-                ctime: (st.st_ctime, st.st_ctime_nsec),
-            },
-        );
+        let node = self
+            .nodes
+            .lookup(
+                key,
+                self.root_dev,
+                NewNode {
+                    parent: parent.ino,
+                    fd,
+                    kind,
+                    depth,
+                    tenant,
+                    judged,
+                    name: Box::from(name_b),
+                    path_len,
+                    readable,
+                    alias,
+                    ctime: (st.st_ctime, st.st_ctime_nsec),
+                },
+            )
+            .map_err(|_| {
+                // This tenant holds its share of the daemon's descriptors already: its own
+                // lookups fail (the kernel is asked to forget some), nobody else's.
+                Errno::EMFILE
+            })?;
         // An existing node: the object may have changed since the kernel last heard of it.
         self.note_change(&node, &st);
         self.count_nodes();

@@ -605,25 +605,35 @@ fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
     }
     fs::write(t.base.join("aliases"), aliases).expect("list");
     fs::write(t.base.join("files"), files).expect("list");
+    // Aliases of one directory, pinned by two processes.
     let m = Mount::start_limited(&bin, &t, FD_LIMIT, no_null());
     let (mut a1, held1) = hold_open(ALICE, &t.base.join("aliases"));
     let (mut a2, held2) = hold_open(ALICE, &t.base.join("aliases"));
-    let fds_aliases = fd_count(m.pid());
+    let fds = fd_count(m.pid());
+    let served = read_as_server(&t.mnt.join("bob/pub/fresh"));
+    for c in [&mut a1, &mut a2] {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+    eprintln!("held {held1}+{held2} aliases: {fds} daemon fds");
+    assert_eq!(served.expect("the server reads bob's page"), b"bob's page\n");
+    assert!(
+        fds < 256,
+        "{held1}+{held2} aliases of one directory cost the daemon {fds} fds"
+    );
+    drop(m);
+
+    // Distinct files, pinned: the attacker meets its quota, bob does not.
+    let m = Mount::start_limited(&bin, &t, FD_LIMIT, no_null());
     let (mut a3, held3) = hold_open(ALICE, &t.base.join("files"));
     let fds = fd_count(m.pid());
     let served = read_as_server(&t.mnt.join("bob/pub/fresh"));
     let own = read_as(BOB, &t.mnt.join("bob/pub/secret"));
-    for c in [&mut a1, &mut a2, &mut a3] {
-        drop(c.stdin.take());
-        let _ = c.wait();
-    }
-    eprintln!("held {held1}+{held2} aliases ({fds_aliases} daemon fds), {held3} files ({fds} daemon fds)");
+    drop(a3.stdin.take());
+    let _ = a3.wait();
+    eprintln!("held {held3} of {n} files: {fds} daemon fds");
     assert_eq!(served.expect("the server reads bob's page"), b"bob's page\n");
     assert_eq!(own.expect("bob reads his own file"), VICTIM);
-    assert!(
-        fds_aliases < 256,
-        "{held1}+{held2} aliases of one directory cost the daemon {fds_aliases} fds"
-    );
     assert!(
         fds <= FD_LIMIT as usize * 6 / 10,
         "{held3} pinned files: the daemon holds {fds} of {FD_LIMIT} fds"
@@ -631,6 +641,14 @@ fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
     assert!(
         held3 < n,
         "the attacker's quota never applied ({held3} of {n} held)"
+    );
+    // Released, the tenant's cached names are trimmed and its own lookups work again.
+    t.file("alice/pub/index.html", b"alice's page\n", ALICE);
+    let page = t.mnt.join("alice/pub/index.html");
+    wait_until(
+        "alice's lookups to work again once her pins are released",
+        Duration::from_secs(10),
+        || read_as_server(&page).is_ok_and(|d| d == b"alice's page\n"),
     );
     drop(m);
 }

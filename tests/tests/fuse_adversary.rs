@@ -691,3 +691,42 @@ fn item6_idle_write_descriptors_are_closed() {
     );
     drop(m);
 }
+
+/// `owner euid` through the mount (`--owner caller`): the expected owner is the uid of the
+/// process making the request, as for one php-fpm pool per tenant. Today the mount ignored
+/// it and applied the tenant rule, so a pool running as the attacker read the victim's file
+/// directly by path. Decided at every lookup (entry TTL 0 in this mode: a name the victim
+/// looked up is not handed to the attacker from the kernel's cache).
+#[test]
+fn item_owner_caller_judges_by_the_requesting_uid() {
+    let Some(bin) = prerequisites() else { return };
+    let t = Tree::new("adv-caller");
+    t.file("alice/pub/index.php", b"alice's page\n", ALICE);
+    t.link("alice/pub/evil", "../../bob/pub/secret", ALICE);
+    let conf = t.base.join("guard.conf");
+    fs::write(&conf, format!("owner euid\nroot {}/*\n", t.src.display())).expect("config");
+    chmod(&conf, 0o644);
+    let conf_s = conf.to_string_lossy().into_owned();
+    let m = Mount::start(&bin, &t, &["--config", &conf_s]);
+    let secret = t.mnt.join("bob/pub/secret");
+    // The victim's own pool first: it reads its file (and the kernel has the name cached).
+    assert_eq!(
+        read_as(BOB, &secret).expect("bob's pool reads bob's file"),
+        VICTIM
+    );
+    for p in [&secret, &t.mnt.join("alice/pub/evil")] {
+        let got = read_as(ALICE, p);
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+            "alice's pool read {}: {got:?}",
+            p.display()
+        );
+    }
+    assert_eq!(
+        read_as(ALICE, &t.mnt.join("alice/pub/index.php")).expect("alice's pool reads her own"),
+        b"alice's page\n"
+    );
+    // The shared web server owns nothing: under this rule it is served nothing.
+    assert_eacces(&t.mnt.join("alice/pub/index.php"));
+    drop(m);
+}

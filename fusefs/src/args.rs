@@ -15,10 +15,13 @@ options:
                         the tenant): tenant directories are N levels below SOURCE
                         (the default, 1, when the configuration has no root/map line)
   --owner UID           shorthand for 'map SOURCE UID': every file must be owned by UID
+  --owner caller        the configuration's 'owner euid': every file under a root must be
+                        owned by the uid of the process asking (one php-fpm pool per
+                        tenant); decided at every lookup, never cached by the kernel
   --config FILE         the guards' configuration, as the shim reads it: root and map
                         lines (matched against the absolute paths in SOURCE), allow_uid,
-                        mode enforce|audit, log_socket, log_rate; 'owner euid' is ignored
-                        with a warning (a caller-dependent rule cannot be cached)
+                        mode enforce|audit, log_socket, log_rate, owner euid (as
+                        --owner caller)
   --mode noopen|passthrough
                         noopen (default): decide at lookup, kernel skips OPEN/FLUSH and
                         keeps the page cache; passthrough: check again at OPEN and let
@@ -64,6 +67,8 @@ pub struct Options {
     /// `--tenant-depth`, if given.
     pub tenant_depth: Option<u32>,
     pub owner: Option<u32>,
+    /// `--owner caller`: the configuration's `owner euid`.
+    pub owner_caller: bool,
     pub config: Option<PathBuf>,
     pub mode: DataMode,
     pub rw: bool,
@@ -92,6 +97,7 @@ impl Options {
             mountpoint: PathBuf::new(),
             tenant_depth: None,
             owner: None,
+            owner_caller: false,
             config: None,
             mode: DataMode::NoOpen,
             rw: false,
@@ -115,7 +121,10 @@ impl Options {
                 "--tenant-depth" => {
                     o.tenant_depth = Some(number("--tenant-depth", value())?);
                 }
-                "--owner" => o.owner = Some(number("--owner", value())?),
+                "--owner" => match value() {
+                    Some(v) if v == "caller" => o.owner_caller = true,
+                    v => o.owner = Some(number("--owner", v)?),
+                },
                 "--config" => o.config = Some(PathBuf::from(value().ok_or("--config needs a file")?)),
                 "--mode" => {
                     o.mode = match value().as_deref() {
@@ -211,6 +220,7 @@ impl Options {
             "allow_other" => self.allow_other = Some(true),
             "no_allow_other" => self.allow_other = Some(false),
             "tenant_depth" => self.tenant_depth = Some(number("tenant_depth", val)?),
+            "owner" if val.as_deref() == Some("caller") => self.owner_caller = true,
             "owner" | "owner_uid" => self.owner = Some(number("owner", val)?),
             "config" => self.config = Some(PathBuf::from(val.ok_or("config= needs a file")?)),
             "mode" => {
@@ -258,6 +268,10 @@ mod tests {
         );
         assert_eq!((o.mode, o.threads), (DataMode::Passthrough, 3));
         assert!(parse("/srv /mnt --owner 1 --tenant-depth 2").is_err());
+        let o = parse("/srv /mnt --owner caller").unwrap();
+        assert!(o.owner_caller && o.owner.is_none());
+        assert!(parse("/srv /mnt -o owner=caller").unwrap().owner_caller);
+        assert!(parse("/srv /mnt --owner nobody").is_err());
         assert!(parse("/srv").is_err());
         assert!(parse("/srv /mnt --bogus").is_err());
         assert!(parse("/srv /mnt -o defaults,nofail,x-systemd.requires=a").is_ok());

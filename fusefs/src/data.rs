@@ -16,6 +16,7 @@ use nix::fcntl::OFlag;
 
 use crate::args::DataMode;
 use crate::fs::{GuardFs, errno};
+use crate::lookup::Caller;
 use crate::nodes::{Held, Node};
 use crate::syscalls;
 
@@ -131,6 +132,7 @@ impl GuardFs {
 
     pub(crate) fn do_open(
         &self,
+        caller: Caller,
         ino: INodeNo,
         flags: OpenFlags,
         reply: &ReplyOpen,
@@ -139,13 +141,14 @@ impl GuardFs {
             // ENOSYS once: the kernel stops sending OPEN (and RELEASE) for good and opens
             // with FOPEN_KEEP_CACHE. The decision was made at lookup on the held object.
             DataMode::NoOpen => Err(Errno::ENOSYS),
-            DataMode::Passthrough => self.open_passthrough(ino, flags, reply),
+            DataMode::Passthrough => self.open_passthrough(caller, ino, flags, reply),
         }
     }
 
     /// Passthrough mode: check the held object again, then hand the kernel a backing file.
     fn open_passthrough(
         &self,
+        caller: Caller,
         ino: INodeNo,
         flags: OpenFlags,
         reply: &ReplyOpen,
@@ -159,7 +162,7 @@ impl GuardFs {
             return Err(Errno::EROFS);
         }
         // The check at open, on the object the backing file will be opened from.
-        self.recheck(&node)?;
+        self.recheck(caller, &node)?;
         let mut b = self.backing.lock();
         b.next_fh += 1;
         let fh = b.next_fh;

@@ -114,13 +114,13 @@ impl Filesystem for GuardFs {
         bump(&self.stats.lookup);
         let entry = self
             .do_lookup(Caller::of(req), parent, name)
-            .and_then(|c| Ok((c.attr()?, c.via_link)));
+            .and_then(|c| Ok((c.attr()?, c.per_caller)));
         match entry {
-            // A name reached through a link was resolved with this caller's permissions:
-            // not cached for the next caller.
-            Ok((attr, via_link)) => reply.entry_with_ttls(
+            // Decided for this caller (a link followed with its permissions, or `owner
+            // euid`): not cached for the next caller.
+            Ok((attr, per_caller)) => reply.entry_with_ttls(
                 &self.settings.attr_ttl,
-                if via_link {
+                if per_caller {
                     &Duration::ZERO
                 } else {
                     &self.settings.entry_ttl
@@ -185,9 +185,9 @@ impl Filesystem for GuardFs {
         reply.error(Errno::EINVAL);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         bump(&self.stats.open);
-        match self.do_open(ino, flags, &reply) {
+        match self.do_open(Caller::of(req), ino, flags, &reply) {
             Ok((fh, id)) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
             Err(e) => reply.error(e),
         }

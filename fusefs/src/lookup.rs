@@ -75,13 +75,13 @@ fn enter_root(
     let is_tenant_dir = tenant_len == normalized.len();
     let uid = match expected {
         Expected::Uid(uid) => uid,
-        // `owner euid` is refused at start with a warning: the tenant rule applies.
         Expected::TenantOwner | Expected::Euid if is_tenant_dir => tenant_owner(Some(own))?,
         Expected::TenantOwner | Expected::Euid => tenant_owner(tenant_meta(tenant_path))?,
     };
     let tenant = Arc::new(Tenant {
         uid,
         path: Box::from(tenant_path),
+        by_caller: expected == Expected::Euid,
     });
     Ok(Some((tenant, !is_tenant_dir)))
 }
@@ -162,6 +162,16 @@ fn alias_id(parent: u64, name: &[u8]) -> u64 {
 /// PATH_MAX, so only a tree built to attack the daemon meets it.
 pub(crate) const MAX_PATH_LEN: u32 = 192 * 1024;
 
+/// The owner `tenant`'s objects must have for `caller`: the tenant's, or under `owner
+/// euid` the caller's own uid (no caller: nobody's, so nothing but an `allow_uid` passes).
+fn expected_uid(tenant: &Tenant, caller: Option<Caller>) -> u32 {
+    match (tenant.by_caller, caller) {
+        (false, _) => tenant.uid,
+        (true, Some(c)) => c.uid,
+        (true, None) => NO_TENANT,
+    }
+}
+
 /// Where a decision is made, for its log line: `name` in the directory `dir` (`dir`
 /// itself when `name` is empty). The path is only rebuilt when a line is written.
 #[derive(Clone, Copy)]
@@ -176,9 +186,10 @@ struct At<'a> {
 pub(crate) struct Child {
     node: Arc<Node>,
     st: FileStat,
-    /// Reached by following a link, with the caller's permissions: the kernel must not
-    /// cache the name for other callers (entry TTL 0).
-    pub(crate) via_link: bool,
+    /// Decided for this caller only (reached by following a link with the caller's
+    /// permissions, or judged against the caller's uid): the kernel must not cache the
+    /// name for other callers (entry TTL 0).
+    pub(crate) per_caller: bool,
 }
 
 impl Child {
@@ -295,7 +306,7 @@ impl GuardFs {
             reason,
             path: &path,
             owner,
-            expected: at.tenant.map(|t| t.uid),
+            expected: at.tenant.map(|t| expected_uid(t, at.caller)),
             tenant: at.tenant.map_or(&[][..], |t| &t.path[..]),
             uid: at.caller.map(|c| c.uid),
             pid: at.caller.map(|c| c.pid),
@@ -316,7 +327,8 @@ impl GuardFs {
             tenant: Some(tenant),
             ..*at
         };
-        self.refuse(self.policy.decide(owner, tenant.uid), &at, Some(owner))
+        let expected = expected_uid(tenant, at.caller);
+        self.refuse(self.policy.decide(owner, expected), &at, Some(owner))
     }
 
     /// Whether `node` is inside a tenant (at or below the tenant's own directory).
@@ -333,7 +345,7 @@ impl GuardFs {
     }
 
     /// The rule again on a node's held object, as it is now (passthrough `open`).
-    pub(crate) fn recheck(&self, node: &Node) -> Result<(), Errno> {
+    pub(crate) fn recheck(&self, caller: Caller, node: &Node) -> Result<(), Errno> {
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
         if node.judged {
             let t = node.tenant.as_deref().ok_or(Errno::EACCES)?;
@@ -341,7 +353,7 @@ impl GuardFs {
                 dir: node,
                 name: b"",
                 tenant: Some(t),
-                caller: None,
+                caller: Some(caller),
             };
             self.apply_rule(st.st_uid, t, &at)?;
         }
@@ -514,7 +526,10 @@ impl GuardFs {
         // An existing node: the object may have changed since the kernel last heard of it.
         self.note_change(&node, &st);
         self.count_nodes();
-        Ok(Child { node, st, via_link })
+        // Under `owner euid` every judged name depends on who asks (the tenant directory
+        // itself, its own owner, does not).
+        let per_caller = via_link || (node.judged && node.tenant.as_deref().is_some_and(|t| t.by_caller));
+        Ok(Child { node, st, per_caller })
     }
 }
 

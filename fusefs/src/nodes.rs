@@ -73,6 +73,9 @@ pub struct Tenant {
     pub uid: u32,
     /// Absolute path of the tenant directory, for log lines.
     pub path: Box<[u8]>,
+    /// `owner euid` (`--owner caller`): the expected owner is the uid of the process making
+    /// each request, not `uid` (which still keys the nodes and owns root's creates).
+    pub by_caller: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,6 +16,7 @@ use toctou_guard_tests::fuse_tree::{
     ALICE, BOB, Mount, SERVER, Tree, VICTIM, assert_eacces, prerequisites, read_as, read_as_server,
 };
 use toctou_guard_tests::poll::{poll_for, wait_until};
+use toctou_guard_tests::prereq;
 
 const DB: &[u8] = b"DB_PASSWORD=bob-private-db\n";
 /// A group only [`SERVER`]'s supplementary list holds (item 1).
@@ -541,7 +542,7 @@ fn fd_count(pid: u32) -> usize {
 /// A process of `uid` that opens every path listed in `list` with `O_PATH` and holds them
 /// until its stdin closes (as the attacker's pinning processes did); returns it once it
 /// has tried them all, with the number it holds.
-fn hold_open(uid: u32, list: &Path) -> (std::process::Child, usize) {
+fn hold_open(python: &Path, uid: u32, list: &Path) -> (std::process::Child, usize) {
     const HOLDER: &str = r#"
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
@@ -555,7 +556,7 @@ for p in open(sys.argv[1]).read().split("\n"):
 print(len(held), flush=True)
 sys.stdin.read()
 "#;
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python)
         .args(["-c", HOLDER])
         .arg(list)
         .uid(uid)
@@ -583,6 +584,10 @@ sys.stdin.read()
 #[test]
 fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
     let Some(bin) = prerequisites() else { return };
+    // The system's, which every uid may run (not a per-user install).
+    let Some(python) = prereq::program(&["/usr/bin/python3"], "python3 (Debian package python3)") else {
+        return;
+    };
     let t = Tree::new("adv5");
     t.dir("alice/pub/d", ALICE);
     t.dir("alice/pub/h", ALICE);
@@ -607,8 +612,8 @@ fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
     fs::write(t.base.join("files"), files).expect("list");
     // Aliases of one directory, pinned by two processes.
     let m = Mount::start_limited(&bin, &t, FD_LIMIT, no_null());
-    let (mut a1, held1) = hold_open(ALICE, &t.base.join("aliases"));
-    let (mut a2, held2) = hold_open(ALICE, &t.base.join("aliases"));
+    let (mut a1, held1) = hold_open(&python, ALICE, &t.base.join("aliases"));
+    let (mut a2, held2) = hold_open(&python, ALICE, &t.base.join("aliases"));
     let fds = fd_count(m.pid());
     let served = read_as_server(&t.mnt.join("bob/pub/fresh"));
     for c in [&mut a1, &mut a2] {
@@ -625,7 +630,7 @@ fn item5_pinned_aliases_and_files_do_not_exhaust_the_daemon() {
 
     // Distinct files, pinned: the attacker meets its quota, bob does not.
     let m = Mount::start_limited(&bin, &t, FD_LIMIT, no_null());
-    let (mut a3, held3) = hold_open(ALICE, &t.base.join("files"));
+    let (mut a3, held3) = hold_open(&python, ALICE, &t.base.join("files"));
     let fds = fd_count(m.pid());
     let served = read_as_server(&t.mnt.join("bob/pub/fresh"));
     let own = read_as(BOB, &t.mnt.join("bob/pub/secret"));

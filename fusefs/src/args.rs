@@ -15,21 +15,29 @@ options:
                         the tenant): tenant directories are N levels below SOURCE
                         (the default, 1, when the configuration has no root/map line)
   --owner UID           shorthand for 'map SOURCE UID': every file must be owned by UID
+  --owner caller        the configuration's 'owner euid': every file under a root must be
+                        owned by the uid of the process asking (one php-fpm pool per
+                        tenant); decided at every lookup, never cached by the kernel
   --config FILE         the guards' configuration, as the shim reads it: root and map
                         lines (matched against the absolute paths in SOURCE), allow_uid,
-                        mode enforce|audit, log_socket, log_rate; 'owner euid' is ignored
-                        with a warning (a caller-dependent rule cannot be cached)
+                        mode enforce|audit, log_socket, log_rate, owner euid (as
+                        --owner caller)
   --mode noopen|passthrough
                         noopen (default): decide at lookup, kernel skips OPEN/FLUSH and
                         keeps the page cache; passthrough: check again at OPEN and let
                         the kernel read the backing file directly (FUSE passthrough)
-  -o OPT[,OPT...]       rw, ro (default), allow_other, background, and the long options
+  -o OPT[,OPT...]       rw, ro (default), allow_other, no_allow_other, background, and the long options
                         as key=value (tenant_depth=N, owner=UID, config=FILE, mode=M,
-                        threads=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
+                        threads=N, tenant_quota=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
                         as defaults, nofail, _netdev, dev, suid are accepted and ignored
                         (the mount is always nosuid,nodev,default_permissions)
-  --allow-other         let other users (the web server) use the mount
+  --allow-other         let other users (the web server) use the mount: the default
+                        when the daemon runs as root
+  --no-allow-other      only the mounting user may use the mount
   --threads N           FUSE worker threads (default: number of CPUs)
+  --tenant-quota N      most inodes (each holding a descriptor) one tenant may have at
+                        once; past it that tenant's lookups fail with EMFILE (default:
+                        half the descriptor limit)
   --entry-ttl-ms N      how long the kernel caches a name (default 1000)
   --attr-ttl-ms N       how long the kernel caches attributes (default 1000)
   --stats FILE          on SIGUSR1 (and at exit) write request counters to FILE
@@ -59,11 +67,16 @@ pub struct Options {
     /// `--tenant-depth`, if given.
     pub tenant_depth: Option<u32>,
     pub owner: Option<u32>,
+    /// `--owner caller`: the configuration's `owner euid`.
+    pub owner_caller: bool,
     pub config: Option<PathBuf>,
     pub mode: DataMode,
     pub rw: bool,
-    pub allow_other: bool,
+    /// `None`: the default, on when the daemon runs as root.
+    pub allow_other: Option<bool>,
     pub threads: usize,
+    /// Most nodes one tenant may have at once (default: half the fd limit).
+    pub tenant_quota: Option<usize>,
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
     pub stats: Option<PathBuf>,
@@ -84,11 +97,13 @@ impl Options {
             mountpoint: PathBuf::new(),
             tenant_depth: None,
             owner: None,
+            owner_caller: false,
             config: None,
             mode: DataMode::NoOpen,
             rw: false,
-            allow_other: false,
+            allow_other: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tenant_quota: None,
             entry_ttl: Duration::from_millis(1000),
             attr_ttl: Duration::from_millis(1000),
             stats: None,
@@ -106,7 +121,10 @@ impl Options {
                 "--tenant-depth" => {
                     o.tenant_depth = Some(number("--tenant-depth", value())?);
                 }
-                "--owner" => o.owner = Some(number("--owner", value())?),
+                "--owner" => match value() {
+                    Some(v) if v == "caller" => o.owner_caller = true,
+                    v => o.owner = Some(number("--owner", v)?),
+                },
                 "--config" => o.config = Some(PathBuf::from(value().ok_or("--config needs a file")?)),
                 "--mode" => {
                     o.mode = match value().as_deref() {
@@ -123,8 +141,10 @@ impl Options {
                         o.mount_option(opt)?;
                     }
                 }
-                "--allow-other" => o.allow_other = true,
+                "--allow-other" => o.allow_other = Some(true),
+                "--no-allow-other" => o.allow_other = Some(false),
                 "--threads" => o.threads = number("--threads", value())?,
+                "--tenant-quota" => o.tenant_quota = Some(number("--tenant-quota", value())?),
                 "--entry-ttl-ms" => o.entry_ttl = Duration::from_millis(number("--entry-ttl-ms", value())?),
                 "--attr-ttl-ms" => o.attr_ttl = Duration::from_millis(number("--attr-ttl-ms", value())?),
                 "--stats" => o.stats = Some(PathBuf::from(value().ok_or("--stats needs a file")?)),
@@ -197,8 +217,10 @@ impl Options {
             k if k.starts_with("x-") || k.starts_with("comment") => {}
             "rw" => self.rw = true,
             "ro" => self.rw = false,
-            "allow_other" => self.allow_other = true,
+            "allow_other" => self.allow_other = Some(true),
+            "no_allow_other" => self.allow_other = Some(false),
             "tenant_depth" => self.tenant_depth = Some(number("tenant_depth", val)?),
+            "owner" if val.as_deref() == Some("caller") => self.owner_caller = true,
             "owner" | "owner_uid" => self.owner = Some(number("owner", val)?),
             "config" => self.config = Some(PathBuf::from(val.ok_or("config= needs a file")?)),
             "mode" => {
@@ -209,6 +231,7 @@ impl Options {
                 }
             }
             "threads" => self.threads = number("threads", val)?,
+            "tenant_quota" => self.tenant_quota = Some(number("tenant_quota", val)?),
             "entry_ttl_ms" => self.entry_ttl = Duration::from_millis(number("entry_ttl_ms", val)?),
             "attr_ttl_ms" => self.attr_ttl = Duration::from_millis(number("attr_ttl_ms", val)?),
             "background" => self.background = true,
@@ -233,9 +256,22 @@ mod tests {
         let o = parse("/srv /mnt --owner 33 -o rw,allow_other --mode passthrough --threads=3").unwrap();
         assert_eq!(o.owner, Some(33));
         assert_eq!(o.tenant_depth, None);
-        assert!(o.rw && o.allow_other);
+        assert!(o.rw && o.allow_other == Some(true));
+        assert_eq!(parse("/srv /mnt").unwrap().allow_other, None);
+        assert_eq!(
+            parse("/srv /mnt --no-allow-other").unwrap().allow_other,
+            Some(false)
+        );
+        assert_eq!(
+            parse("/srv /mnt -o no_allow_other").unwrap().allow_other,
+            Some(false)
+        );
         assert_eq!((o.mode, o.threads), (DataMode::Passthrough, 3));
         assert!(parse("/srv /mnt --owner 1 --tenant-depth 2").is_err());
+        let o = parse("/srv /mnt --owner caller").unwrap();
+        assert!(o.owner_caller && o.owner.is_none());
+        assert!(parse("/srv /mnt -o owner=caller").unwrap().owner_caller);
+        assert!(parse("/srv /mnt --owner nobody").is_err());
         assert!(parse("/srv").is_err());
         assert!(parse("/srv /mnt --bogus").is_err());
         assert!(parse("/srv /mnt -o defaults,nofail,x-systemd.requires=a").is_ok());

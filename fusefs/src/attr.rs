@@ -8,6 +8,7 @@ use nix::sys::stat::FileStat;
 use nix::sys::statvfs::Statvfs;
 
 use crate::fs::{GuardFs, errno};
+use crate::nodes::Node;
 use crate::syscalls;
 
 pub(crate) fn time(sec: i64, nsec: i64) -> SystemTime {
@@ -56,7 +57,24 @@ impl GuardFs {
     pub(crate) fn do_getattr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
         let node = self.node(ino)?;
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
+        self.note_change(&node, &st);
         attr_of(node.ino, &st)
+    }
+
+    /// The kernel drops cached pages when size or mtime change (`FUSE_AUTO_INVAL_DATA`),
+    /// so a same-size rewrite with its old mtime restored would be served stale forever.
+    /// ctime cannot be set back: when it moved, have the notifier thread invalidate the
+    /// inode (never from this request handler: the kernel may wait on it).
+    pub(crate) fn note_change(&self, node: &Node, st: &FileStat) {
+        if node.kind != FileType::RegularFile {
+            return;
+        }
+        let now = (st.st_ctime, st.st_ctime_nsec);
+        let mut seen = node.ctime.lock();
+        // Remembered only once the notice is queued: a full queue retries next time.
+        if *seen != now && self.inval.try_send(node.ino).is_ok() {
+            *seen = now;
+        }
     }
 
     pub(crate) fn do_statfs(&self) -> Result<Statvfs, Errno> {

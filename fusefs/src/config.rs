@@ -56,15 +56,10 @@ pub fn load(opts: &Options, source_abs: &[u8]) -> Result<Config, String> {
             .map_err(|e| e.error().to_string())?,
         None => Config::empty(Path::new("(command line)")),
     };
-    if cfg.owner == OwnerRule::Euid {
-        // The mount decides once per object and tenant and lets the kernel cache it; a rule
-        // that depends on the calling process cannot be cached. The tenant rule still
-        // applies: nothing is served unguarded.
-        eprintln!(
-            "toctou-guard-fs: {}: 'owner euid' is ignored here; files are judged by their \
-             tenant directory's owner",
-            cfg.source.display()
-        );
+    if opts.owner_caller {
+        // `--owner caller` is the file's `owner euid`: judged against the requesting uid
+        // at every lookup (the kernel is not let cache those names).
+        cfg.owner = OwnerRule::Euid;
     }
     // Patterns are text: a SOURCE that is not UTF-8 could never be matched by one, and a
     // mount whose patterns match nothing would serve every file unguarded.

@@ -16,14 +16,15 @@ use nix::fcntl::OFlag;
 
 use crate::args::DataMode;
 use crate::fs::{GuardFs, errno};
-use crate::nodes::Node;
+use crate::lookup::Caller;
+use crate::nodes::{Held, Node};
 use crate::syscalls;
 
 /// Open handles in passthrough mode: one backing id per inode while any handle is open.
 #[derive(Default)]
 pub(crate) struct Backing {
-    by_fh: HashMap<u64, (Arc<BackingId>, Arc<OwnedFd>)>,
-    by_ino: HashMap<u64, (Weak<BackingId>, Weak<OwnedFd>)>,
+    by_fh: HashMap<u64, (Arc<BackingId>, Arc<Held>)>,
+    by_ino: HashMap<u64, (Weak<BackingId>, Weak<Held>)>,
     next_fh: u64,
 }
 
@@ -66,27 +67,26 @@ impl GuardFs {
             return Ok(fd);
         }
         let fd = syscalls::reopen(&node.fd, OFlag::O_RDONLY | OFlag::O_NOATIME).map_err(errno)?;
-        let _ = node.rfd.set(fd);
-        node.rfd.get().ok_or(Errno::EIO)
+        let _ = node.rfd.set(Held::new(fd));
+        node.rfd.get().map(|h| &**h).ok_or(Errno::EIO)
     }
 
-    fn write_fd<'a>(&self, node: &'a Node) -> Result<&'a OwnedFd, Errno> {
+    /// The node's write descriptor, reopened from the held object when it has none (the
+    /// fd valve closes it after a second without writes).
+    fn write_fd(&self, node: &Arc<Node>) -> Result<Arc<Held>, Errno> {
         if !self.settings.rw {
             return Err(Errno::EROFS);
         }
         if node.kind != FileType::RegularFile {
             return Err(Errno::EISDIR);
         }
-        if let Some(fd) = node.wfd.get() {
-            return Ok(fd);
-        }
-        let fd = syscalls::reopen(&node.fd, OFlag::O_RDWR).map_err(errno)?;
-        let _ = node.wfd.set(fd);
-        node.wfd.get().ok_or(Errno::EIO)
+        self.nodes
+            .write_fd(node, || syscalls::reopen(&node.fd, OFlag::O_RDWR))
+            .map_err(errno)
     }
 
     /// The backing file of a passthrough handle (`fh` 0: no handle, no-open mode).
-    pub(crate) fn handle_fd(&self, fh: FileHandle) -> Option<Arc<OwnedFd>> {
+    pub(crate) fn handle_fd(&self, fh: FileHandle) -> Option<Arc<Held>> {
         if fh.0 == 0 {
             return None;
         }
@@ -124,7 +124,7 @@ impl GuardFs {
         }
         let n = match self.handle_fd(fh) {
             Some(f) => syscalls::pwrite(&*f, data, offset),
-            None => syscalls::pwrite(self.write_fd(&node)?, data, offset),
+            None => syscalls::pwrite(&*self.write_fd(&node)?, data, offset),
         }
         .map_err(errno)?;
         Ok(n as u32)
@@ -132,6 +132,7 @@ impl GuardFs {
 
     pub(crate) fn do_open(
         &self,
+        caller: Caller,
         ino: INodeNo,
         flags: OpenFlags,
         reply: &ReplyOpen,
@@ -140,13 +141,14 @@ impl GuardFs {
             // ENOSYS once: the kernel stops sending OPEN (and RELEASE) for good and opens
             // with FOPEN_KEEP_CACHE. The decision was made at lookup on the held object.
             DataMode::NoOpen => Err(Errno::ENOSYS),
-            DataMode::Passthrough => self.open_passthrough(ino, flags, reply),
+            DataMode::Passthrough => self.open_passthrough(caller, ino, flags, reply),
         }
     }
 
     /// Passthrough mode: check the held object again, then hand the kernel a backing file.
     fn open_passthrough(
         &self,
+        caller: Caller,
         ino: INodeNo,
         flags: OpenFlags,
         reply: &ReplyOpen,
@@ -160,7 +162,7 @@ impl GuardFs {
             return Err(Errno::EROFS);
         }
         // The check at open, on the object the backing file will be opened from.
-        self.recheck(&node)?;
+        self.recheck(caller, &node)?;
         let mut b = self.backing.lock();
         b.next_fh += 1;
         let fh = b.next_fh;
@@ -176,7 +178,7 @@ impl GuardFs {
                 } else {
                     OFlag::O_RDONLY
                 };
-                let file = Arc::new(syscalls::reopen(&node.fd, acc).map_err(errno)?);
+                let file = Arc::new(Held::new(syscalls::reopen(&node.fd, acc).map_err(errno)?));
                 let id = Arc::new(reply.open_backing(file.as_fd()).map_err(|e| {
                     eprintln!("toctou-guard-fs: FUSE passthrough: cannot register backing file: {e}");
                     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -204,10 +206,18 @@ impl GuardFs {
 
     pub(crate) fn do_fsync(&self, ino: INodeNo, datasync: bool) -> Result<(), Errno> {
         let node = self.node(ino)?;
-        match node.wfd.get() {
-            Some(fd) if datasync => nix::unistd::fdatasync(fd).map_err(errno),
-            Some(fd) => nix::unistd::fsync(fd).map_err(errno),
-            None => Ok(()),
+        // The write descriptor if still open, else the held one: fsync flushes the file's
+        // dirty data whichever descriptor it is called on.
+        let wfd = node.wfd.lock().clone();
+        let fd: &OwnedFd = match (&wfd, node.kind) {
+            (Some(w), _) => w,
+            (None, FileType::RegularFile) => self.read_fd(&node)?,
+            (None, _) => return Ok(()),
+        };
+        if datasync {
+            nix::unistd::fdatasync(fd).map_err(errno)
+        } else {
+            nix::unistd::fsync(fd).map_err(errno)
         }
     }
 

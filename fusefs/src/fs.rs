@@ -61,6 +61,9 @@ pub struct GuardFs {
     pub stats: Arc<Stats>,
     pub(crate) backing: Mutex<Backing>,
     pub(crate) euid: u32,
+    /// Inodes whose cached pages the kernel must drop (see `note_change`), sent to the
+    /// notifier thread.
+    pub(crate) inval: std::sync::mpsc::SyncSender<u64>,
 }
 
 impl GuardFs {
@@ -70,6 +73,7 @@ impl GuardFs {
         root_fd: OwnedFd,
         log: DenyLog,
         stats: Arc<Stats>,
+        inval: std::sync::mpsc::SyncSender<u64>,
     ) -> Result<GuardFs, String> {
         let st = syscalls::fstat(&root_fd).map_err(|e| format!("fstat SOURCE: {e}"))?;
         let root_fd = Arc::new(root_fd);
@@ -87,6 +91,7 @@ impl GuardFs {
             stats,
             backing: Mutex::new(Backing::default()),
             euid: syscalls::euid(),
+            inval,
         })
     }
 
@@ -107,10 +112,19 @@ impl Filesystem for GuardFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         bump(&self.stats.lookup);
-        match self.do_lookup(Caller::of(req), parent, name) {
-            Ok(attr) => reply.entry_with_ttls(
+        let entry = self
+            .do_lookup(Caller::of(req), parent, name)
+            .and_then(|c| Ok((c.attr()?, c.per_caller)));
+        match entry {
+            // Decided for this caller (a link followed with its permissions, or `owner
+            // euid`): not cached for the next caller.
+            Ok((attr, per_caller)) => reply.entry_with_ttls(
                 &self.settings.attr_ttl,
-                &self.settings.entry_ttl,
+                if per_caller {
+                    &Duration::ZERO
+                } else {
+                    &self.settings.entry_ttl
+                },
                 &attr,
                 Generation(0),
             ),
@@ -133,7 +147,7 @@ impl Filesystem for GuardFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -159,7 +173,7 @@ impl Filesystem for GuardFs {
             mtime,
             fh,
         };
-        match self.do_setattr(ino, set) {
+        match self.do_setattr(Caller::of(req), ino, set) {
             Ok(attr) => reply.attr(&self.settings.attr_ttl, &attr),
             Err(e) => reply.error(e),
         }
@@ -171,9 +185,9 @@ impl Filesystem for GuardFs {
         reply.error(Errno::EINVAL);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         bump(&self.stats.open);
-        match self.do_open(ino, flags, &reply) {
+        match self.do_open(Caller::of(req), ino, flags, &reply) {
             Ok((fh, id)) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
             Err(e) => reply.error(e),
         }
@@ -292,7 +306,7 @@ impl Filesystem for GuardFs {
         reply: ReplyCreate,
     ) {
         bump(&self.stats.create);
-        match self.do_create(req, parent, name, mode, umask, flags) {
+        match self.do_create(Caller::of(req), parent, name, mode, umask, flags) {
             Ok(attr) => reply.created(
                 &self.settings.entry_ttl,
                 &attr,
@@ -306,7 +320,7 @@ impl Filesystem for GuardFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         bump(&self.stats.mkdir);
-        match self.do_mkdir(req, parent, name, mode, umask) {
+        match self.do_mkdir(Caller::of(req), parent, name, mode, umask) {
             Ok(attr) => reply.entry_with_ttls(
                 &self.settings.attr_ttl,
                 &self.settings.entry_ttl,
@@ -317,17 +331,17 @@ impl Filesystem for GuardFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         bump(&self.stats.unlink);
-        match self.do_unlink(parent, name, false) {
+        match self.do_unlink(Caller::of(req), parent, name, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         bump(&self.stats.rmdir);
-        match self.do_unlink(parent, name, true) {
+        match self.do_unlink(Caller::of(req), parent, name, true) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -335,7 +349,7 @@ impl Filesystem for GuardFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -344,7 +358,7 @@ impl Filesystem for GuardFs {
         reply: ReplyEmpty,
     ) {
         bump(&self.stats.rename);
-        match self.do_rename(parent, name, newparent, newname, flags) {
+        match self.do_rename(Caller::of(req), parent, name, newparent, newname, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

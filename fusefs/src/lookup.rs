@@ -30,10 +30,12 @@ use crate::syscalls;
 /// `Key::tenant_uid` of a node outside every tenant.
 const NO_TENANT: u32 = u32::MAX;
 
-/// Who asked: for the denial line's `uid` and `comm`.
+/// Who asked: whose permissions a link is followed and an object created with, and the
+/// denial line's `uid` and `comm`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller {
     pub uid: u32,
+    pub gid: u32,
     pub pid: u32,
 }
 
@@ -41,6 +43,7 @@ impl Caller {
     pub(crate) fn of(req: &fuser::Request) -> Caller {
         Caller {
             uid: req.uid(),
+            gid: req.gid(),
             pid: req.pid(),
         }
     }
@@ -72,13 +75,13 @@ fn enter_root(
     let is_tenant_dir = tenant_len == normalized.len();
     let uid = match expected {
         Expected::Uid(uid) => uid,
-        // `owner euid` is refused at start with a warning: the tenant rule applies.
         Expected::TenantOwner | Expected::Euid if is_tenant_dir => tenant_owner(Some(own))?,
         Expected::TenantOwner | Expected::Euid => tenant_owner(tenant_meta(tenant_path))?,
     };
     let tenant = Arc::new(Tenant {
         uid,
         path: Box::from(tenant_path),
+        by_caller: expected == Expected::Euid,
     });
     Ok(Some((tenant, !is_tenant_dir)))
 }
@@ -135,20 +138,13 @@ pub(crate) fn root_node(
         depth: 0,
         tenant,
         judged,
-        path: Box::from(&b"/"[..]),
+        name: Box::default(),
+        path_len: 0,
         readable: false,
+        alias: 0,
+        ctime: (st.st_ctime, st.st_ctime_nsec),
     };
     Ok((key, node))
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Box<[u8]> {
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    if p.last() != Some(&b'/') {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p.into_boxed_slice()
 }
 
 /// A stable id for "the directory reached through link `name` in `parent`".
@@ -162,11 +158,26 @@ fn alias_id(parent: u64, name: &[u8]) -> u64 {
     h | 1
 }
 
-/// Where a decision is made, for its log line.
+/// Longest path below SOURCE the daemon serves (bytes, from the `/`): 192 KiB, far past
+/// PATH_MAX, so only a tree built to attack the daemon meets it.
+pub(crate) const MAX_PATH_LEN: u32 = 192 * 1024;
+
+/// The owner `tenant`'s objects must have for `caller`: the tenant's, or under `owner
+/// euid` the caller's own uid (no caller: nobody's, so nothing but an `allow_uid` passes).
+fn expected_uid(tenant: &Tenant, caller: Option<Caller>) -> u32 {
+    match (tenant.by_caller, caller) {
+        (false, _) => tenant.uid,
+        (true, Some(c)) => c.uid,
+        (true, None) => NO_TENANT,
+    }
+}
+
+/// Where a decision is made, for its log line: `name` in the directory `dir` (`dir`
+/// itself when `name` is empty). The path is only rebuilt when a line is written.
 #[derive(Clone, Copy)]
 struct At<'a> {
-    /// Path below SOURCE.
-    rel: &'a [u8],
+    dir: &'a Node,
+    name: &'a [u8],
     tenant: Option<&'a Tenant>,
     caller: Option<Caller>,
 }
@@ -175,6 +186,10 @@ struct At<'a> {
 pub(crate) struct Child {
     node: Arc<Node>,
     st: FileStat,
+    /// Decided for this caller only (reached by following a link with the caller's
+    /// permissions, or judged against the caller's uid): the kernel must not cache the
+    /// name for other callers (entry TTL 0).
+    pub(crate) per_caller: bool,
 }
 
 impl Child {
@@ -185,15 +200,80 @@ impl Child {
 }
 
 impl GuardFs {
-    pub(crate) fn do_lookup(&self, caller: Caller, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+    pub(crate) fn do_lookup(&self, caller: Caller, parent: INodeNo, name: &OsStr) -> Result<Child, Errno> {
         let parent = self.node(parent)?;
-        self.resolve_child(caller, &parent, name)?.attr()
+        self.resolve_child(caller, &parent, name)
     }
 
-    /// The absolute path in SOURCE of `rel` (a node's path, from `/`), for rules and logs.
-    fn abs(&self, rel: &[u8]) -> Vec<u8> {
+    /// Act as `caller` on this thread (its fsuid, fsgid and supplementary groups) while the
+    /// guard lives, so the kernel checks what it would check raw. `None`: nothing to switch
+    /// (the caller is root, or the daemon is not and cannot switch). An error if the switch
+    /// fails: the request must then fail rather than run with the daemon's rights.
+    pub(crate) fn as_caller(&self, caller: Caller) -> Result<Option<syscalls::Creds>, Errno> {
+        if self.euid != 0 || caller.uid == 0 {
+            return Ok(None);
+        }
+        let groups = syscalls::groups_of(caller.pid, caller.uid, caller.gid);
+        syscalls::Creds::assume(caller.uid, caller.gid, &groups)
+            .map(Some)
+            .map_err(errno)
+    }
+
+    /// The rule on the owner an object about to be created as `name` in `dir` will have:
+    /// refused now (nothing is left in SOURCE) if it could never be served.
+    pub(crate) fn judge_new(
+        &self,
+        caller: Caller,
+        dir: &Node,
+        name: &OsStr,
+        owner: u32,
+    ) -> Result<(), Errno> {
+        let Some(t) = dir.tenant.as_deref() else {
+            return Err(Errno::EACCES);
+        };
+        let at = At {
+            dir,
+            name: name.as_bytes(),
+            tenant: Some(t),
+            caller: Some(caller),
+        };
+        self.apply_rule(owner, t, &at)
+    }
+
+    /// The absolute path in SOURCE of `name` in `dir` (of `dir` if `name` is empty), as
+    /// it was looked up: for the policy's classification above the tenants, and for logs.
+    /// Rebuilt from the chain of parents (at most [`resolve::MAX_DEPTH`] steps); a part no
+    /// longer known shows as `/...`.
+    fn abs(&self, dir: &Node, name: &[u8]) -> Vec<u8> {
+        let mut names: Vec<Box<[u8]>> = Vec::new();
+        if !name.is_empty() {
+            names.push(Box::from(name));
+        }
+        let mut cur: Option<Arc<Node>> = None;
+        let mut complete = false;
+        for _ in 0..=resolve::MAX_DEPTH {
+            let node = cur.as_deref().unwrap_or(dir);
+            if node.ino == ROOT {
+                complete = true;
+                break;
+            }
+            names.push(node.name.clone());
+            match self.nodes.get(node.parent) {
+                Some(p) => cur = Some(p),
+                None => break,
+            }
+        }
         let mut abs = self.settings.source_abs.clone();
-        abs.extend_from_slice(rel);
+        if !complete {
+            abs.extend_from_slice(b"/...");
+        }
+        for n in names.iter().rev() {
+            abs.push(b'/');
+            abs.extend_from_slice(n);
+        }
+        if abs.is_empty() {
+            abs.push(b'/');
+        }
         abs
     }
 
@@ -220,13 +300,13 @@ impl GuardFs {
         } else {
             &self.stats.denied
         });
-        let path = self.abs(at.rel);
+        let path = self.abs(at.dir, at.name);
         self.log.log(&Event {
             audit,
             reason,
             path: &path,
             owner,
-            expected: at.tenant.map(|t| t.uid),
+            expected: at.tenant.map(|t| expected_uid(t, at.caller)),
             tenant: at.tenant.map_or(&[][..], |t| &t.path[..]),
             uid: at.caller.map(|c| c.uid),
             pid: at.caller.map(|c| c.pid),
@@ -247,7 +327,8 @@ impl GuardFs {
             tenant: Some(tenant),
             ..*at
         };
-        self.refuse(self.policy.decide(owner, tenant.uid), &at, Some(owner))
+        let expected = expected_uid(tenant, at.caller);
+        self.refuse(self.policy.decide(owner, expected), &at, Some(owner))
     }
 
     /// Whether `node` is inside a tenant (at or below the tenant's own directory).
@@ -264,14 +345,15 @@ impl GuardFs {
     }
 
     /// The rule again on a node's held object, as it is now (passthrough `open`).
-    pub(crate) fn recheck(&self, node: &Node) -> Result<(), Errno> {
+    pub(crate) fn recheck(&self, caller: Caller, node: &Node) -> Result<(), Errno> {
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
         if node.judged {
             let t = node.tenant.as_deref().ok_or(Errno::EACCES)?;
             let at = At {
-                rel: &node.path,
+                dir: node,
+                name: b"",
                 tenant: Some(t),
-                caller: None,
+                caller: Some(caller),
             };
             self.apply_rule(st.st_uid, t, &at)?;
         }
@@ -313,15 +395,22 @@ impl GuardFs {
         if !syscalls::is_plain_name(name_b) {
             return Err(Errno::ENOENT);
         }
-        let path = join(&parent.path, name_b);
         let depth = parent.depth + 1;
-        let fd = syscalls::open_child(&parent.fd, name).map_err(errno)?;
-        let st = syscalls::fstat(&fd).map_err(errno)?;
+        let path_len = parent.path_len + 1 + name_b.len() as u32;
         let mut at = At {
-            rel: &path,
+            dir: parent,
+            name: name_b,
             tenant: parent.tenant.as_deref(),
             caller: Some(caller),
         };
+        // Caps, so that a tree built to exhaust the daemon cannot: names below them are
+        // refused (logged, ENAMETOOLONG), never served unchecked.
+        if depth > resolve::MAX_DEPTH || path_len > MAX_PATH_LEN {
+            let _ = self.refuse(Decision::Deny(DenyReason::PathTooLong), &at, None);
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let fd = syscalls::open_child(&parent.fd, name).map_err(errno)?;
+        let st = syscalls::fstat(&fd).map_err(errno)?;
 
         // Which tenant this name belongs to: the parent's, once inside a root (the first root
         // a path enters decides, as in the shim's walk); else the policy's answer for its path.
@@ -329,7 +418,7 @@ impl GuardFs {
             Some(t) => (Some(t.clone()), true),
             None => {
                 let tenant_meta = |tenant: &[u8]| self.ancestor_meta(parent, tenant);
-                match enter_root(&self.policy, &self.abs(&path), meta_of(&st), tenant_meta) {
+                match enter_root(&self.policy, &self.abs(parent, name_b), meta_of(&st), tenant_meta) {
                     Ok(Some((t, judged))) => (Some(t), judged),
                     Ok(None) => (None, false),
                     Err(reason) => return Err(self.refuse_structural(reason, &at)),
@@ -344,15 +433,28 @@ impl GuardFs {
                 // is not a tenant's word, and nothing would judge what it leads to.
                 return Err(self.refuse_structural(DenyReason::TenantIsSymlink, &at));
             };
+            // The link itself must be the tenant's (nginx's `if_not_owner`): a link another
+            // user planted in a world-writable directory of this tenant is not followed.
+            self.apply_rule(st.st_uid, t, &at)?;
             let target = syscalls::readlink_fd(&fd).map_err(errno)?;
-            match resolve::follow(
-                self.root_fd.as_fd(),
-                &self.settings.prefixes,
-                &parent.path,
-                &target,
-            )
-            .map_err(errno)?
-            {
+            // Every link further on the way is judged the same way.
+            let mut link_ok = |link: &FileStat| {
+                self.apply_rule(link.st_uid, t, &at)
+                    .map_err(|_| nix::errno::Errno::EACCES)
+            };
+            // Followed with the caller's permissions: no search through a directory the
+            // caller could not search raw.
+            let followed = {
+                let _creds = self.as_caller(caller)?;
+                resolve::follow(
+                    self.root_fd.as_fd(),
+                    &self.settings.prefixes,
+                    parent.fd.as_fd(),
+                    &target,
+                    &mut link_ok,
+                )
+            };
+            match followed.map_err(errno)? {
                 Followed::Object(fd, st) => (fd, st, true),
                 Followed::Escapes => {
                     let at = At {
@@ -383,32 +485,51 @@ impl GuardFs {
         } else {
             (fd, false)
         };
+        // A directory reached through a link, or below one, is its own inode: shared with
+        // its real path, the kernel would see one directory under two parents (ELOOP when
+        // one is an ancestor of the other, as in `totenant/pub`).
+        let alias = if kind == FileType::Directory && (via_link || parent.alias != 0) {
+            alias_id(parent.ino, name_b)
+        } else {
+            0
+        };
         let key = Key {
             dev: st.st_dev,
             ino: st.st_ino,
             tenant_uid: tenant.as_ref().map_or(NO_TENANT, |t| t.uid),
-            alias: if via_link && kind == FileType::Directory {
-                alias_id(parent.ino, name_b)
-            } else {
-                0
-            },
+            alias,
         };
-        let node = self.nodes.lookup(
-            key,
-            self.root_dev,
-            NewNode {
-                parent: parent.ino,
-                fd,
-                kind,
-                depth,
-                tenant,
-                judged,
-                path,
-                readable,
-            },
-        );
+        let node = self
+            .nodes
+            .lookup(
+                key,
+                self.root_dev,
+                NewNode {
+                    parent: parent.ino,
+                    fd,
+                    kind,
+                    depth,
+                    tenant,
+                    judged,
+                    name: Box::from(name_b),
+                    path_len,
+                    readable,
+                    alias,
+                    ctime: (st.st_ctime, st.st_ctime_nsec),
+                },
+            )
+            .map_err(|_| {
+                // This tenant holds its share of the daemon's descriptors already: its own
+                // lookups fail (the kernel is asked to forget some), nobody else's.
+                Errno::EMFILE
+            })?;
+        // An existing node: the object may have changed since the kernel last heard of it.
+        self.note_change(&node, &st);
         self.count_nodes();
-        Ok(Child { node, st })
+        // Under `owner euid` every judged name depends on who asks (the tenant directory
+        // itself, its own owner, does not).
+        let per_caller = via_link || (node.judged && node.tenant.as_deref().is_some_and(|t| t.by_caller));
+        Ok(Child { node, st, per_caller })
     }
 }
 
@@ -418,8 +539,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(&*join(b"/", b"a"), b"/a");
-        assert_eq!(&*join(b"/a", b"b"), b"/a/b");
         assert_ne!(alias_id(1, b"x"), alias_id(2, b"x"));
     }
 }

@@ -92,21 +92,31 @@ fn write_stats(stats: &stats::Stats, file: Option<&PathBuf>) {
     }
 }
 
-/// The daemon holds one fd per inode the kernel caches, and the kernel only forgets
-/// inodes under memory pressure. Near the fd limit, ask the kernel to drop some entries
-/// (from this thread: never from a request handler, which could deadlock on the directory
-/// lock) so it forgets those inodes and their fds are closed. Lookups that still hit the
-/// limit fail (closed); nothing is ever served unchecked.
-fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, nofile: u64) {
-    let limit = usize::try_from(nofile).unwrap_or(usize::MAX).max(64);
-    let (high, low) = (limit / 10 * 7, limit / 10 * 5);
+/// The daemon holds descriptors for the inodes the kernel caches (one per object, shared by
+/// its aliases), for open write and passthrough handles; the kernel only forgets inodes
+/// under memory pressure. Every second this thread closes write descriptors idle for
+/// [`nodes::WRITE_IDLE`] and trims the entries of tenants near their quota; near the fd limit (counted in real descriptors, not nodes) it
+/// closes every idle one and asks the kernel to drop some entries (from this thread:
+/// never from a request handler, which could deadlock on the directory lock) so it forgets
+/// those inodes and their fds are closed. Lookups that still hit the limit fail (closed);
+/// nothing is ever served unchecked.
+fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, high: usize, low: usize) {
     let valve_nodes = nodes.clone();
     let valve = std::thread::Builder::new()
         .name("fd-valve".into())
         .spawn(move || {
             loop {
                 std::thread::park_timeout(Duration::from_secs(1));
-                let live = valve_nodes.len();
+                valve_nodes.close_idle_writers(nodes::WRITE_IDLE);
+                for (parent, name) in valve_nodes.tenant_victims() {
+                    let _ = notifier.inval_entry(fuser::INodeNo(parent), OsStr::from_bytes(&name));
+                }
+                let live = nodes::held_fds();
+                if live <= high {
+                    continue;
+                }
+                valve_nodes.close_idle_writers(Duration::ZERO);
+                let live = nodes::held_fds();
                 if live <= high {
                     continue;
                 }
@@ -118,6 +128,23 @@ fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, nofile: u
     if let Ok(v) = valve {
         nodes.set_valve(v.thread().clone(), high);
     }
+}
+
+/// Inode invalidations waiting for the notifier thread.
+const INVAL_QUEUE: usize = 4096;
+
+/// Send the kernel the inode invalidations request handlers ask for (a notice sent from a
+/// handler could wait on the kernel while the kernel waits on that handler's reply).
+fn spawn_invalidator(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<u64>) {
+    let _ = std::thread::Builder::new()
+        .name("invalidator".into())
+        .spawn(move || {
+            // Ends when the file system (the only sender) is dropped.
+            while let Ok(ino) = rx.recv() {
+                // Offset 0, length 0: every cached page, and the attributes.
+                let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+            }
+        });
 }
 
 fn run(opts: Options) -> Result<(), String> {
@@ -148,6 +175,9 @@ fn run(opts: Options) -> Result<(), String> {
     };
 
     let nofile = syscalls::raise_nofile_limit();
+    // The caller's umask already came with each create: the daemon's own must not apply
+    // on top of it (0666 under umask 0 would become 0644).
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let root_fd =
         syscalls::open_source(&opts.source).map_err(|e| format!("{}: {e}", opts.source.display()))?;
     let log = denylog::DenyLog::new(cfg.log_socket.clone(), cfg.log_rate, cfg.mode);
@@ -165,7 +195,8 @@ fn run(opts: Options) -> Result<(), String> {
         },
         prefixes: vec![source_abs.clone(), mount_abs.clone()],
     };
-    let guard = fs::GuardFs::new(Policy::new(cfg), settings, root_fd, log, stats.clone())?;
+    let (inval_tx, inval_rx) = std::sync::mpsc::sync_channel(INVAL_QUEUE);
+    let guard = fs::GuardFs::new(Policy::new(cfg), settings, root_fd, log, stats.clone(), inval_tx)?;
     let nodes = guard.nodes();
 
     let fsname: String = String::from_utf8_lossy(&source_abs)
@@ -184,7 +215,9 @@ fn run(opts: Options) -> Result<(), String> {
         MountOption::NoAtime,
         if opts.rw { MountOption::RW } else { MountOption::RO },
     ];
-    config.acl = if opts.allow_other {
+    // The web server is another user: as root (the mount already checks every caller's
+    // permissions with default_permissions), let it in unless told not to.
+    config.acl = if opts.allow_other.unwrap_or(syscalls::euid() == 0) {
         SessionACL::All
     } else {
         SessionACL::Owner
@@ -208,7 +241,14 @@ fn run(opts: Options) -> Result<(), String> {
     let mut session = fuser::Session::new(guard, &opts.mountpoint, &config)
         .map_err(|e| format!("mount {}: {e}", opts.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
-    spawn_fd_valve(nodes, session.notifier(), nofile);
+    let limit = usize::try_from(nofile).unwrap_or(usize::MAX).max(64);
+    let (high, low) = (limit / 10 * 7, limit / 10 * 5);
+    // Half the descriptors by default: one tenant (pinning names with O_PATH descriptors
+    // the kernel cannot make it drop) can never starve the others of the rest.
+    let quota = opts.tenant_quota.unwrap_or(limit / 2);
+    nodes.set_quota(quota);
+    spawn_fd_valve(nodes, session.notifier(), high, low);
+    spawn_invalidator(session.notifier(), inval_rx);
     let main_pid = nix::unistd::getpid();
     let runner = std::thread::Builder::new()
         .name("fuse-session".into())
@@ -221,7 +261,7 @@ fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| format!("spawn: {e}"))?;
 
     eprintln!(
-        "toctou-guard-fs: serving {} at {} ({} mode, {}, trees {}, policy {}, {} threads, fd limit {})",
+        "toctou-guard-fs: serving {} at {} ({} mode, {}, trees {}, policy {}, {} threads, fd limit {}, tenant quota {} nodes)",
         opts.source.display(),
         opts.mountpoint.display(),
         opts.mode.as_str(),
@@ -229,7 +269,8 @@ fn run(opts: Options) -> Result<(), String> {
         trees.join(" "),
         mode.as_str(),
         opts.threads,
-        nofile
+        nofile,
+        quota
     );
     if let Some(w) = ready_pipe {
         let ok = is_fuse_mounted(&mount_abs);

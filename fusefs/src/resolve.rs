@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -49,33 +49,94 @@ fn components(p: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
 }
 
-/// Follow the link whose target is `target`, sitting in the directory `dir_path`
-/// (path below SOURCE). `root` is SOURCE's held fd; `prefixes` are the absolute paths
-/// that name SOURCE's root (SOURCE itself and the mount point).
+/// Deepest directory the daemon serves below SOURCE (and the longest climb `..` verifies).
+pub const MAX_DEPTH: u32 = 1024;
+
+fn same(a: &FileStat, b: &FileStat) -> bool {
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+}
+
+/// Where `..` of a directory found on disk leads.
+enum Climb {
+    /// SOURCE's root itself.
+    Root,
+    /// A directory below SOURCE.
+    Dir(OwnedFd, FileStat),
+    /// Not below SOURCE any more (the directory was moved out), or too deep to tell.
+    Outside,
+}
+
+/// The parent of `dir` as it is on disk now, and whether that is still inside SOURCE
+/// (`root`): climbed one `..` at a time up to SOURCE, at most [`MAX_DEPTH`] steps.
+fn climb(dir: &OwnedFd, root: &FileStat) -> Result<Climb, Errno> {
+    let parent = syscalls::open_parent(dir)?;
+    let pst = syscalls::fstat(&parent)?;
+    if same(&pst, root) {
+        return Ok(Climb::Root);
+    }
+    let (mut cur, mut cst) = (syscalls::open_parent(&parent)?, None);
+    for _ in 0..MAX_DEPTH {
+        let st = syscalls::fstat(&cur)?;
+        if same(&st, root) {
+            return Ok(Climb::Dir(parent, pst));
+        }
+        if cst.as_ref().is_some_and(|c| same(c, &st)) {
+            // `..` of `/` is `/`: the top was reached without meeting SOURCE.
+            return Ok(Climb::Outside);
+        }
+        let up = syscalls::open_parent(&cur)?;
+        cst = Some(st);
+        cur = up;
+    }
+    Ok(Climb::Outside)
+}
+
+/// Follow the link whose target is `target`, sitting in the directory `dir` (the held fd
+/// of the directory the link was found in: a relative target starts there, wherever that
+/// directory has been moved since). `root` is SOURCE's held fd; `prefixes` are the
+/// absolute paths that name SOURCE's root (SOURCE itself and the mount point). `link_ok`
+/// is asked about every further link met on the way (its `lstat`) and may refuse it.
 pub fn follow(
     root: BorrowedFd<'_>,
     prefixes: &[Vec<u8>],
-    dir_path: &[u8],
+    dir: BorrowedFd<'_>,
     target: &[u8],
+    link_ok: &mut dyn FnMut(&FileStat) -> Result<(), Errno>,
 ) -> Result<Followed, Errno> {
-    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    let root_st = syscalls::fstat(root)?;
+    // The directories walked so far, SOURCE's root below the first (not held: `root`).
+    let mut stack: Vec<(OwnedFd, FileStat)> = Vec::new();
+    // Whether `stack[0]` was found on disk (the link's directory, or a parent of it reached
+    // by `..`) rather than walked down from the root: popping it climbs on disk.
+    let mut from_disk = false;
     let rel = if target.first() == Some(&b'/') {
         match strip_prefix(target, prefixes) {
             Some(rest) => rest,
             None => return Ok(Followed::Escapes),
         }
     } else {
-        pending.extend(components(dir_path).map(<[u8]>::to_vec));
+        let d = dir.try_clone_to_owned().map_err(|_| Errno::EMFILE)?;
+        let st = syscalls::fstat(&d)?;
+        if !same(&st, &root_st) {
+            stack.push((d, st));
+            from_disk = true;
+        }
         target
     };
-    pending.extend(components(rel).map(<[u8]>::to_vec));
+    let mut pending: VecDeque<Vec<u8>> = components(rel).map(<[u8]>::to_vec).collect();
 
-    let mut stack: Vec<(OwnedFd, FileStat)> = Vec::new();
     let mut hops = 1;
     while let Some(c) = pending.pop_front() {
         if c == b".." {
-            if stack.pop().is_none() {
+            let Some((top, _)) = stack.pop() else {
                 return Ok(Followed::Escapes);
+            };
+            if stack.is_empty() && from_disk {
+                match climb(&top, &root_st)? {
+                    Climb::Root => from_disk = false,
+                    Climb::Dir(fd, st) => stack.push((fd, st)),
+                    Climb::Outside => return Ok(Followed::Escapes),
+                }
             }
             continue;
         }
@@ -86,6 +147,7 @@ pub fn follow(
         };
         let st = syscalls::fstat(&fd)?;
         if is_symlink(&st) {
+            link_ok(&st)?;
             hops += 1;
             if hops > MAX_HOPS {
                 return Err(Errno::ELOOP);
@@ -95,6 +157,7 @@ pub fn follow(
                 match strip_prefix(&t, prefixes) {
                     Some(rest) => {
                         stack.clear();
+                        from_disk = false;
                         rest
                     }
                     None => return Ok(Followed::Escapes),
@@ -107,14 +170,16 @@ pub fn follow(
             }
             continue;
         }
+        if stack.len() >= MAX_DEPTH as usize {
+            return Err(Errno::ENAMETOOLONG);
+        }
         stack.push((fd, st));
     }
     match stack.pop() {
         Some((fd, st)) => Ok(Followed::Object(fd, st)),
         None => {
             let fd = root.try_clone_to_owned().map_err(|_| Errno::EMFILE)?;
-            let st = syscalls::fstat(fd.as_fd())?;
-            Ok(Followed::Object(fd, st))
+            Ok(Followed::Object(fd, root_st))
         }
     }
 }
@@ -122,6 +187,8 @@ pub fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::fd::AsFd;
 
     use std::os::unix::fs::symlink;
     use std::path::PathBuf;
@@ -159,8 +226,11 @@ mod tests {
 
     fn follow_to(s: &Src, fd: &OwnedFd, dir: &str, target: &str) -> Result<Option<u64>, Errno> {
         let prefixes = vec![s.0.as_os_str().as_bytes().to_vec(), b"/mnt/guarded".to_vec()];
+        let dir = syscalls::open_source(&s.0.join(dir.trim_start_matches('/'))).unwrap();
         Ok(
-            match follow(fd.as_fd(), &prefixes, dir.as_bytes(), target.as_bytes())? {
+            match follow(fd.as_fd(), &prefixes, dir.as_fd(), target.as_bytes(), &mut |_| {
+                Ok(())
+            })? {
                 Followed::Object(_, st) => Some(st.st_ino),
                 Followed::Escapes => None,
             },
@@ -210,6 +280,39 @@ mod tests {
         assert_eq!(follow_to(&s, &fd, "/alice/pub", "loop1"), Err(Errno::ELOOP));
         assert_eq!(follow_to(&s, &fd, "/alice/pub", "f/x"), Err(Errno::ENOTDIR));
         assert_eq!(follow_to(&s, &fd, "/alice/pub", "missing"), Err(Errno::ENOENT));
+    }
+
+    fn follow_from(fd: &OwnedFd, held: &OwnedFd, target: &str) -> Result<Option<u64>, Errno> {
+        Ok(
+            match follow(fd.as_fd(), &[], held.as_fd(), target.as_bytes(), &mut |_| Ok(()))? {
+                Followed::Object(_, st) => Some(st.st_ino),
+                Followed::Escapes => None,
+            },
+        )
+    }
+
+    #[test]
+    fn dotdot_climbs_from_where_the_directory_is_now() {
+        let (s, fd) = src();
+        let held = syscalls::open_source(&s.0.join("alice/pub/sub")).unwrap();
+        std::fs::create_dir_all(s.0.join("bob/deeper")).unwrap();
+        std::fs::write(s.0.join("bob/deeper/x"), b"x").unwrap();
+        std::fs::rename(s.0.join("alice/pub/sub"), s.0.join("bob/deeper/sub")).unwrap();
+        let x = ino_of(&s.0.join("bob/deeper/x"));
+        assert_eq!(follow_from(&fd, &held, "../x"), Ok(Some(x)));
+        assert_eq!(
+            follow_from(&fd, &held, "g"),
+            Ok(Some(ino_of(&s.0.join("bob/deeper/sub/g"))))
+        );
+        assert_eq!(follow_from(&fd, &held, "../../.."), Ok(Some(ino_of(&s.0))));
+        assert_eq!(follow_from(&fd, &held, "../../../.."), Ok(None));
+        // Moved out of SOURCE: `..` no longer leads inside it.
+        let out = PathBuf::from(format!("{}-out", s.0.display()));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::rename(s.0.join("bob/deeper"), out.join("deeper")).unwrap();
+        let r = follow_from(&fd, &held, "../x");
+        let _ = std::fs::remove_dir_all(&out);
+        assert_eq!(r, Ok(None));
     }
 
     #[test]

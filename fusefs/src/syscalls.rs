@@ -35,6 +35,17 @@ pub fn open_child(dir: impl AsFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// The parent directory of the directory `dir`, as it is on disk now (`..` is never a
+/// symlink), as an `O_PATH` handle.
+pub fn open_parent(dir: impl AsFd) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        "..",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Open the operator-given SOURCE directory (the operator's path may contain symlinks;
 /// nothing below it is ever opened by path again).
 pub fn open_source(path: &Path) -> Result<OwnedFd, Errno> {
@@ -161,11 +172,6 @@ pub fn fchown_held(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(
     )
 }
 
-pub fn truncate_held(fd: &OwnedFd, size: u64) -> Result<(), Errno> {
-    let size = i64::try_from(size).map_err(|_| Errno::EINVAL)?;
-    nix::unistd::truncate(proc_fd_path(fd).as_str(), size)
-}
-
 pub fn utimens_held(
     fd: &OwnedFd,
     atime: &nix::sys::time::TimeSpec,
@@ -246,29 +252,98 @@ pub fn rename_child(
     )
 }
 
-/// Switch this thread's filesystem uid/gid (Linux credentials are per thread for these);
-/// restored when the guard drops. Objects created through the mount belong to the tenant.
-pub struct FsCred {
+/// Act as another user on this thread only: filesystem uid and gid and the supplementary
+/// groups (Linux keeps all three per thread; glibc's `setgroups` would change every thread,
+/// so the raw system call is used). A non-zero fsuid also drops CAP_DAC_OVERRIDE,
+/// CAP_DAC_READ_SEARCH, CAP_FOWNER and CAP_CHOWN from the effective set, so the kernel
+/// checks exactly what it would check for that user. Restored when the guard drops.
+pub struct Creds {
     uid: u32,
     gid: u32,
+    groups: Vec<libc::gid_t>,
 }
 
-impl FsCred {
-    pub fn switch(uid: u32, gid: u32) -> FsCred {
+/// Longest supplementary group list taken from a caller (the kernel's NGROUPS_MAX).
+const MAX_GROUPS: usize = 65536;
+
+fn thread_groups() -> Vec<libc::gid_t> {
+    // SAFETY: a null pointer with size 0 only asks for the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut v = vec![0 as libc::gid_t; n.clamp(0, MAX_GROUPS as i32) as usize];
+    // SAFETY: `v` is a writable buffer of `v.len()` gids; getgroups writes at most that.
+    let got = unsafe { libc::getgroups(v.len() as libc::c_int, v.as_mut_ptr()) };
+    v.truncate(got.max(0) as usize);
+    v
+}
+
+fn set_thread_groups(groups: &[libc::gid_t]) -> Result<(), Errno> {
+    // SAFETY: `groups` is a valid array of `groups.len()` gids, only read by the kernel;
+    // SYS_setgroups changes the calling thread's credentials only.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+impl Creds {
+    /// Become `uid`/`gid` with `groups` on this thread. Fails (nothing changed) if the
+    /// group list cannot be set: the caller then must not go on as the daemon.
+    pub fn assume(uid: u32, gid: u32, groups: &[u32]) -> Result<Creds, Errno> {
+        let old_groups = thread_groups();
+        set_thread_groups(&groups[..groups.len().min(MAX_GROUPS)])?;
         let old_gid = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
         let old_uid = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-        FsCred {
+        Ok(Creds {
             uid: old_uid.as_raw(),
             gid: old_gid.as_raw(),
-        }
+            groups: old_groups,
+        })
     }
 }
 
-impl Drop for FsCred {
+impl Drop for Creds {
     fn drop(&mut self) {
         nix::unistd::setfsuid(nix::unistd::Uid::from_raw(self.uid));
         nix::unistd::setfsgid(nix::unistd::Gid::from_raw(self.gid));
+        let _ = set_thread_groups(&self.groups);
     }
+}
+
+/// The supplementary groups of process `pid`, if its filesystem uid and gid are still
+/// `uid` and `gid` (the pid of a request may have exited and been reused: then no groups,
+/// which can only deny more).
+pub fn groups_of(pid: u32, uid: u32, gid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    // "Uid:\treal\teffective\tsaved\tfs"
+    let fs_id = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    if fs_id("Uid:") != Some(uid) || fs_id("Gid:") != Some(gid) {
+        return Vec::new();
+    }
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .take(MAX_GROUPS)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Truncate the held object through a fresh non-blocking write open, never by path: a
+/// path truncate waits for a tenant's file lease to break (up to lease-break-time, 45 s);
+/// a non-blocking open fails with EWOULDBLOCK instead and starts the break.
+pub fn truncate_held(fd: &OwnedFd, size: u64) -> Result<(), Errno> {
+    let size = i64::try_from(size).map_err(|_| Errno::EINVAL)?;
+    let w = reopen(fd, OFlag::O_WRONLY)?;
+    nix::unistd::ftruncate(&w, size)
 }
 
 /// Raise the open-file limit to its hard maximum: the daemon holds one fd per known inode.

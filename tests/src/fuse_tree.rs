@@ -157,15 +157,54 @@ impl Mount {
         Mount::spawn(bin, &tree.src, &tree.mnt, &tree.log_path(), extra)
     }
 
+    /// As [`Mount::start`] without `--allow-other`: the daemon's own defaults.
+    #[track_caller]
+    pub fn start_plain<S: AsRef<OsStr>>(bin: &Path, tree: &Tree, extra: &[S]) -> Mount {
+        Mount::spawn_args(bin, &tree.src, &tree.mnt, &tree.log_path(), &[], extra)
+    }
+
+    /// As [`Mount::start`], with the daemon's descriptor limit (soft and hard) set to
+    /// `nofile` by `prlimit`, so fd exhaustion is tested at a known scale.
+    #[track_caller]
+    pub fn start_limited<S: AsRef<OsStr>>(bin: &Path, tree: &Tree, nofile: u32, extra: &[S]) -> Mount {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut args: Vec<&OsStr> = vec![OsStr::new(&limit), OsStr::new("--"), bin.as_os_str()];
+        args.extend([
+            tree.src.as_os_str(),
+            tree.mnt.as_os_str(),
+            OsStr::new("--allow-other"),
+        ]);
+        args.extend(extra.iter().map(AsRef::as_ref));
+        Mount::spawn_cmd(Path::new("prlimit"), &tree.mnt, &tree.log_path(), &args)
+    }
+
     /// As [`Mount::start`], for any SOURCE and mount point, the daemon's stderr to `log`.
     #[track_caller]
     pub fn spawn<S: AsRef<OsStr>>(bin: &Path, src: &Path, mnt: &Path, log: &Path, extra: &[S]) -> Mount {
+        Mount::spawn_args(bin, src, mnt, log, &["--allow-other"], extra)
+    }
+
+    #[track_caller]
+    fn spawn_args<S: AsRef<OsStr>>(
+        bin: &Path,
+        src: &Path,
+        mnt: &Path,
+        log: &Path,
+        first: &[&str],
+        extra: &[S],
+    ) -> Mount {
+        let mut args: Vec<&OsStr> = vec![src.as_os_str(), mnt.as_os_str()];
+        args.extend(first.iter().map(OsStr::new));
+        args.extend(extra.iter().map(AsRef::as_ref));
+        Mount::spawn_cmd(bin, mnt, log, &args)
+    }
+
+    /// Run `program args...` (the daemon, or a wrapper that execs it) and wait for the mount.
+    #[track_caller]
+    fn spawn_cmd(program: &Path, mnt: &Path, log: &Path, args: &[&OsStr]) -> Mount {
         let log_file = fs::File::create(log).expect("log file");
-        let child = Command::new(bin)
-            .arg(src)
-            .arg(mnt)
-            .arg("--allow-other")
-            .args(extra)
+        let child = Command::new(program)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -256,10 +295,16 @@ pub fn send_signal(pid: u32, sig: &str) {
 
 /// Read `path` as the unprivileged [`SERVER`] uid (`cat`): Ok(bytes) or Err(stderr).
 pub fn read_as_server(path: &Path) -> Result<Vec<u8>, String> {
+    read_as(SERVER, path)
+}
+
+/// Read `path` as `uid` (gid the same, no supplementary groups; `cat`): Ok(bytes) or
+/// Err(stderr).
+pub fn read_as(uid: u32, path: &Path) -> Result<Vec<u8>, String> {
     let out = Command::new("cat")
         .arg(path)
-        .uid(SERVER)
-        .gid(SERVER)
+        .uid(uid)
+        .gid(uid)
         .output()
         .expect("run cat");
     if out.status.success() {

@@ -47,6 +47,24 @@ impl Micro {
         self.base.join("guard-131072.conf")
     }
 
+    /// The default configuration plus 100,000 `map` lines (one per vhost, none of them in
+    /// the fixture's tree): what a lookup costs with a configuration that large. Written on
+    /// first use.
+    pub fn config_many_maps(&self) -> Result<PathBuf, String> {
+        let p = self.base.join("guard-100k-maps.conf");
+        if !p.exists() {
+            let mut text = self.config_text(None);
+            for i in 0..100_000u32 {
+                text.push_str(&format!(
+                    "map /var/www/vhosts/d{i}.example/httpdocs {}\n",
+                    10_000 + i
+                ));
+            }
+            mk_file(&p, text.as_bytes(), geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
+        }
+        Ok(p)
+    }
+
     /// The guard configuration text, with `cache_slots` when given.
     fn config_text(&self, slots: Option<u32>) -> String {
         let b = self.base.display();

@@ -70,6 +70,7 @@ fn real_main() -> Result<(), String> {
     let outside = fx.outside_prefix();
     let conf = fx.config();
     let big = fx.config_big_cache();
+    let maps = fx.config_many_maps()?;
     type Row<'a> = (&'static str, &'a str, &'a str, u64, bool, Option<&'a PathBuf>);
     let mut rows: Vec<Row<'_>> = vec![
         ("1t bare", &prefix, fixture::Micro::SUFFIX, 1, false, None),
@@ -84,6 +85,22 @@ fn real_main() -> Result<(), String> {
         ("1t +shim", &prefix, fixture::Micro::SUFFIX, 1, false, Some(&conf)),
         ("outside root +shim", &outside, "", 0, false, Some(&conf)),
         ("outside root bare", &outside, "", 0, false, None),
+        (
+            "1t +shim, 100k map lines",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            1,
+            false,
+            Some(&maps),
+        ),
+        (
+            "outside root +shim, 100k map lines",
+            &outside,
+            "",
+            0,
+            false,
+            Some(&maps),
+        ),
         (
             "outside root, relative +shim",
             "outside/i",
@@ -152,7 +169,23 @@ fn real_main() -> Result<(), String> {
                 false,
                 Some(&conf),
             ),
-        ] as [Row<'_>; 3]);
+            (
+                "1t +shim B, 100k map lines",
+                prefix.as_str(),
+                fixture::Micro::SUFFIX,
+                1,
+                false,
+                Some(&maps),
+            ),
+            (
+                "outside root +shim B, 100k map lines",
+                outside.as_str(),
+                "",
+                0,
+                false,
+                Some(&maps),
+            ),
+        ] as [Row<'_>; 5]);
     }
     let mut variants = Vec::new();
     for (name, prefix, suffix, count, extra_fstat, guard) in rows {

@@ -14,7 +14,18 @@ pub mod prereq;
 pub mod private_etc;
 pub mod shim_fixture;
 
+use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
+
+/// A finished program for an assertion message: exit code, stdout, stderr.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}; stdout {:?}; stderr {:?}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 static HEAVY: Mutex<()> = Mutex::new(());
 

@@ -201,6 +201,27 @@ impl Fixture {
             .expect("run helper")
     }
 
+    /// Run a program as `uid` in `cwd`, with the shim of `shim` loaded, or bare (`None`): the
+    /// two halves of a comparison with libc.
+    pub fn run_maybe(
+        shim: Option<&Fixture>,
+        uid: u32,
+        cwd: &Path,
+        program: &Path,
+        args: &[&OsStr],
+    ) -> Output {
+        let mut cmd = match shim {
+            Some(f) => f.command(program),
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .current_dir(cwd)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("run helper")
+    }
+
     /// Run a program as the server uid with the shim loaded.
     pub fn run(&self, program: &Path, args: &[&OsStr]) -> Output {
         self.run_as(SERVER, program, args)

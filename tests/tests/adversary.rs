@@ -11,19 +11,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use toctou_guard_tests::private_etc::{PrivateEtc, hooks_copy};
 use toctou_guard_tests::shim_fixture::{ALICE, Fixture, SERVER};
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}; stdout {:?}; stderr {:?}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use toctou_guard_tests::describe as text;
 
 /// Item 1: `TOCTOU_GUARD_CONFIG=/etc/shadow chage -l me` printed root's shadow line. In
 /// secure-execution mode the shim ignores our variables (as ld.so ignores `LD_*`): a setuid

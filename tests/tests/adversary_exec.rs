@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use toctou_attack::guardconf::{GuardConfig, LogListener};
@@ -60,14 +60,7 @@ const ENVS: &[&str] = &[
     "bigenv",
 ];
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}; stdout {:?}; stderr {:?}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use toctou_guard_tests::describe as text;
 
 /// A configuration the tenant owns (the loader accepts a file owned by the process's own
 /// uid) that guards nothing: what `setconfig` points the children at.

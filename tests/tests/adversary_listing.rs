@@ -7,6 +7,7 @@
 //!
 //! Needs root (skipped with `SKIP:` otherwise, a failure when `CI` is set).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown, lchown, symlink};
 use std::os::unix::process::CommandExt;
@@ -41,17 +42,8 @@ fn victim_fixture_with(name: &str, extra_conf: &str) -> Option<Fixture> {
 
 /// `listing ARGS` as the server uid in `cwd`, under the shim with `Some(fixture)`, else bare.
 fn listing(shim: Option<&Fixture>, args: &[&str], cwd: &Path) -> Output {
-    let program = c_program("listing");
-    let mut cmd = match shim {
-        Some(f) => f.command(&program),
-        None => Command::new(&program),
-    };
-    cmd.args(args)
-        .current_dir(cwd)
-        .uid(SERVER)
-        .gid(SERVER)
-        .output()
-        .unwrap()
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    Fixture::run_maybe(shim, SERVER, cwd, &c_program("listing"), &args)
 }
 
 /// The guarded run's stdout; it must have exited normally without a word on fd 2.

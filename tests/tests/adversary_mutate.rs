@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 use toctou_guard_tests::shim_fixture::{ALICE, BOB, Fixture, c_program};
 
@@ -57,19 +55,9 @@ fn step(words: &str) -> Vec<String> {
 
 /// Run `mutate` in `cwd` as `uid`, with the shim or bare; one output line per step.
 fn mutate(f: &Fixture, shim: bool, uid: u32, cwd: &Path, list: &[Vec<String>]) -> Vec<String> {
-    let prog = c_program("mutate");
-    let mut cmd = if shim {
-        f.command(&prog)
-    } else {
-        Command::new(&prog)
-    };
-    let out = cmd
-        .args(steps(list))
-        .current_dir(cwd)
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("run mutate");
+    let args = steps(list);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let out = Fixture::run_maybe(shim.then_some(f), uid, cwd, &c_program("mutate"), &args);
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "mutate: {:?} {}",

@@ -22,14 +22,7 @@ const DB: &[u8] = b"DB_PASSWORD=bob-private-db\n";
 /// A group only [`SERVER`]'s supplementary list holds (item 1).
 const WEBGROUP: u32 = 43010;
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}; stdout {:?}; stderr {:?}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use toctou_guard_tests::describe as text;
 
 /// `sh -c script` as `uid` (gid the same, no supplementary groups, umask 022).
 fn sh_as(uid: u32, script: &str) -> Output {

@@ -16,17 +16,7 @@ use toctou_guard_tests::shim_fixture::{ALICE, Fixture, SERVER, c_program};
 
 /// `hooks ARGS` as the server uid in `cwd`: under the shim with `Some(fixture)`, else bare.
 fn hooks(shim: Option<&Fixture>, args: &[&OsStr], cwd: &Path) -> Output {
-    let program = c_program("hooks");
-    let mut cmd = match shim {
-        Some(f) => f.command(&program),
-        None => Command::new(&program),
-    };
-    cmd.args(args)
-        .current_dir(cwd)
-        .uid(SERVER)
-        .gid(SERVER)
-        .output()
-        .unwrap()
+    Fixture::run_maybe(shim, SERVER, cwd, &c_program("hooks"), args)
 }
 
 fn bare(args: &[&OsStr], cwd: &Path) -> Output {

@@ -85,6 +85,8 @@ pub fn remember(dev: u64, ino: u64, uid: u32) {
     {
         return;
     }
+    // The data stores may not be seen before the odd sequence number.
+    core::sync::atomic::fence(Ordering::Release);
     s.dev.store(dev, Ordering::Relaxed);
     s.ino.store(ino, Ordering::Relaxed);
     s.uid_plus_one.store(u64::from(uid) + 1, Ordering::Relaxed);
@@ -99,6 +101,19 @@ pub enum Lookup {
     Absent,
     /// Its slot was being written every time we looked: we cannot tell.
     Busy,
+}
+
+/// In the child of a `fork()`: a slot another thread was writing at the fork stays odd
+/// for ever (that thread does not exist here). Empty it, so that it reads as absent rather
+/// than busy. Registered with `pthread_atfork` from the library's constructor.
+pub extern "C" fn after_fork_in_child() {
+    for s in &TABLE {
+        let seq = s.seq.load(Ordering::Relaxed);
+        if seq % 2 == 1 {
+            s.uid_plus_one.store(0, Ordering::Relaxed);
+            s.seq.store(seq.wrapping_add(1), Ordering::Release);
+        }
+    }
 }
 
 /// The owner remembered for `(dev, ino)`. A write is three stores, so a reader that meets
@@ -168,7 +183,11 @@ impl PathCall for Chdir<'_> {
 
     fn judged(&self, check: &Check<'_>) -> Result<(), Errno> {
         rustix::process::chdir(self.path)?;
-        if let Ok(st) = rustix::fs::statat(CWD, c".", AtFlags::empty()) {
+        // Only a directory the rule accepts is remembered: a tenant's symlink into another
+        // tenant's tree must not label that tree with the first tenant's owner.
+        if let Ok(st) = rustix::fs::statat(CWD, c".", AtFlags::empty())
+            && check.accepts(st.st_uid)
+        {
             remember(st.st_dev, st.st_ino, check.expected());
         }
         Ok(())

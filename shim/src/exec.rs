@@ -29,6 +29,7 @@ use crate::ffi::{self, Mapped};
 use crate::state::{self, Phase};
 
 const PRELOAD: &[u8] = b"LD_PRELOAD";
+const AUDIT: &[u8] = b"LD_AUDIT";
 const CONFIG: &[u8] = b"TOCTOU_GUARD_CONFIG";
 
 type Envp = *const *const c_char;
@@ -123,8 +124,9 @@ impl ChildEnv {
             return true;
         }
         if !first.contains(&b'/') {
-            // ld.so finds a bare name in its search path: compare our own file name.
-            return own.rsplit(|&b| b == b'/').next() == Some(first);
+            // ld.so finds a bare name in its search path, which the child's environment
+            // chooses (`LD_LIBRARY_PATH` pointing at a decoy of the same name): not proof.
+            return false;
         }
         // The same file by another path: compared by the object. A small stack buffer, a
         // mapping for a long name (a worker may run on a small stack).
@@ -226,8 +228,12 @@ unsafe fn fill(ce: &ChildEnv, envp: Envp, preload: Preload<'_>, ptrs: &mut [*con
             i += 1;
         }
     };
+    // `LD_AUDIT` is dropped too: an audit library can rebind `open` to raw system calls
+    // (`la_symbind64`) under the preloaded guard.
     let ours = |b: &[u8]| {
-        (!matches!(preload, Preload::Untouched) && value(b, PRELOAD).is_some()) || value(b, CONFIG).is_some()
+        (!matches!(preload, Preload::Untouched) && value(b, PRELOAD).is_some())
+            || value(b, CONFIG).is_some()
+            || value(b, AUDIT).is_some()
     };
     // SAFETY: per this function's contract.
     for e in unsafe { entries(envp) } {
@@ -327,6 +333,9 @@ fn keep_environ() {
             _ => real_setenv(c"LD_PRELOAD", ours),
         }
     }
+    if ffi::getenv(c"LD_AUDIT").is_some() {
+        real_unsetenv(c"LD_AUDIT");
+    }
     match &ce.config {
         Some(c) => {
             let c = value_of_entry(c, CONFIG);
@@ -351,7 +360,7 @@ fn is_ours(name: *const c_char) -> bool {
     };
     let b = name.to_bytes();
     let b = b.split(|&c| c == b'=').next().unwrap_or(b);
-    b == PRELOAD || b == CONFIG
+    b == PRELOAD || b == CONFIG || b == AUDIT
 }
 
 /// glibc's definition of one symbol we shadow, looked up once.

@@ -154,6 +154,22 @@ pub fn refuse_to_start(message: &[u8]) -> ! {
     }
 }
 
+/// Is this thread running on an alternate signal stack (`sigaltstack`, `SS_ONSTACK`)?
+pub fn on_alternate_signal_stack() -> bool {
+    let mut old = empty_stack();
+    // SAFETY: a query only (no new stack given); `old` is a valid, writable stack_t.
+    let r = unsafe { libc::sigaltstack(core::ptr::null(), &mut old) };
+    r == 0 && old.ss_flags & libc::SS_ONSTACK != 0
+}
+
+fn empty_stack() -> libc::stack_t {
+    libc::stack_t {
+        ss_sp: core::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    }
+}
+
 /// Secure-execution mode (setuid, setgid, file capabilities), as ld.so decides it.
 pub fn secure_execution() -> bool {
     // SAFETY: getauxval reads the auxiliary vector the kernel gave this process; no state.

@@ -7,6 +7,9 @@ pub struct FmtBuf<const N: usize> {
     len: usize,
 }
 
+// SAFETY: a byte array and a length: all zeros is an empty buffer.
+unsafe impl<const N: usize> crate::ffi::Zeroable for FmtBuf<N> {}
+
 impl<const N: usize> Default for FmtBuf<N> {
     fn default() -> Self {
         Self::new()

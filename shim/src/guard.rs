@@ -283,10 +283,14 @@ impl Check<'_> {
     /// Decide on the descriptor the caller will read; on refusal close it *then* fail.
     pub(crate) fn opened(&self, fd: OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
         let st = rustix::fs::fstat(&fd)?;
-        self.verdict(st.st_uid)?;
         // Only regular files are truncated: the kernel ignores O_TRUNC on FIFOs, devices
         // and sockets, where ftruncate would fail with EINVAL.
         let kind = FileType::from_raw_mode(st.st_mode);
+        if kind == FileType::RegularFile && (writable(flags) || flags.contains(OFlags::TRUNC)) {
+            self.write_verdict(&st)?;
+        } else {
+            self.verdict(st.st_uid)?;
+        }
         if kind == FileType::Directory {
             // Relative opens from it stay this tenant's, wherever it is moved.
             dirs::remember(st.st_dev, st.st_ino, self.expected);
@@ -306,9 +310,35 @@ impl Check<'_> {
         Ok(fd)
     }
 
+    /// Would a file owned by `owner` be accepted here? (No log: for bookkeeping.)
+    pub(crate) fn accepts(&self, owner: u32) -> bool {
+        self.st.policy.decide(owner, self.expected) == Decision::Allow
+    }
+
     /// The uid the tenant's files must belong to.
     pub(crate) fn expected(&self) -> u32 {
         self.expected
+    }
+
+    /// The verdict for a call that changes what is there: a file opened for writing, a
+    /// directory a name is created, removed or renamed in, an object `chmod`/`chown`/
+    /// `truncate` acts on. `allow_uid` is for *reading* shared files (root's, the server's
+    /// own); were it honoured here, a tenant's symlink could aim the server's writes at every
+    /// file those owners have on the box. So only the tenant's own owner — except a sticky
+    /// directory (`/tmp`, PHP's session directory) written by a process that is not root,
+    /// whose other entries the kernel itself protects.
+    #[inline(never)] // off the read path's frame: signal handlers run on small stacks
+    pub(crate) fn write_verdict(&self, st: &rustix::fs::Stat) -> Result<(), Errno> {
+        let sticky_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            && st.st_mode & libc::S_ISVTX != 0
+            && !rustix::process::geteuid().is_root();
+        match self.st.policy.decide(st.st_uid, self.expected) {
+            Decision::Allow if st.st_uid == self.expected || sticky_dir => Ok(()),
+            Decision::Allow => {
+                self.refused(self.st.policy.refuse(DenyReason::OwnerMismatch), Some(st.st_uid))
+            }
+            d => self.refused(d, Some(st.st_uid)),
+        }
     }
 
     /// Allow, or log and answer EACCES (audit mode: log and allow).
@@ -379,7 +409,7 @@ impl Check<'_> {
             let pdir = req.dir.with(parent, |d| {
                 rustix::fs::openat(d, parent, dir_flags(), Mode::empty())
             })?;
-            self.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
+            self.write_verdict(&rustix::fs::fstat(&pdir)?)?;
             // O_EXCL never follows a symlink (and, unlike O_NOFOLLOW, is not kept on the fd).
             let create = (flags | OFlags::EXCL) - OFlags::TRUNC;
             match rustix::fs::openat(&pdir, name, create, req.mode) {
@@ -435,7 +465,7 @@ impl Check<'_> {
                 rustix::fs::openat(pdir, dir, dir_flags(), Mode::empty())?
             }
         };
-        self.verdict(rustix::fs::fstat(&tdir)?.st_uid)?;
+        self.write_verdict(&rustix::fs::fstat(&tdir)?)?;
         let target = CStr::from_bytes_with_nul(&buf[name_start..=n]).map_err(|_| Errno::INVAL)?;
         let create = (req.flags | OFlags::EXCL) - OFlags::TRUNC;
         match rustix::fs::openat(&tdir, target, create, req.mode) {
@@ -446,9 +476,10 @@ impl Check<'_> {
     }
 
     /// `O_TMPFILE`: the new inode belongs to us; judge the directory it is created in.
+    #[inline(never)] // rare: its buffers stay out of every open's frame
     fn tmpfile(&self, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
         let pdir = req.raw_with(dir_flags())?;
-        self.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
+        self.write_verdict(&rustix::fs::fstat(&pdir)?)?;
         let fd = rustix::fs::openat(&pdir, c".", req.flags, req.mode)?;
         Ok(lowest(fd, [pdir], req.flags))
     }
@@ -546,6 +577,7 @@ fn is_dir(fd: &OwnedFd) -> bool {
 
 /// Truncate the object `fd` holds by opening it again for writing through its magic link
 /// (no path lookup a tenant could race), with the kernel's own permission check.
+#[inline(never)] // rare: its buffers stay out of every open's frame
 fn reopen_truncating(fd: &OwnedFd) -> Result<(), Errno> {
     let mut link = FmtBuf::<40>::new();
     let _ = core::fmt::Write::write_fmt(

@@ -90,7 +90,7 @@ impl<'a> PathCall for ParentOf<'a> {
             self.dir
                 .with(p, |d| rustix::fs::openat(d, p, guard::dir_flags(), Mode::empty()))
         })?;
-        check.verdict(rustix::fs::fstat(&pdir)?.st_uid)?;
+        check.write_verdict(&rustix::fs::fstat(&pdir)?)?;
         Ok(At::Held(pdir, name))
     }
 }
@@ -121,8 +121,10 @@ impl<'a> PathCall for FollowedObject<'a> {
     }
 
     fn judged(&self, check: &Check<'_>) -> Result<At<'a>, Errno> {
+        // A new name for the object: judged as a change to it.
         let fd = open_path(self.dir, self.path, true)?;
-        Ok(At::Object(check.opened(fd, OFlags::empty())?))
+        check.write_verdict(&rustix::fs::fstat(&fd)?)?;
+        Ok(At::Object(fd))
     }
 }
 
@@ -234,7 +236,7 @@ impl PathCall for OnObject<'_> {
 
     fn judged(&self, check: &Check<'_>) -> Result<(), Errno> {
         let fd = open_path(self.dir, self.path, self.follows())?;
-        let fd = check.opened(fd, OFlags::empty())?;
+        check.write_verdict(&rustix::fs::fstat(&fd)?)?;
         self.on_fd(&fd)
     }
 }
@@ -384,20 +386,28 @@ unsafe fn make_temp(tmpl: *mut c_char, suffixlen: c_int, kind: Temp) -> Result<M
     if len < 6 + suffix || &path.to_bytes()[len - 6 - suffix..len - suffix] != b"XXXXXX" {
         return Err(Errno::INVAL);
     }
-    let (pdir, name_start) = match parent_of(Dir::Cwd, path)? {
-        At::Held(pdir, name) => (pdir, len - name.to_bytes().len()),
-        At::Caller(..) | At::Object(_) => return Ok(Made::Outside),
-    };
     // SAFETY: the template is writable for `len + 1` bytes (the contract), and nothing else
-    // refers to it any more (`path` and `name` are not used past this point).
+    // refers to it any more (`path` is not used past this point).
     let buf = unsafe { core::slice::from_raw_parts_mut(tmpl.cast::<u8>(), len + 1) };
     let xs = len - 6 - suffix..len - suffix;
     for _ in 0..TEMP_ATTEMPTS {
+        // As glibc: the template is rewritten first, whatever happens next.
         let mut random = [0u8; 6];
         rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
         for (c, r) in buf[xs.clone()].iter_mut().zip(random) {
             *c = TEMP_LETTERS[usize::from(r) % TEMP_LETTERS.len()];
         }
+        // Judged again for each name: the `X`s may lie in a directory of the template
+        // (`d/XXXXXX/f` with a suffix of 2), and then each try names another directory.
+        let path = CStr::from_bytes_with_nul(buf).map_err(|_| Errno::INVAL)?;
+        let (pdir, name_start) = match parent_of(Dir::Cwd, path)? {
+            At::Held(pdir, name) => (pdir, len - name.to_bytes().len()),
+            At::Caller(..) | At::Object(_) => {
+                // glibc's own function wants its `X`s back.
+                buf[xs].copy_from_slice(b"XXXXXX");
+                return Ok(Made::Outside);
+            }
+        };
         let name = CStr::from_bytes_with_nul(&buf[name_start..]).map_err(|_| Errno::INVAL)?;
         let made = match kind {
             Temp::File(flags) => {
@@ -447,6 +457,13 @@ static REAL_MKOSTEMPS: core::sync::atomic::AtomicPtr<libc::c_void> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 static REAL_MKDTEMP: core::sync::atomic::AtomicPtr<libc::c_void> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Look glibc's functions up before `main` (a first call could come in a child forked from a
+/// threaded parent, where `dlsym` may find a lock held).
+pub fn resolve() {
+    let _ = ffi::next_symbol(c"mkostemps", &REAL_MKOSTEMPS);
+    let _ = ffi::next_symbol(c"mkdtemp", &REAL_MKDTEMP);
+}
 
 /// Every file variant of the family is `mkostemps` with some arguments fixed.
 ///

@@ -289,6 +289,10 @@ fn program_name(buf: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
 extern "C" fn constructor() {
     let _ = current();
     crate::exec::resolve();
+    crate::mutate::resolve();
+    // SAFETY: registers a plain `extern "C"` function with no arguments, as the child
+    // handler; it only touches atomics in static memory (async-signal-safe).
+    unsafe { libc::pthread_atfork(None, None, Some(crate::dirs::after_fork_in_child)) };
 }
 
 #[used]

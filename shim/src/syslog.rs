@@ -13,6 +13,9 @@ use toctou_policy::logline::{self, Denial, PRI_CONFIG_ERROR, PRI_DENIAL, RateLim
 use crate::ffi;
 use crate::fmtbuf::FmtBuf;
 
+/// One log line.
+type Line = FmtBuf<1024>;
+
 /// The syslog tag of the shim's lines (the FUSE daemon's is `toctou-guard-fs`).
 const TAG: &str = "toctou-guard";
 
@@ -41,9 +44,29 @@ impl Logger {
             comm: ffi::thread_name(&mut comm),
             ..denial
         };
-        let mut line = FmtBuf::<1024>::new();
-        let _ = logline::write_header(&mut line, PRI_DENIAL, TAG, pid());
-        let _ = logline::write_denial(&mut line, &denial);
+        if ffi::on_alternate_signal_stack() {
+            // A signal handler's stack can be 8 KiB with the kernel's signal frame on it, and
+            // the open that is refused sits deep in it: the line goes in a mapping instead.
+            if let Some(mut map) = ffi::Mapped::zeroed(core::mem::size_of::<Line>())
+                && let Some(line) = map.as_mut::<Line>()
+            {
+                self.send_denial(line, &denial);
+            }
+            return;
+        }
+        self.denial_on_stack(&denial);
+    }
+
+    /// Its own frame: the line's buffer is only on the stack of this call.
+    #[inline(never)]
+    fn denial_on_stack(&self, denial: &Denial<'_>) {
+        let mut line = Line::new();
+        self.send_denial(&mut line, denial);
+    }
+
+    fn send_denial(&self, line: &mut Line, denial: &Denial<'_>) {
+        let _ = logline::write_header(line, PRI_DENIAL, TAG, pid());
+        let _ = logline::write_denial(line, denial);
         self.send(line.as_bytes());
     }
 

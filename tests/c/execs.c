@@ -93,7 +93,12 @@ static void mutate(const char *how, const char *config) {
         unsetenv("LD_PRELOAD");
     } else if (!strcmp(how, "environ-null"))
         environ = NULL;
-    else if (!strcmp(how, "setconfig")) {
+    else if (!strcmp(how, "setaudit")) /* CONFIG names the audit library */
+        setenv("LD_AUDIT", config ? config : "", 1);
+    else if (!strcmp(how, "setdecoy")) { /* CONFIG names a directory with a decoy of our name */
+        setenv("LD_PRELOAD", "libtoctou_guard.so", 1);
+        setenv("LD_LIBRARY_PATH", config ? config : "", 1);
+    } else if (!strcmp(how, "setconfig")) {
         snprintf(put_conf, sizeof put_conf, "TOCTOU_GUARD_CONFIG=%s", config ? config : "");
         putenv(put_conf);
     } else {
@@ -254,7 +259,8 @@ int main(int argc, char **argv) {
     }
     const char *env = argv[1], *via = argv[2], *file = argv[3];
     mutate(env, argc > 4 ? argv[4] : NULL);
-    int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig") || !strcmp(env, "bigenv");
+    int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig") || !strcmp(env, "bigenv") ||
+               !strcmp(env, "setaudit") || !strcmp(env, "setdecoy");
     const char *where = argc > 5 ? argv[5] : "main";
     struct job job = {via, file, keep ? environ : empty_env, 0};
     fflush(stdout);

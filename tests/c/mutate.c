@@ -77,6 +77,10 @@ static int step(int argc, char **a) {
     else if (!strcmp(op, "mkfifoat")) { NEED(1); report(mkfifoat(AT_FDCWD, a[1], 0644) != 0); }
     else if (!strcmp(op, "mknod")) { NEED(1); report(mknod(a[1], S_IFREG | 0644, 0) != 0); }
     else if (!strcmp(op, "mknodat")) { NEED(1); report(mknodat(AT_FDCWD, a[1], S_IFIFO | 0644, 0) != 0); }
+    else if (!strcmp(op, "open-trunc")) { NEED(1); report(fd_result(open(a[1], O_WRONLY | O_TRUNC))); }
+    else if (!strcmp(op, "open-append")) { NEED(1); report(fd_result(open(a[1], O_WRONLY | O_APPEND))); }
+    else if (!strcmp(op, "creat")) { NEED(1); report(fd_result(open(a[1], O_WRONLY | O_CREAT | O_EXCL, 0644))); }
+    else if (!strcmp(op, "open-read")) { NEED(1); report(fd_result(open(a[1], O_RDONLY))); }
     else if (!strcmp(op, "chmod")) { NEED(2); report(chmod(a[1], octal(a[2])) != 0); }
     else if (!strcmp(op, "lchmod")) { NEED(2); report(lchmod(a[1], octal(a[2])) != 0); }
     else if (!strcmp(op, "fchmodat")) { NEED(2); report(fchmodat(AT_FDCWD, a[1], octal(a[2]), 0) != 0); }

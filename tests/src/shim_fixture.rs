@@ -63,6 +63,7 @@ pub fn c_program(name: &str) -> PathBuf {
             ("mutate", &[][..]),
             ("listing", &[][..]),
             ("execs", &["-pthread"][..]),
+            ("audit", &["-shared", "-fPIC"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

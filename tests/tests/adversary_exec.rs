@@ -382,3 +382,46 @@ fn item8_ld_so_preload_children_keep_the_parents_config() {
     let _ = f.logs();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Found in review: a child's environment can bring back an unguarded loader. `LD_AUDIT`
+/// names a library whose `la_symbind64` rebinds `open` to raw system calls; a bare-name
+/// `LD_PRELOAD=libtoctou_guard.so` with `LD_LIBRARY_PATH` at a decoy of that name loads the
+/// decoy. Both children read the victim's file; now `LD_AUDIT` is dropped and only our
+/// absolute path counts as loading us.
+#[test]
+fn item8_children_cannot_bring_back_an_unguarded_loader() {
+    let Some(f) = Fixture::new("adv-exec-loader", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let audit = c_program("audit");
+    let decoys = f.base.join("decoy");
+    fs::create_dir_all(&decoys).unwrap();
+    fs::set_permissions(&decoys, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(decoys.join("libtoctou_guard.so"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/decoy.c"))
+        .output()
+        .expect("cc");
+    assert!(out.status.success(), "cc decoy: {}", text(&out));
+    let victim = f.bob("secret.txt");
+    let mut failures = Vec::new();
+    for (env, arg) in [("setaudit", audit.as_os_str()), ("setdecoy", decoys.as_os_str())] {
+        for via in ["execve", "execv", "posix_spawn", "system"] {
+            let out = f.run_as(
+                ALICE,
+                &execs,
+                &[OsStr::new(env), OsStr::new(via), victim.as_os_str(), arg],
+            );
+            if out.status.code() != Some(1) || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET") {
+                failures.push(format!("{env} {via}: {}", text(&out)));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "children read the victim's file:\n{}",
+        failures.join("\n")
+    );
+}

@@ -310,3 +310,64 @@ const OWN_STEPS: &[&str] = &[
     "unlink dl",
     "unlink s",
 ];
+
+/// Found in review: `allow_uid` (root's shared files, the server's own) opened *writes*.
+/// With `allow_uid 0` and the tenant's symlink `sys` to a root-owned directory, a root server
+/// unlinked, created, chowned, chmodded, truncated and renamed root's files there. `allow_uid`
+/// is for reading: every call that changes a file or a directory's names needs the tenant's
+/// own owner. Reading root's file through the link still works.
+#[test]
+fn item5_allow_uid_opens_reads_not_writes() {
+    let Some(f) = Fixture::new("adv-mutate-allow", "allow_uid 0\n") else {
+        return;
+    };
+    let sys = f.base.join("sys");
+    fs::create_dir(&sys).unwrap();
+    fs::set_permissions(&sys, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(sys.join("victim"), "ROOT-FILE\n").unwrap();
+    fs::set_permissions(sys.join("victim"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(sys.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&sys, f.alice("sys")).unwrap();
+    std::os::unix::fs::lchown(f.alice("sys"), Some(ALICE), Some(ALICE)).unwrap();
+    let own = f.alice("own.txt");
+    fs::write(&own, "alice-own\n").unwrap();
+    chown(&own, Some(ALICE), Some(ALICE)).unwrap();
+    let before = snapshot(&sys);
+    let attacks: Vec<Vec<String>> = [
+        "unlink sys/victim",
+        "creat sys/planted",
+        "mknod sys/planted",
+        "mkdir sys/planted",
+        "mkstemp sys/XXXXXX",
+        "symlink x sys/planted",
+        "link own.txt sys/planted",
+        "rename own.txt sys/victim",
+        "rename sys/victim stolen",
+        "rmdir sys/sub",
+        "chown sys/victim 42001",
+        "chmod sys/victim 4777",
+        "truncate sys/victim 0",
+        "open-trunc sys/victim",
+        "open-append sys/victim",
+    ]
+    .iter()
+    .map(|s| step(s))
+    .collect();
+    let mut wrong = Vec::new();
+    for s in &attacks {
+        let got = mutate(&f, true, 0, &f.alice(""), std::slice::from_ref(s));
+        if got[0] != "ERR EACCES" || snapshot(&sys) != before {
+            wrong.push(format!("{} -> {}", s.join(" "), got[0]));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "writes through allow_uid 0:\n{}",
+        wrong.join("\n")
+    );
+    // Reading root's file is what allow_uid 0 is for.
+    assert_eq!(
+        mutate(&f, true, 0, &f.alice(""), &[step("open-read sys/victim")]),
+        ["OK"]
+    );
+}

@@ -723,13 +723,14 @@ fn alias_pinning(t: &Tenants, work: &Path, p: &mut Prepared) -> Result<()> {
 /// `parent/top/name/name/...` (`depth` levels of `name`), each directory the tenant's;
 /// returns the bottom one, held.
 fn chain(parent: &Path, top: &str, name: &str, depth: usize, uid: u32, gid: u32) -> Result<OwnedFd> {
-    mk_dir(&parent.join(top), uid, gid, 0o755)?;
+    let top_dir = parent.join(top);
+    mk_dir(&top_dir, uid, gid, 0o755)?;
     let mut dir = rustix::fs::open(
-        &parent.join(top),
+        &top_dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| Error::io(format!("open {}", parent.join(top).display()), e.into()))?;
+    .map_err(|e| Error::io(format!("open {}", top_dir.display()), e.into()))?;
     for level in 0..depth {
         let ctx = || format!("{}: level {level} of {top}", parent.display());
         rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))

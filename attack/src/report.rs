@@ -424,6 +424,54 @@ mod tests {
     }
 
     #[test]
+    fn daemon_bounds_decide_the_exhaustion_cells() {
+        use crate::exhaust::{DaemonUsage, HelperStats, Usage};
+        let usage = |rss_kib, fds| Usage { rss_kib, fds };
+        let within = DaemonUsage {
+            before: usage(3_000, 30),
+            peak: usage(4_200, 760),
+            end: usage(4_100, 750),
+            fd_growth_bound: 856,
+        };
+        let mut c = cell(TargetKind::NginxFuse, Scenario::DeepTree, 0, 0);
+        c.daemon = Some(within);
+        assert_eq!(c.verdict(), Verdict::Ok);
+        // The daemon before issue 12: +45 MiB walking 600 levels of 255-byte names.
+        c.daemon = Some(DaemonUsage {
+            peak: usage(49_000, 760),
+            ..within
+        });
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        assert_eq!(code(vec![c.clone()]), EXIT_GUARDED_LEAK);
+        // One descriptor per pinned alias.
+        c.daemon = Some(DaemonUsage {
+            end: usage(4_100, 5_030),
+            fd_growth_bound: 128,
+            ..within
+        });
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        // Not measured: not proven.
+        c.daemon = None;
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        // The attacker's own files refused through the mount.
+        c.daemon = Some(within);
+        c.helper = Some(HelperStats {
+            ops: 10,
+            errors: 1,
+            first_errno: 24,
+            leaks: 0,
+        });
+        assert_eq!(c.verdict(), Verdict::FalseDenial);
+        // A bare target has no daemon: information only.
+        let bare = cell(TargetKind::Nginx, Scenario::AliasPinning, 0, 0);
+        assert_eq!(bare.verdict(), Verdict::Info);
+        // Bounds only judge the exhaustion scenarios.
+        let mut other = cell(TargetKind::NginxFuse, Scenario::UploadsLink, 0, 0);
+        other.daemon = None;
+        assert_eq!(other.verdict(), Verdict::Ok);
+    }
+
+    #[test]
     fn json_is_escaped() {
         assert_eq!(q("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
     }

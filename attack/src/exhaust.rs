@@ -420,7 +420,7 @@ impl DaemonUsage {
 /// Samples a process's usage in a thread until stopped.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Usage>,
+    handle: Option<std::thread::JoinHandle<Usage>>,
 }
 
 impl Sampler {
@@ -442,12 +442,25 @@ impl Sampler {
             }
             peak
         });
-        Sampler { stop, handle }
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stop and return the peak.
-    pub fn finish(self) -> Usage {
+    pub fn finish(mut self) -> Usage {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    /// A cell that failed half-way does not leave it sampling.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }

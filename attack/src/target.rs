@@ -158,7 +158,8 @@ impl TargetKind {
             // Not the bare naive server for `uploads-link`: its lstat check (like
             // SymLinksIfOwnerMatch) refuses a link whose owner is not its target's, which is
             // exactly this non-race case; nor the shim targets: the shim judges the opened
-            // file, here the victim's own in the victim's tree, and never sees the link.
+            // file, here the victim's own in the victim's tree, and never sees the link
+            // (nginx+shim serves the planted links: measured, a limitation of the shim).
             _ if scenario == Scenario::UploadsLink => {
                 matches!(
                     self,

@@ -15,10 +15,13 @@
 //!   harness, the benchmarks and the integration tests).
 //! - `load`, `http`: keep-alive clients counting leaks, denials and false denials.
 //! - `run`, `report`: the target x scenario matrix, its table, JSON and exit status.
+//! - `exhaust`: the attacker's helper working through the mount (`deep-tree`,
+//!   `alias-pinning`) and the FUSE daemon's RSS and descriptor count over a cell.
 //! - `sys`: the only module with `unsafe` system calls (plus one `pre_exec` hook in `process`).
 
 pub mod artefacts;
 pub mod error;
+pub mod exhaust;
 pub mod guardconf;
 pub mod http;
 pub mod load;

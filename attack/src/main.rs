@@ -37,7 +37,8 @@ Needs root. Prints a table target x scenario.
   --url URL        `external`: the URL of the attacker's document root on a live server
   --list           list targets and scenarios
 
-Exit status: 0 all good; 1 a guarded target leaked or refused a tenant's own file;
+Exit status: 0 all good; 1 a guarded target leaked or refused a tenant's own file, or
+its FUSE daemon went past its RSS/descriptor bound (deep-tree, alias-pinning);
 2 a bare target did not leak (the race proves nothing); 3 a cell could not run;
 130 interrupted.";
 

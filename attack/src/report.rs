@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::exhaust::{DaemonUsage, HelperStats, RSS_GROWTH_BOUND_KIB};
 use crate::load::LoadResult;
 use crate::scenario::Scenario;
 use crate::target::{Guard, TargetKind};
@@ -25,6 +26,10 @@ pub struct CellResult {
     /// The cell could not run (target did not start, setup failed, target died).
     pub error: Option<String>,
     pub note: Option<String>,
+    /// The FUSE daemon's RSS and descriptors over the cell (`+fuse` targets).
+    pub daemon: Option<DaemonUsage>,
+    /// The attacker's helper working through the served tree (`deep-tree`, `alias-pinning`).
+    pub helper: Option<HelperStats>,
 }
 
 /// What a cell proves.
@@ -36,6 +41,8 @@ pub enum Verdict {
     GuardedLeak,
     /// A guarded target refused a tenant's own file.
     FalseDenial,
+    /// The FUSE daemon went past its stated RSS or descriptor bound under the attack.
+    OverBound,
     /// A bare target did not leak: the race was not hard enough, the run proves nothing.
     NoLeak,
     /// The cell did not run.
@@ -50,6 +57,7 @@ impl Verdict {
             Verdict::Ok => "ok",
             Verdict::GuardedLeak => "LEAK",
             Verdict::FalseDenial => "FALSE-DENIAL",
+            Verdict::OverBound => "OVER-BOUND",
             Verdict::NoLeak => "NO-LEAK",
             Verdict::Error => "ERROR",
             Verdict::Info => "info",
@@ -71,6 +79,8 @@ impl CellResult {
             log_sample: Vec::new(),
             error: None,
             note: None,
+            daemon: None,
+            helper: None,
         }
     }
 
@@ -81,14 +91,22 @@ impl CellResult {
         let l = &self.load;
         match self.guard {
             g if g.must_hold() => {
+                // The helper's failures are the attacker's own files refused.
+                let helper_errors = self.helper.map_or(0, |h| h.errors);
+                let over = self.scenario.exhausts_daemon() && self.daemon.is_none_or(|d| !d.within_bounds());
                 if l.leaks > 0 {
                     Verdict::GuardedLeak
-                } else if l.false_denials > 0 {
+                } else if l.false_denials > 0 || helper_errors > 0 {
                     Verdict::FalseDenial
+                } else if over && self.guard == Guard::Fuse {
+                    // Also when the daemon could not be measured: nothing unproven passes.
+                    Verdict::OverBound
                 } else {
                     Verdict::Ok
                 }
             }
+            // No daemon to exhaust: shown beside the guarded cells.
+            Guard::Bare if self.scenario.exhausts_daemon() => Verdict::Info,
             Guard::Bare if self.scenario.is_attack() && l.leaks == 0 => Verdict::NoLeak,
             Guard::Bare => Verdict::Ok,
             _ => Verdict::Info,
@@ -138,9 +156,12 @@ impl Report {
     /// did not leak, else 3 when a cell could not run.
     pub fn exit_code(&self) -> i32 {
         let v: Vec<Verdict> = self.cells.iter().map(CellResult::verdict).collect();
-        if v.iter()
-            .any(|v| matches!(v, Verdict::GuardedLeak | Verdict::FalseDenial))
-        {
+        if v.iter().any(|v| {
+            matches!(
+                v,
+                Verdict::GuardedLeak | Verdict::FalseDenial | Verdict::OverBound
+            )
+        }) {
             EXIT_GUARDED_LEAK
         } else if self.interrupted {
             EXIT_INTERRUPTED
@@ -200,6 +221,28 @@ impl Report {
         {
             let _ = write!(s, "  ({f})");
         }
+        if let Some(d) = &c.daemon
+            && c.scenario.exhausts_daemon()
+        {
+            let _ = write!(
+                s,
+                "  daemon rss {}->{} KiB (+{} KiB, bound {}), fds {}->{} (+{} at peak, bound {})",
+                d.before.rss_kib,
+                d.end.rss_kib,
+                d.rss_growth_kib(),
+                RSS_GROWTH_BOUND_KIB,
+                d.before.fds,
+                d.end.fds,
+                d.fd_growth(),
+                d.fd_growth_bound
+            );
+        }
+        if let Some(h) = &c.helper {
+            let _ = write!(s, "  helper ops {} errors {} leaks {}", h.ops, h.errors, h.leaks);
+            if h.errors > 0 {
+                let _ = write!(s, " (first errno {})", h.first_errno);
+            }
+        }
         s
     }
 
@@ -241,7 +284,7 @@ impl Report {
                 "    {{\"target\": {}, \"scenario\": {}, \"guard\": {}, \"requests\": {}, \"attack_requests\": {}, \
                  \"leaks\": {}, \"denials\": {}, \"own\": {}, \"errors\": {}, \"legit_requests\": {}, \
                  \"false_denials\": {}, \"first_leak_ms\": {}, \"elapsed_ms\": {}, \"swaps\": {}, \
-                 \"swaps_per_sec\": {:.0}, \"swap_errors\": {}, \"log_lines\": {}, \"log_sample\": [{}], \"verdict\": {}, \"error\": {}, \"note\": {}}}",
+                 \"swaps_per_sec\": {:.0}, \"swap_errors\": {}, \"log_lines\": {}, \"log_sample\": [{}], \"verdict\": {}, \"error\": {}, \"note\": {}, \"daemon\": {}, \"helper\": {}}}",
                 q(c.target.name()),
                 q(c.scenario.name()),
                 q(&format!("{:?}", c.guard).to_lowercase()),
@@ -265,6 +308,16 @@ impl Report {
                 q(c.verdict().label()),
                 c.error.as_deref().map(q).unwrap_or_else(|| "null".into()),
                 c.note.as_deref().map(q).unwrap_or_else(|| "null".into()),
+                c.daemon
+                    .as_ref()
+                    .map(daemon_json)
+                    .unwrap_or_else(|| "null".into()),
+                c.helper
+                    .map(|h| format!(
+                        "{{\"ops\": {}, \"errors\": {}, \"first_errno\": {}, \"leaks\": {}}}",
+                        h.ops, h.errors, h.first_errno, h.leaks
+                    ))
+                    .unwrap_or_else(|| "null".into()),
             );
             s.push_str(if i + 1 < self.cells.len() { ",\n" } else { "\n" });
         }
@@ -281,6 +334,25 @@ impl Report {
         let _ = write!(s, "],\n  \"exit_code\": {}\n}}\n", self.exit_code());
         s
     }
+}
+
+/// The daemon's usage as a JSON object, with the bounds it was held to.
+fn daemon_json(d: &DaemonUsage) -> String {
+    format!(
+        "{{\"rss_before_kib\": {}, \"rss_peak_kib\": {}, \"rss_end_kib\": {}, \"rss_growth_kib\": {}, \
+         \"rss_growth_bound_kib\": {}, \"fds_before\": {}, \"fds_peak\": {}, \"fds_end\": {}, \"fd_growth\": {}, \
+         \"fd_growth_bound\": {}}}",
+        d.before.rss_kib,
+        d.peak.rss_kib,
+        d.end.rss_kib,
+        d.rss_growth_kib(),
+        RSS_GROWTH_BOUND_KIB,
+        d.before.fds,
+        d.peak.fds,
+        d.end.fds,
+        d.fd_growth(),
+        d.fd_growth_bound
+    )
 }
 
 /// A JSON string literal.
@@ -349,6 +421,54 @@ mod tests {
         let mut broken = shim_held;
         broken.error = Some("start: no".into());
         assert_eq!(code(vec![bare_leaked, broken]), EXIT_ERROR);
+    }
+
+    #[test]
+    fn daemon_bounds_decide_the_exhaustion_cells() {
+        use crate::exhaust::{DaemonUsage, HelperStats, Usage};
+        let usage = |rss_kib, fds| Usage { rss_kib, fds };
+        let within = DaemonUsage {
+            before: usage(3_000, 30),
+            peak: usage(4_200, 760),
+            end: usage(4_100, 750),
+            fd_growth_bound: 856,
+        };
+        let mut c = cell(TargetKind::NginxFuse, Scenario::DeepTree, 0, 0);
+        c.daemon = Some(within);
+        assert_eq!(c.verdict(), Verdict::Ok);
+        // The daemon before issue 12: +45 MiB walking 600 levels of 255-byte names.
+        c.daemon = Some(DaemonUsage {
+            peak: usage(49_000, 760),
+            ..within
+        });
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        assert_eq!(code(vec![c.clone()]), EXIT_GUARDED_LEAK);
+        // One descriptor per pinned alias.
+        c.daemon = Some(DaemonUsage {
+            end: usage(4_100, 5_030),
+            fd_growth_bound: 128,
+            ..within
+        });
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        // Not measured: not proven.
+        c.daemon = None;
+        assert_eq!(c.verdict(), Verdict::OverBound);
+        // The attacker's own files refused through the mount.
+        c.daemon = Some(within);
+        c.helper = Some(HelperStats {
+            ops: 10,
+            errors: 1,
+            first_errno: 24,
+            leaks: 0,
+        });
+        assert_eq!(c.verdict(), Verdict::FalseDenial);
+        // A bare target has no daemon: information only.
+        let bare = cell(TargetKind::Nginx, Scenario::AliasPinning, 0, 0);
+        assert_eq!(bare.verdict(), Verdict::Info);
+        // Bounds only judge the exhaustion scenarios.
+        let mut other = cell(TargetKind::NginxFuse, Scenario::UploadsLink, 0, 0);
+        other.daemon = None;
+        assert_eq!(other.verdict(), Verdict::Ok);
     }
 
     #[test]

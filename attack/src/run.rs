@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::exhaust::{self, DaemonUsage, Helper};
 use crate::guardconf::{GuardConfig, LogListener};
 use crate::http::Request;
 use crate::load::{self, LoadSpec};
@@ -229,6 +230,30 @@ impl<'a> CellRunner<'a> {
         let conf = self.config_for(kind, prepared)?;
         let target = self.target_for(kind, &conf)?;
         let spec = load_spec(opts, tenants, kind, prepared, &**target)?;
+        let daemon = target.fuse_daemon();
+        let daemon_pid = daemon.as_ref().map(|(pid, _)| *pid);
+        // Before the attacker's helper starts: its growth is what the cell measures.
+        let before = daemon_pid.and_then(exhaust::usage);
+        let sampler =
+            daemon_pid.map(|pid| exhaust::Sampler::start(pid, opts.max_time + Duration::from_secs(90)));
+        let helper = match &prepared.mount_load {
+            Some(load) => {
+                // Through the mount when there is one (every local user can reach it), else
+                // the raw tree.
+                let load = match &daemon {
+                    Some((_, mnt)) => load.served(&tenants.www, mnt)?,
+                    None => load.clone(),
+                };
+                let a = &tenants.attacker;
+                Some(Helper::spawn(
+                    &load,
+                    a.uid,
+                    a.gid,
+                    opts.max_time + Duration::from_secs(90),
+                )?)
+            }
+            None => None,
+        };
         let swapper = start_swapper(opts, tenants, prepared)?;
         let log_before = log.count();
         log.clear();
@@ -238,6 +263,19 @@ impl<'a> CellRunner<'a> {
             .map(scenario::snapshot)
             .transpose()?;
         cell.load = load::run(&spec);
+        // At the end of the load, the helper still holding its pins.
+        let end = daemon_pid.and_then(exhaust::usage);
+        if let (Some(s), Some(before), Some(end)) = (sampler, before, end) {
+            cell.daemon = Some(DaemonUsage {
+                before,
+                peak: s.finish(),
+                end,
+                fd_growth_bound: prepared.fd_growth_bound.unwrap_or(exhaust::FD_GROWTH_BOUND),
+            });
+        }
+        cell.helper = helper.map(Helper::quit);
+        // The attacker read, through the served tree, a name that must be refused.
+        cell.load.leaks += cell.helper.map_or(0, |h| h.leaks);
         if let Some(s) = swapper {
             let st = s.quit();
             cell.swaps = st.swaps;
@@ -362,6 +400,12 @@ fn load_spec(
     let attacker_only = kind.is_php() || kind == TargetKind::External;
     let legit = scenario::legit_files(tenants, prepared, attacker_only)
         .into_iter()
+        .chain(
+            prepared
+                .extra_legit
+                .iter()
+                .filter(|l| !attacker_only || l.attacker),
+        )
         .map(|l| Ok((url(&l.path)?, l.content.clone())))
         .collect::<Result<_>>()?;
     let is_attack = prepared.scenario.is_attack();

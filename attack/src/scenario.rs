@@ -7,10 +7,14 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use crate::error::{Error, Result, Wrap};
-use crate::tenants::{SECRET_FILE, Tenants, mk_dir, mk_file, mk_symlink, relative};
+pub use crate::exhaust::MountLoad;
+use crate::tenants::{LegitFile, SECRET_FILE, Tenants, mk_dir, mk_file, mk_symlink, relative};
 
 /// One attack (or the legit lane alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,10 +53,19 @@ pub enum Scenario {
     DirfdEscape,
     /// The same from the working directory: `chdir(dir)`, then `open(name)`.
     CwdEscape,
+    /// Not a race: the attacker plants links in the victim's world-writable `uploads/`
+    /// pointing into the victim's own `private/` and asks for them by the victim's URL.
+    UploadsLink,
+    /// Daemon exhaustion: a 600-deep chain of 255-byte names walked through the mount by
+    /// the attacker while the lanes run (and a 600-deep short chain asked for over HTTP).
+    DeepTree,
+    /// Daemon exhaustion: 5,000 hard links to one symlink to one directory, held open
+    /// (`O_PATH`) through the mount by the attacker while the lanes run.
+    AliasPinning,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Final,
         Scenario::Dir,
         Scenario::Docroot,
@@ -67,6 +80,9 @@ impl Scenario {
         Scenario::PrivateSwap,
         Scenario::DirfdEscape,
         Scenario::CwdEscape,
+        Scenario::UploadsLink,
+        Scenario::DeepTree,
+        Scenario::AliasPinning,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +101,9 @@ impl Scenario {
             Scenario::PrivateSwap => "private-swap",
             Scenario::DirfdEscape => "dirfd-escape",
             Scenario::CwdEscape => "cwd-escape",
+            Scenario::UploadsLink => "uploads-link",
+            Scenario::DeepTree => "deep-tree",
+            Scenario::AliasPinning => "alias-pinning",
         }
     }
 
@@ -132,6 +151,15 @@ impl Scenario {
             Scenario::PrivateSwap => {
                 "PHP only: a directory outside the document root (private/d, cached by PHP's realpath cache) flips with a symlink to the victim's secret directory"
             }
+            Scenario::UploadsLink => {
+                "not a race: attacker-owned links in the victim's 1777 uploads/ to the victim's own private/db.conf (private 0711, db.conf 0644, so that a bare server can read it), asked for by the victim's URL"
+            }
+            Scenario::DeepTree => {
+                "daemon exhaustion: the attacker walks a 600-deep chain of 255-byte names (and a link at its bottom) through the mount while the lanes run; the daemon's RSS and fds are bounded"
+            }
+            Scenario::AliasPinning => {
+                "daemon exhaustion: the attacker holds 5,000 hard links to one symlink to one of its directories open (O_PATH) through the mount while the lanes run; no EMFILE for anyone else"
+            }
             Scenario::Dav => {
                 "WebDAV PUT/DELETE/MOVE into the attacker's upload directory while it flips with a symlink to the victim's world-writable one (a leak: a victim file created, changed or removed)"
             }
@@ -140,7 +168,21 @@ impl Scenario {
 
     /// True for the attacks that are a race (a bare target must leak in them).
     pub fn is_race(self) -> bool {
-        !matches!(self, Scenario::Hardlink | Scenario::Legit | Scenario::Direct)
+        !matches!(
+            self,
+            Scenario::Hardlink
+                | Scenario::Legit
+                | Scenario::Direct
+                | Scenario::UploadsLink
+                | Scenario::DeepTree
+                | Scenario::AliasPinning
+        )
+    }
+
+    /// True for the attacks on the FUSE daemon's resources: the daemon's RSS and fd count
+    /// are measured and bounded; a bare target (no daemon) is shown for information only.
+    pub fn exhausts_daemon(self) -> bool {
+        matches!(self, Scenario::DeepTree | Scenario::AliasPinning)
     }
 
     /// True when there is an attack lane at all.
@@ -181,6 +223,13 @@ pub struct Prepared {
     /// or removed in it during the cell counts as a leak.
     pub victim_dir: Option<PathBuf>,
     pub note: Option<String>,
+    /// Legit files of this scenario only (the victim's own link beside the planted ones).
+    pub extra_legit: Vec<LegitFile>,
+    /// What the attacker's helper does through the served tree while the lanes run.
+    pub mount_load: Option<MountLoad>,
+    /// How many descriptors the FUSE daemon may gain in the cell (the daemon-exhaustion
+    /// scenarios).
+    pub fd_growth_bound: Option<u64>,
     cleanup: Vec<PathBuf>,
 }
 
@@ -263,6 +312,9 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
         writes: Vec::new(),
         victim_dir: None,
         note: None,
+        extra_legit: Vec::new(),
+        mount_load: None,
+        fd_growth_bound: None,
         cleanup: Vec::new(),
     };
     let fresh_work = |p: &mut Prepared| -> Result<()> {
@@ -498,9 +550,243 @@ pub fn prepare(scenario: Scenario, t: &Tenants) -> Result<Prepared> {
         Scenario::Direct => {
             p.attack.push(t.secret.clone());
         }
+        Scenario::UploadsLink => uploads_link(t, &mut p)?,
+        Scenario::DeepTree => {
+            fresh_work(&mut p)?;
+            deep_tree(t, &work, &mut p)?;
+        }
+        Scenario::AliasPinning => {
+            fresh_work(&mut p)?;
+            alias_pinning(t, &work, &mut p)?;
+        }
         Scenario::Legit => {}
     }
     Ok(p)
+}
+
+/// The victim's world-writable upload directory and its private one (`uploads-link`).
+const UPLOADS: &str = "tg-uploads";
+const PRIVATE: &str = "tg-private";
+
+/// `uploads-link`: the layout of issue 12 item 1, in the victim's document root (under the
+/// guard's root pattern). `private/` is 0711 and `db.conf` 0644 so that a bare server can
+/// read the file at all (with 0700 it answers 403 raw: no leak to show); the planted links
+/// are the attacker's, which only a rule on the link's owner (nginx `if_not_owner`, the
+/// daemon) can tell from the victim's own. Variants: the issue's relative link, an absolute
+/// one, a link as a directory on the way, a chain through the victim's own link, and a link
+/// into a 0700 directory; beside them the victim's own link in `uploads/`, which must be
+/// served.
+fn uploads_link(t: &Tenants, p: &mut Prepared) -> Result<()> {
+    let v = &t.victim;
+    let (a, vu, vg) = (&t.attacker, v.uid, v.gid);
+    let uploads = v.docroot.join(UPLOADS);
+    let private = v.docroot.join(PRIVATE);
+    let hidden = v.docroot.join(format!("{PRIVATE}-0700"));
+    for d in [&uploads, &private, &hidden] {
+        if d.symlink_metadata().is_ok() {
+            fs::remove_dir_all(d).wrap(|| format!("remove stale {}", d.display()))?;
+        }
+        p.cleanup.push(d.clone());
+    }
+    mk_dir(&uploads, vu, vg, 0o1777)?;
+    mk_dir(&private, vu, vg, 0o711)?;
+    mk_dir(&hidden, vu, vg, 0o700)?;
+    let secret = format!("DB_PASSWORD=SECRET {}\n", t.marker).into_bytes();
+    mk_file(&private.join("db.conf"), &secret, vu, vg, 0o644)?;
+    mk_file(&hidden.join("db.conf"), &secret, vu, vg, 0o644)?;
+    // The victim's own link to its own file: owner matches, so followed.
+    mk_symlink(Path::new("db.conf"), &private.join("alias.conf"), vu, vg)?;
+    let logo = b"victim's own logo\n".to_vec();
+    mk_file(&private.join("logo.txt"), &logo, vu, vg, 0o644)?;
+    mk_symlink(
+        Path::new("../tg-private/logo.txt"),
+        &uploads.join("logo.png"),
+        vu,
+        vg,
+    )?;
+    p.extra_legit.push(LegitFile {
+        path: uploads.join("logo.png"),
+        content: logo,
+        attacker: false,
+        shared: false,
+    });
+    let planted: [(&str, PathBuf, PathBuf); 5] = [
+        ("avatar.png", "../tg-private/db.conf".into(), "avatar.png".into()),
+        ("abs.png", private.join("db.conf"), "abs.png".into()),
+        ("dir", "../tg-private".into(), "dir/db.conf".into()),
+        ("chain.png", "../tg-private/alias.conf".into(), "chain.png".into()),
+        (
+            "hidden.png",
+            "../tg-private-0700/db.conf".into(),
+            "hidden.png".into(),
+        ),
+    ];
+    for (name, target, request) in planted {
+        mk_symlink(&target, &uploads.join(name), a.uid, a.gid)?;
+        p.attack.push(uploads.join(request));
+    }
+    p.note = Some(
+        "not a race; private/ 0711 and db.conf 0644 so that a bare server can read it (0700: 403 raw)".into(),
+    );
+    Ok(())
+}
+
+/// Depth of the `deep-tree` chain of long names (walked by the helper).
+pub const DEEP_LEVELS: usize = 600;
+/// Depth of its short chain, asked for over HTTP: the naive server's own check `lstat`s
+/// every prefix (as Apache's does), quadratic in the depth, so through a mount with no
+/// kernel caching 600 levels (180,000 LOOKUPs a request) outlast the client's timeout.
+pub const HTTP_LEVELS: usize = 128;
+/// What the daemon may hold beyond one descriptor per object of the attacker's tree.
+pub const FD_SLACK: u64 = 128;
+/// The long chain's name at every level: 255 bytes, the longest a name can be.
+fn long_name() -> String {
+    "n".repeat(255)
+}
+
+/// `deep-tree`: `s/d/d/.../d` (600 levels, short enough for a URL and PATH_MAX) holding the
+/// attacker's file, its own link to it and a link to the victim's secret, asked for over
+/// HTTP; `l/NNN.../NNN...` (600 levels of 255-byte names, 150 KiB: past PATH_MAX, so
+/// only walked one component at a time) with a file and a relative link at the bottom,
+/// walked through the mount by the attacker's helper. Made with `*at` calls from held
+/// directory descriptors (the paths are too long for anything else).
+fn deep_tree(t: &Tenants, work: &Path, p: &mut Prepared) -> Result<()> {
+    let a = &t.attacker;
+    let own = b"attacker's own deep file\n";
+    let short = chain(work, "s", "d", HTTP_LEVELS, a.uid, a.gid)?;
+    let bottom = PathBuf::from("s").join(vec!["d"; HTTP_LEVELS].join("/"));
+    at_file(&short, "own.txt", own, a.uid, a.gid)?;
+    at_symlink(&short, "own.txt", "link.txt", a.uid, a.gid)?;
+    at_symlink(&short, &t.secret.to_string_lossy(), "evil.txt", a.uid, a.gid)?;
+    for leaf in ["own.txt", "link.txt", "evil.txt"] {
+        p.attack.push(work.join(&bottom).join(leaf));
+    }
+    let long = chain(work, "l", &long_name(), DEEP_LEVELS, a.uid, a.gid)?;
+    at_file(&long, "own.txt", own, a.uid, a.gid)?;
+    // `..` at the bottom and back down: a link resolved at depth 600.
+    at_symlink(&long, &format!("../{}/own.txt", long_name()), "up", a.uid, a.gid)?;
+    at_symlink(&long, &t.secret.to_string_lossy(), "evil", a.uid, a.gid)?;
+    p.mount_load = Some(MountLoad::Walk {
+        top: work.join("l"),
+        name: long_name(),
+        depth: DEEP_LEVELS,
+        leaves: vec!["own.txt".into(), "up".into()],
+        refused: vec!["evil".into()],
+    });
+    // One held descriptor per directory at most, whatever the kernel keeps cached.
+    p.fd_growth_bound = Some((DEEP_LEVELS + HTTP_LEVELS) as u64 + FD_SLACK);
+    Ok(())
+}
+
+/// How many aliases `alias-pinning` holds open (issue 12 item 5 held 20,000 in two
+/// processes; 5,000 in one keeps the cell short and is still 5x the fd bound).
+pub const PINNED_ALIASES: usize = 5000;
+
+/// `alias-pinning`: `d/` (the attacker's directory with its own file), `l -> ../d`, and
+/// `a/0` ... `a/4999`, hard links to `l` (a hard link to a symlink is the symlink), all the
+/// attacker's; the helper holds every `a/N` open with `O_PATH` (each one a name the kernel
+/// cannot forget), the attack lane asks for files through the aliases and through a link
+/// to the victim's secret directory.
+fn alias_pinning(t: &Tenants, work: &Path, p: &mut Prepared) -> Result<()> {
+    let a = &t.attacker;
+    mk_dir(&work.join("d"), a.uid, a.gid, 0o755)?;
+    mk_file(
+        &work.join("d").join("own.txt"),
+        b"attacker's own pinned file\n",
+        a.uid,
+        a.gid,
+        0o644,
+    )?;
+    mk_symlink(Path::new("../d"), &work.join("l"), a.uid, a.gid)?;
+    mk_dir(&work.join("a"), a.uid, a.gid, 0o755)?;
+    let mut names = Vec::with_capacity(PINNED_ALIASES);
+    for i in 0..PINNED_ALIASES {
+        let name = i.to_string();
+        let link = work.join("a").join(&name);
+        // `link(2)` does not follow a symlink: every alias is the same link inode.
+        fs::hard_link(work.join("l"), &link).wrap(|| format!("link {}", link.display()))?;
+        names.push(name);
+    }
+    mk_symlink(&t.secret_dir, &work.join("a").join("evil"), a.uid, a.gid)?;
+    for r in ["a/0/own.txt", "a/4999/own.txt", "a/evil/page.txt"] {
+        p.attack.push(work.join(r));
+    }
+    p.mount_load = Some(MountLoad::Pin {
+        dir: work.join("a"),
+        names,
+    });
+    // 5,000 aliases of one directory: one descriptor, not one per alias.
+    p.fd_growth_bound = Some(FD_SLACK);
+    Ok(())
+}
+
+/// `parent/top/name/name/...` (`depth` levels of `name`), each directory the tenant's;
+/// returns the bottom one, held.
+fn chain(parent: &Path, top: &str, name: &str, depth: usize, uid: u32, gid: u32) -> Result<OwnedFd> {
+    let top_dir = parent.join(top);
+    mk_dir(&top_dir, uid, gid, 0o755)?;
+    let mut dir = rustix::fs::open(
+        &top_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open {}", top_dir.display()), e.into()))?;
+    for level in 0..depth {
+        let ctx = || format!("{}: level {level} of {top}", parent.display());
+        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
+            .map_err(|e| Error::io(ctx(), e.into()))?;
+        rustix::fs::chownat(
+            &dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::io(ctx(), e.into()))?;
+        dir = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(ctx(), e.into()))?;
+    }
+    Ok(dir)
+}
+
+/// A file `name` in the held directory `dir`, the tenant's, 0644.
+fn at_file(dir: &OwnedFd, name: &str, content: &[u8], uid: u32, gid: u32) -> Result<()> {
+    let ctx = || format!("create {name} at depth");
+    let f = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| Error::io(ctx(), e.into()))?;
+    let mut f = fs::File::from(f);
+    std::io::Write::write_all(&mut f, content).map_err(|e| Error::io(ctx(), e))?;
+    rustix::fs::fchown(
+        &f,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(|e| Error::io(ctx(), e.into()))?;
+    rustix::fs::fchmod(&f, Mode::from_raw_mode(0o644)).map_err(|e| Error::io(ctx(), e.into()))
+}
+
+/// A symlink `name -> target` in the held directory `dir`, owned by the tenant.
+fn at_symlink(dir: &OwnedFd, target: &str, name: &str, uid: u32, gid: u32) -> Result<()> {
+    let ctx = || format!("symlink {name} at depth");
+    rustix::fs::symlinkat(target, dir, name).map_err(|e| Error::io(ctx(), e.into()))?;
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io(ctx(), e.into()))
 }
 
 /// The legit files that stay put during `prepared` (and whether root-owned shared files

@@ -127,6 +127,8 @@ pub struct SwapShared {
     pub errors: AtomicU64,
     /// The first errno a swap failed with.
     pub first_errno: AtomicU32,
+    /// The attack helper (`exhaust.rs`): reads of a name that must be refused that were not.
+    pub leaks: AtomicU64,
 }
 
 /// An owned `MAP_SHARED | MAP_ANONYMOUS` mapping holding one [`SwapShared`].

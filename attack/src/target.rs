@@ -154,6 +154,25 @@ impl TargetKind {
                     | TargetKind::NginxShim
                     | TargetKind::NginxIfNotOwner
             ),
+            // Issue 12's attacks on the FUSE daemon, and the bare servers shown beside them.
+            // Not the bare naive server for `uploads-link`: its lstat check (like
+            // SymLinksIfOwnerMatch) refuses a link whose owner is not its target's, which is
+            // exactly this non-race case; nor the shim targets: the shim judges the opened
+            // file, here the victim's own in the victim's tree, and never sees the link
+            // (nginx+shim serves the planted links: measured, a limitation of the shim).
+            _ if scenario == Scenario::UploadsLink => {
+                matches!(
+                    self,
+                    TargetKind::Nginx
+                        | TargetKind::NginxIfNotOwner
+                        | TargetKind::NaiveFuse
+                        | TargetKind::NginxFuse
+                )
+            }
+            _ if scenario.exhausts_daemon() => matches!(
+                self,
+                TargetKind::Naive | TargetKind::Nginx | TargetKind::NaiveFuse | TargetKind::NginxFuse
+            ),
             // Only the naive server serves from a directory it holds open.
             _ if matches!(scenario, Scenario::DirfdEscape | Scenario::CwdEscape) => {
                 matches!(self, TargetKind::Naive | TargetKind::NaiveShim)
@@ -293,6 +312,11 @@ pub trait Target {
     fn check_alive(&mut self) -> Result<()>;
     /// PIDs of its main processes (for the report).
     fn describe(&self) -> String;
+    /// The FUSE daemon's pid and the mount point serving the tenants' base, for a `+fuse`
+    /// target.
+    fn fuse_daemon(&self) -> Option<(u32, PathBuf)> {
+        None
+    }
 }
 
 /// Start `kind`.

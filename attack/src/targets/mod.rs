@@ -281,6 +281,9 @@ impl Target for StaticTarget {
     fn describe(&self) -> String {
         describe_procs(self.kind, self.addr, &self.procs)
     }
+    fn fuse_daemon(&self) -> Option<(u32, PathBuf)> {
+        self.mount.as_ref().map(|m| (m.pid(), m.mountpoint.clone()))
+    }
 }
 
 /// An error if any of `procs` has exited.

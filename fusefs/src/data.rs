@@ -38,6 +38,18 @@ impl GuardFs {
             );
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // POSIX ACLs checked by the kernel (served by `xattr.rs`), as raw: without it the
+        // kernel checks mode bits only, and an ACL entry denying or granting a user is
+        // ignored. DONT_MASK: the umask arrives unapplied, so a create in a directory with a
+        // default ACL can ignore it, as raw.
+        if config
+            .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+            .is_err()
+        {
+            eprintln!(
+                "toctou-guard-fs: kernel lacks FUSE_POSIX_ACL: ACLs in SOURCE are not honoured (mode bits only)"
+            );
+        }
         // FUSE_ATOMIC_O_TRUNC is deliberately not requested: without OPEN, the kernel
         // must send SETATTR(size=0) for O_TRUNC or the truncation would be lost.
         if self.settings.mode == DataMode::Passthrough {

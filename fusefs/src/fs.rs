@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use toctou_policy::Policy;
@@ -33,6 +33,7 @@ use crate::mutate::SetAttr;
 use crate::nodes::{Node, Nodes};
 use crate::stats::{Stats, bump};
 use crate::syscalls;
+use crate::xattr::XattrReply;
 
 pub(crate) fn errno(e: nix::errno::Errno) -> Errno {
     Errno::from_i32(e as i32)
@@ -359,6 +360,49 @@ impl Filesystem for GuardFs {
     ) {
         bump(&self.stats.rename);
         match self.do_rename(Caller::of(req), parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        bump(&self.stats.other);
+        match self.do_getxattr(Caller::of(req), ino, name, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        bump(&self.stats.other);
+        match self.do_listxattr(ino, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        bump(&self.stats.other);
+        match self.do_setxattr(Caller::of(req), ino, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        bump(&self.stats.other);
+        match self.do_removexattr(Caller::of(req), ino, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

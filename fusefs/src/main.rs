@@ -14,6 +14,7 @@ mod nodes;
 mod resolve;
 mod stats;
 mod syscalls;
+mod xattr;
 
 use std::ffi::OsStr;
 use std::io::Write;

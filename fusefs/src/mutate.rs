@@ -74,6 +74,16 @@ impl GuardFs {
         }
     }
 
+    /// The mode a create asks SOURCE for: the caller's umask applied, unless `dir` has a
+    /// default ACL (SOURCE's kernel then ignores the umask and applies the ACL, as raw).
+    fn masked(&self, dir: &Node, mode: u32, umask: u32) -> u32 {
+        if self.has_default_acl(dir) {
+            mode
+        } else {
+            mode & !umask
+        }
+    }
+
     pub(crate) fn do_create(
         &self,
         caller: Caller,
@@ -84,7 +94,7 @@ impl GuardFs {
         flags: i32,
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
-        let perm = mode & !umask & 0o777;
+        let perm = self.masked(&dir, mode, umask) & 0o777;
         let (creds, owner) = self.as_creator(caller, &dir)?;
         self.judge_new(caller, &dir, name, owner)?;
         let fd = syscalls::create_child(&dir.fd, name, OFlag::from_bits_truncate(flags), perm);
@@ -102,7 +112,7 @@ impl GuardFs {
         umask: u32,
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
-        let perm = mode & !umask & 0o1777;
+        let perm = self.masked(&dir, mode, umask) & 0o1777;
         let (creds, owner) = self.as_creator(caller, &dir)?;
         self.judge_new(caller, &dir, name, owner)?;
         let made = syscalls::mkdir_child(&dir.fd, name, perm);

@@ -738,8 +738,17 @@ fn item_owner_caller_judges_by_the_requesting_uid() {
 
 /// `setfacl ARGS path` as root on SOURCE (the set-up, not the thing tested).
 fn setfacl_raw(path: &Path, args: &[&str]) {
-    let out = Command::new("setfacl").args(args).arg(path).output().expect("setfacl");
-    assert!(out.status.success(), "setfacl {args:?} {}: {}", path.display(), text(&out));
+    let out = Command::new("setfacl")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("setfacl");
+    assert!(
+        out.status.success(),
+        "setfacl {args:?} {}: {}",
+        path.display(),
+        text(&out)
+    );
 }
 
 /// `getfacl -n` of `path` as `uid`, without the `# file:` line (it names the path).
@@ -785,7 +794,11 @@ fn item3_posix_acls_are_honoured() {
         return;
     }
     let t = Tree::new("adv3");
-    let (s_bob, s_server, s_group) = (format!("u:{BOB}:---"), format!("u:{SERVER}:r--"), format!("g:{WEBGROUP}:r--"));
+    let (s_bob, s_server, s_group) = (
+        format!("u:{BOB}:---"),
+        format!("u:{SERVER}:r--"),
+        format!("g:{WEBGROUP}:r--"),
+    );
     // A 0644 page the other tenant is denied by a named-user entry.
     let deny = t.file("alice/pub/deny.html", b"alice page\n", ALICE);
     setfacl_raw(&deny, &["-m", &s_bob]);
@@ -812,8 +825,14 @@ fn item3_posix_acls_are_honoured() {
 
     let m = Mount::start(&bin, &t, &["--attr-ttl-ms", "50", "--entry-ttl-ms", "50"]);
     let at = |rel: &str| t.mnt.join(rel);
-    assert_denied(read_as(BOB, &at("alice/pub/deny.html")), "deny.html as BOB (user:BOB:---)");
-    assert_eq!(read_as(SERVER, &at("alice/pub/deny.html")).as_deref(), Ok(&b"alice page\n"[..]));
+    assert_denied(
+        read_as(BOB, &at("alice/pub/deny.html")),
+        "deny.html as BOB (user:BOB:---)",
+    );
+    assert_eq!(
+        read_as(SERVER, &at("alice/pub/deny.html")).as_deref(),
+        Ok(&b"alice page\n"[..])
+    );
     assert_eq!(
         read_as_server(&at("alice/pub/allow.php")).as_deref(),
         Ok(&b"<?php // alice\n"[..]),
@@ -821,36 +840,69 @@ fn item3_posix_acls_are_honoured() {
     );
     assert_denied(read_as(BOB, &at("alice/pub/allow.php")), "allow.php as BOB");
     let with_group = read_with_groups(SERVER, WEBGROUP, &at("alice/pub/grp.php"));
-    assert!(with_group.status.success(), "grp.php with WEBGROUP: {}", text(&with_group));
-    assert_denied(read_as_server(&at("alice/pub/grp.php")), "grp.php without WEBGROUP");
+    assert!(
+        with_group.status.success(),
+        "grp.php with WEBGROUP: {}",
+        text(&with_group)
+    );
+    assert_denied(
+        read_as_server(&at("alice/pub/grp.php")),
+        "grp.php without WEBGROUP",
+    );
     assert_eq!(
         read_as_server(&at("alice/app/index.php")).as_deref(),
         Ok(&b"<?php // app\n"[..]),
         "search of a 0750 directory granted by ACL"
     );
     assert_denied(read_as(BOB, &at("alice/app/index.php")), "alice/app as BOB");
-    assert_denied(read_as(BOB, &at("alice/closed/page.html")), "alice/closed as BOB (user:BOB:---)");
-    assert_eq!(read_as(SERVER, &at("alice/closed/page.html")).as_deref(), Ok(&b"closed\n"[..]));
+    assert_denied(
+        read_as(BOB, &at("alice/closed/page.html")),
+        "alice/closed as BOB (user:BOB:---)",
+    );
+    assert_eq!(
+        read_as(SERVER, &at("alice/closed/page.html")).as_deref(),
+        Ok(&b"closed\n"[..])
+    );
     // The ACL is shown as it is raw.
     for rel in ["alice/pub/deny.html", "alice/app"] {
         let (raw, mnt) = (getfacl_as(ALICE, &t.src.join(rel)), getfacl_as(ALICE, &at(rel)));
         assert!(mnt.status.success(), "getfacl through the mount: {}", text(&mnt));
-        assert_eq!(String::from_utf8_lossy(&mnt.stdout), String::from_utf8_lossy(&raw.stdout), "{rel}");
+        assert_eq!(
+            String::from_utf8_lossy(&mnt.stdout),
+            String::from_utf8_lossy(&raw.stdout),
+            "{rel}"
+        );
     }
     // A change made in SOURCE reaches the kernel's cached ACL (the ctime changed).
     setfacl_raw(&allow, &["-m", &format!("u:{SERVER}:---")]);
-    wait_until("the server to be refused after a raw setfacl", Duration::from_secs(5), || {
-        read_as_server(&at("alice/pub/allow.php")).is_err()
-    });
+    wait_until(
+        "the server to be refused after a raw setfacl",
+        Duration::from_secs(5),
+        || read_as_server(&at("alice/pub/allow.php")).is_err(),
+    );
     // Read-only: no ACL or xattr can be set through the mount.
-    let out = sh_as(ALICE, &format!("setfacl -m u:{SERVER}:r-- '{}'", at("alice/pub/deny.html").display()));
-    assert!(!out.status.success(), "setfacl on a read-only mount: {}", text(&out));
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "setfacl -m u:{SERVER}:r-- '{}'",
+            at("alice/pub/deny.html").display()
+        ),
+    );
+    assert!(
+        !out.status.success(),
+        "setfacl on a read-only mount: {}",
+        text(&out)
+    );
     drop(m);
 
     // -o rw: setfacl/setfattr as the caller, with the kernel's checks for that caller.
     t.dir("alice/dflt", ALICE);
     setfacl_raw(&t.src.join("alice/dflt"), &["-m", &format!("d:u:{SERVER}:rw-")]);
-    let m = Mount::start(&bin, &t, &["-o", "rw", "--attr-ttl-ms", "50", "--entry-ttl-ms", "50"]);
+    let m = Mount::start(
+        &bin,
+        &t,
+        &["-o", "rw", "--attr-ttl-ms", "50", "--entry-ttl-ms", "50"],
+    );
     let page = at("alice/pub/deny.html");
     let out = sh_as(ALICE, &format!("setfacl -m u:{SERVER}:--- '{}'", page.display()));
     assert!(out.status.success(), "the owner's setfacl: {}", text(&out));
@@ -860,8 +912,14 @@ fn item3_posix_acls_are_honoured() {
         "set in SOURCE: {}",
         text(&raw)
     );
-    assert_denied(read_as_server(&page), "deny.html as the server after the owner's setfacl");
-    let out = sh_as(BOB, &format!("setfacl -m u:{BOB}:rw- '{}'", at("alice/pub/allow.php").display()));
+    assert_denied(
+        read_as_server(&page),
+        "deny.html as the server after the owner's setfacl",
+    );
+    let out = sh_as(
+        BOB,
+        &format!("setfacl -m u:{BOB}:rw- '{}'", at("alice/pub/allow.php").display()),
+    );
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
         "another tenant's setfacl: {}",
@@ -869,17 +927,35 @@ fn item3_posix_acls_are_honoured() {
     );
     let out = sh_as(ALICE, &format!("setfacl -b '{}'", page.display()));
     assert!(out.status.success(), "setfacl -b: {}", text(&out));
-    assert_eq!(read_as(BOB, &page).as_deref(), Ok(&b"alice page\n"[..]), "ACL removed");
+    assert_eq!(
+        read_as(BOB, &page).as_deref(),
+        Ok(&b"alice page\n"[..]),
+        "ACL removed"
+    );
     // user.* xattrs: set, read, listed and removed by the owner; another tenant may read
     // (the file is 0644) but not write.
     let out = sh_as(
         ALICE,
-        &format!("setfattr -n user.tag -v v1 '{p}' && getfattr --only-values -n user.tag '{p}' && getfattr -d '{p}'", p = page.display()),
+        &format!(
+            "setfattr -n user.tag -v v1 '{p}' && getfattr --only-values -n user.tag '{p}' && getfattr -d '{p}'",
+            p = page.display()
+        ),
     );
     assert!(out.status.success(), "user.* as the owner: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("v1"), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("user.tag=\"v1\""), "{}", text(&out));
-    let out = sh_as(BOB, &format!("getfattr --only-values -n user.tag '{}'", page.display()));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("v1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("user.tag=\"v1\""),
+        "{}",
+        text(&out)
+    );
+    let out = sh_as(
+        BOB,
+        &format!("getfattr --only-values -n user.tag '{}'", page.display()),
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v1", "{}", text(&out));
     let out = sh_as(BOB, &format!("setfattr -n user.tag -v bob '{}'", page.display()));
     assert!(
@@ -887,16 +963,41 @@ fn item3_posix_acls_are_honoured() {
         "another tenant's setfattr: {}",
         text(&out)
     );
-    let out = sh_as(ALICE, &format!("setfattr -x user.tag '{p}' && getfattr -n user.tag '{p}'", p = page.display()));
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such attribute"), "{}", text(&out));
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "setfattr -x user.tag '{p}' && getfattr -n user.tag '{p}'",
+            p = page.display()
+        ),
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such attribute"),
+        "{}",
+        text(&out)
+    );
     // A default ACL is inherited as raw (umask not applied on top of it).
-    let raw_new = sh_as(ALICE, &format!("echo x > '{}'", t.src.join("alice/dflt/raw.txt").display()));
-    let mnt_new = sh_as(ALICE, &format!("echo x > '{}'", at("alice/dflt/mnt.txt").display()));
-    assert!(raw_new.status.success() && mnt_new.status.success(), "{} {}", text(&raw_new), text(&mnt_new));
+    let raw_new = sh_as(
+        ALICE,
+        &format!("echo x > '{}'", t.src.join("alice/dflt/raw.txt").display()),
+    );
+    let mnt_new = sh_as(
+        ALICE,
+        &format!("echo x > '{}'", at("alice/dflt/mnt.txt").display()),
+    );
+    assert!(
+        raw_new.status.success() && mnt_new.status.success(),
+        "{} {}",
+        text(&raw_new),
+        text(&mnt_new)
+    );
     let (a, b) = (
         getfacl_as(ALICE, &t.src.join("alice/dflt/raw.txt")),
         getfacl_as(ALICE, &t.src.join("alice/dflt/mnt.txt")),
     );
-    assert_eq!(String::from_utf8_lossy(&b.stdout), String::from_utf8_lossy(&a.stdout), "inherited ACL");
+    assert_eq!(
+        String::from_utf8_lossy(&b.stdout),
+        String::from_utf8_lossy(&a.stdout),
+        "inherited ACL"
+    );
     drop(m);
 }

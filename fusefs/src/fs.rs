@@ -419,8 +419,25 @@ impl Filesystem for GuardFs {
         reply.error(Errno::EPERM);
     }
 
-    fn mknod(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, _: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         bump(&self.stats.other);
-        reply.error(Errno::EPERM);
+        match self.do_mknod(Caller::of(req), parent, name, mode, umask) {
+            Ok(attr) => reply.entry_with_ttls(
+                &self.settings.attr_ttl,
+                &self.settings.entry_ttl,
+                &attr,
+                Generation(0),
+            ),
+            Err(e) => reply.error(e),
+        }
     }
 }

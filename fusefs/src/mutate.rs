@@ -121,6 +121,31 @@ impl GuardFs {
         self.resolve_child(caller, &dir, name)?.attr()
     }
 
+    /// `mknod`: FIFOs and sockets (`bind`), made as the caller and judged like a create.
+    /// Device nodes are refused (`EPERM`): the mount is `nodev`, and one made in SOURCE
+    /// would be a device for every other user of SOURCE.
+    pub(crate) fn do_mknod(
+        &self,
+        caller: Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<FileAttr, Errno> {
+        let kind = mode & libc::S_IFMT;
+        if !matches!(kind, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFREG) {
+            return Err(Errno::EPERM);
+        }
+        let dir = self.writable_dir(parent)?;
+        let perm = self.masked(&dir, mode, umask) & 0o777;
+        let (creds, owner) = self.as_creator(caller, &dir)?;
+        self.judge_new(caller, &dir, name, owner)?;
+        let made = syscalls::mknod_child(&dir.fd, name, kind | perm);
+        drop(creds);
+        made.map_err(errno)?;
+        self.resolve_child(caller, &dir, name)?.attr()
+    }
+
     /// `unlink`, or `rmdir` when `dir`.
     pub(crate) fn do_unlink(
         &self,
@@ -134,11 +159,24 @@ impl GuardFs {
         syscalls::unlink_child(&d.fd, name, dir).map_err(errno)
     }
 
-    pub(crate) fn do_setattr(&self, caller: Caller, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
+    pub(crate) fn do_setattr(
+        &self,
+        caller: Caller,
+        ino: INodeNo,
+        mut set: SetAttr,
+    ) -> Result<FileAttr, Errno> {
         if !self.settings.rw {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
+        // A size change through an open file (`ftruncate`, `O_TRUNC`; the kernel then sends
+        // a handle, 0 in no-open mode): the kernel checked write access when the file was
+        // opened, and raw, `ftruncate` needs no permission on the inode (a 0000 file opened
+        // `O_RDWR` at creation is truncated). A reopen as the caller would refuse it.
+        if let (Some(sz), Some(fh)) = (set.size, set.fh) {
+            self.truncate(&node, fh, sz)?;
+            set.size = None;
+        }
         // As the caller: ownership and permission checks are the kernel's, as raw.
         let _creds = self.as_caller(caller)?;
         if let Some(m) = set.mode {
@@ -149,13 +187,8 @@ impl GuardFs {
             syscalls::fchown_held(&node.fd, set.uid, set.gid).map_err(errno)?;
         }
         if let Some(sz) = set.size {
-            // O_TRUNC arrives here: atomic O_TRUNC is not negotiated, so the kernel sends
-            // SETATTR(size) even though it never sends OPEN in no-open mode.
-            match set.fh.and_then(|f| self.handle_fd(f)) {
-                Some(f) => nix::unistd::ftruncate(&*f, sz as i64),
-                None => syscalls::truncate_held(&node.fd, sz),
-            }
-            .map_err(errno)?;
+            // truncate(path): write permission as the caller (the kernel checked it too).
+            self.truncate(&node, FileHandle(0), sz)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             let ts = |t: Option<TimeOrNow>| match t {
@@ -170,6 +203,16 @@ impl GuardFs {
         }
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
         attr_of(node.ino, &st)
+    }
+
+    /// O_TRUNC arrives as SETATTR(size): atomic O_TRUNC is not negotiated, so the kernel
+    /// sends it even though it never sends OPEN in no-open mode.
+    fn truncate(&self, node: &Node, fh: FileHandle, size: u64) -> Result<(), Errno> {
+        match self.handle_fd(fh) {
+            Some(f) => nix::unistd::ftruncate(&*f, size as i64),
+            None => syscalls::truncate_held(&node.fd, size),
+        }
+        .map_err(errno)
     }
 
     pub(crate) fn do_rename(

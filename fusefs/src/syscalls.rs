@@ -280,6 +280,15 @@ pub fn mkdir_child(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> 
     nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode))
 }
 
+/// Make a FIFO or socket node `name` in `dir` (`mode` holds the type and permissions).
+pub fn mknod_child(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    nix::sys::stat::mknodat(dir, name, kind, Mode::from_bits_truncate(mode), 0)
+}
+
 pub fn unlink_child(dir: &OwnedFd, name: &OsStr, is_dir: bool) -> Result<(), Errno> {
     if !is_plain_name(name.as_bytes()) {
         return Err(Errno::EINVAL);

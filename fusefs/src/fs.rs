@@ -43,6 +43,8 @@ pub(crate) fn errno(e: nix::errno::Errno) -> Errno {
 pub struct Settings {
     pub mode: DataMode,
     pub rw: bool,
+    /// Negotiate POSIX ACLs (the kernel then enforces them, read through `xattr.rs`).
+    pub acl: bool,
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
     /// Absolute, canonical SOURCE (empty for `/`): the prefix of every path the policy's
@@ -225,13 +227,14 @@ impl Filesystem for GuardFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         bump(&self.stats.write);
-        match self.do_write(ino, fh, offset, data) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.do_write(ino, fh, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }

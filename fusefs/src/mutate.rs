@@ -176,9 +176,11 @@ impl GuardFs {
         if let (Some(sz), Some(fh)) = (set.size, set.fh) {
             self.truncate(&node, fh, sz)?;
             set.size = None;
+            self.kill_suidgid_for(caller, &node)?;
         }
         // As the caller: ownership and permission checks are the kernel's, as raw.
-        let _creds = self.as_caller(caller)?;
+        let creds = self.as_caller(caller)?;
+        let mut truncated = false;
         if let Some(m) = set.mode {
             // No set-id bits through the mount: files here belong to the tenant.
             syscalls::fchmod_held(&node.fd, m & 0o1777).map_err(errno)?;
@@ -189,6 +191,7 @@ impl GuardFs {
         if let Some(sz) = set.size {
             // truncate(path): write permission as the caller (the kernel checked it too).
             self.truncate(&node, FileHandle(0), sz)?;
+            truncated = true;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             let ts = |t: Option<TimeOrNow>| match t {
@@ -201,8 +204,22 @@ impl GuardFs {
             };
             syscalls::utimens_held(&node.fd, &ts(set.atime), &ts(set.mtime)).map_err(errno)?;
         }
+        // As the daemon: the caller may write the file without owning it.
+        drop(creds);
+        if truncated {
+            self.kill_suidgid_for(caller, &node)?;
+        }
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
         attr_of(node.ino, &st)
+    }
+
+    /// A truncation by anyone but root drops the set-id bits, as raw (the daemon's own
+    /// truncation, as root, would keep them; `FUSE_HANDLE_KILLPRIV_V2`).
+    fn kill_suidgid_for(&self, caller: Caller, node: &Node) -> Result<(), Errno> {
+        if caller.uid == 0 || node.kind != FileType::RegularFile {
+            return Ok(());
+        }
+        self.kill_suidgid(node)
     }
 
     /// O_TRUNC arrives as SETATTR(size): atomic O_TRUNC is not negotiated, so the kernel

@@ -975,6 +975,32 @@ fn item3_posix_acls_are_honoured() {
         "{}",
         text(&out)
     );
+    // Set-id bits: a write or truncate by a non-owner clears them, as raw (the daemon
+    // writes as root, which would keep them; it is told by the kernel and clears them).
+    for (op, script) in [
+        ("append", "echo more >> '{}'"),
+        ("truncate", "truncate -s 1 '{}'"),
+    ] {
+        let mut modes = Vec::new();
+        for dir in [&t.src, &t.mnt] {
+            let rel = format!("alice/pub/suid-{op}");
+            let p = t.file(&rel, b"#!/bin/sh\n", ALICE);
+            chmod(&p, 0o6777);
+            let out = sh_as(BOB, &script.replace("{}", &dir.join(&rel).display().to_string()));
+            assert!(
+                out.status.success(),
+                "{op} as BOB in {}: {}",
+                dir.display(),
+                text(&out)
+            );
+            modes.push(fs::metadata(&p).expect("stat").mode() & 0o7777);
+        }
+        assert_eq!(modes[0], 0o777, "raw {op}");
+        assert_eq!(
+            modes[1], modes[0],
+            "{op} through the mount keeps set-id bits raw drops"
+        );
+    }
     // A default ACL is inherited as raw (umask not applied on top of it).
     let raw_new = sh_as(
         ALICE,

@@ -26,7 +26,7 @@ options:
                         noopen (default): decide at lookup, kernel skips OPEN/FLUSH and
                         keeps the page cache; passthrough: check again at OPEN and let
                         the kernel read the backing file directly (FUSE passthrough)
-  -o OPT[,OPT...]       rw, ro (default), allow_other, no_allow_other, background, and the long options
+  -o OPT[,OPT...]       rw, ro (default), allow_other, no_allow_other, noacl, background, and the long options
                         as key=value (tenant_depth=N, owner=UID, config=FILE, mode=M,
                         threads=N, tenant_quota=N, entry_ttl_ms=N, attr_ttl_ms=N); mount(8) options such
                         as defaults, nofail, _netdev, dev, suid are accepted and ignored
@@ -34,6 +34,8 @@ options:
   --allow-other         let other users (the web server) use the mount: the default
                         when the daemon runs as root
   --no-allow-other      only the mounting user may use the mount
+  --no-acl              do not negotiate POSIX ACLs (kernel checks mode bits only: an ACL
+                        in SOURCE is ignored); saves one request per path walk (see README)
   --threads N           FUSE worker threads (default: number of CPUs)
   --tenant-quota N      most inodes (each holding a descriptor) one tenant may have at
                         once; past it that tenant's lookups fail with EMFILE (default:
@@ -74,6 +76,8 @@ pub struct Options {
     pub rw: bool,
     /// `None`: the default, on when the daemon runs as root.
     pub allow_other: Option<bool>,
+    /// Negotiate `FUSE_POSIX_ACL` (default; `--no-acl` turns it off).
+    pub acl: bool,
     pub threads: usize,
     /// Most nodes one tenant may have at once (default: half the fd limit).
     pub tenant_quota: Option<usize>,
@@ -102,6 +106,7 @@ impl Options {
             mode: DataMode::NoOpen,
             rw: false,
             allow_other: None,
+            acl: true,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tenant_quota: None,
             entry_ttl: Duration::from_millis(1000),
@@ -143,6 +148,7 @@ impl Options {
                 }
                 "--allow-other" => o.allow_other = Some(true),
                 "--no-allow-other" => o.allow_other = Some(false),
+                "--no-acl" => o.acl = false,
                 "--threads" => o.threads = number("--threads", value())?,
                 "--tenant-quota" => o.tenant_quota = Some(number("--tenant-quota", value())?),
                 "--entry-ttl-ms" => o.entry_ttl = Duration::from_millis(number("--entry-ttl-ms", value())?),
@@ -219,6 +225,7 @@ impl Options {
             "ro" => self.rw = false,
             "allow_other" => self.allow_other = Some(true),
             "no_allow_other" => self.allow_other = Some(false),
+            "noacl" => self.acl = false,
             "tenant_depth" => self.tenant_depth = Some(number("tenant_depth", val)?),
             "owner" if val.as_deref() == Some("caller") => self.owner_caller = true,
             "owner" | "owner_uid" => self.owner = Some(number("owner", val)?),
@@ -258,6 +265,9 @@ mod tests {
         assert_eq!(o.tenant_depth, None);
         assert!(o.rw && o.allow_other == Some(true));
         assert_eq!(parse("/srv /mnt").unwrap().allow_other, None);
+        assert!(parse("/srv /mnt").unwrap().acl);
+        assert!(!parse("/srv /mnt --no-acl").unwrap().acl);
+        assert!(!parse("/srv /mnt -o rw,noacl").unwrap().acl);
         assert_eq!(
             parse("/srv /mnt --no-allow-other").unwrap().allow_other,
             Some(false)

@@ -64,9 +64,11 @@ impl GuardFs {
     /// The kernel drops cached pages when size or mtime change (`FUSE_AUTO_INVAL_DATA`),
     /// so a same-size rewrite with its old mtime restored would be served stale forever.
     /// ctime cannot be set back: when it moved, have the notifier thread invalidate the
-    /// inode (never from this request handler: the kernel may wait on it).
+    /// inode (never from this request handler: the kernel may wait on it). Directories
+    /// too: the invalidation also drops the kernel's cached POSIX ACLs, so a `setfacl` made
+    /// in SOURCE reaches the mount within the attribute TTL.
     pub(crate) fn note_change(&self, node: &Node, st: &FileStat) {
-        if node.kind != FileType::RegularFile {
+        if !matches!(node.kind, FileType::RegularFile | FileType::Directory) {
             return;
         }
         let now = (st.st_ctime, st.st_ctime_nsec);

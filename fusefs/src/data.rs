@@ -38,6 +38,22 @@ impl GuardFs {
             );
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // The daemon clears set-id bits on write/truncate itself (`kill_suidgid`); without
+        // this the kernel asks for `security.capability` (GETXATTR) before every write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // POSIX ACLs checked by the kernel (served by `xattr.rs`), as raw: without it the
+        // kernel checks mode bits only, and an ACL entry denying or granting a user is
+        // ignored. DONT_MASK: the umask arrives unapplied, so a create in a directory with a
+        // default ACL can ignore it, as raw.
+        if self.settings.acl
+            && config
+                .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+                .is_err()
+        {
+            eprintln!(
+                "toctou-guard-fs: kernel lacks FUSE_POSIX_ACL: ACLs in SOURCE are not honoured (mode bits only)"
+            );
+        }
         // FUSE_ATOMIC_O_TRUNC is deliberately not requested: without OPEN, the kernel
         // must send SETATTR(size=0) for O_TRUNC or the truncation would be lost.
         if self.settings.mode == DataMode::Passthrough {
@@ -117,10 +133,16 @@ impl GuardFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
+        kill_suidgid: bool,
     ) -> Result<u32, Errno> {
         let node = self.node(ino)?;
         if !self.settings.rw {
             return Err(Errno::EROFS);
+        }
+        // The kernel says a write by this caller drops the set-id bits (as raw: a writer
+        // without CAP_FSETID); the daemon's own write, as root, would keep them.
+        if kill_suidgid {
+            self.kill_suidgid(&node)?;
         }
         let n = match self.handle_fd(fh) {
             Some(f) => syscalls::pwrite(&*f, data, offset),
@@ -128,6 +150,22 @@ impl GuardFs {
         }
         .map_err(errno)?;
         Ok(n as u32)
+    }
+
+    /// Clear the set-user-id bit, and set-group-id when group-executable, as the kernel
+    /// does for a write or truncate by a caller without CAP_FSETID
+    /// (`FUSE_HANDLE_KILLPRIV_V2`: the daemon's job).
+    pub(crate) fn kill_suidgid(&self, node: &Node) -> Result<(), Errno> {
+        let st = syscalls::fstat(&*node.fd).map_err(errno)?;
+        let mode = st.st_mode & 0o7777;
+        let mut kill = libc::S_ISUID;
+        if mode & libc::S_IXGRP != 0 {
+            kill |= libc::S_ISGID;
+        }
+        if mode & kill != 0 {
+            syscalls::fchmod_held(&node.fd, mode & !kill).map_err(errno)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn do_open(

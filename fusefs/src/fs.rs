@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use toctou_policy::Policy;
@@ -33,6 +33,7 @@ use crate::mutate::SetAttr;
 use crate::nodes::{Node, Nodes};
 use crate::stats::{Stats, bump};
 use crate::syscalls;
+use crate::xattr::XattrReply;
 
 pub(crate) fn errno(e: nix::errno::Errno) -> Errno {
     Errno::from_i32(e as i32)
@@ -42,6 +43,8 @@ pub(crate) fn errno(e: nix::errno::Errno) -> Errno {
 pub struct Settings {
     pub mode: DataMode,
     pub rw: bool,
+    /// Negotiate POSIX ACLs (the kernel then enforces them, read through `xattr.rs`).
+    pub acl: bool,
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
     /// Absolute, canonical SOURCE (empty for `/`): the prefix of every path the policy's
@@ -224,13 +227,14 @@ impl Filesystem for GuardFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         bump(&self.stats.write);
-        match self.do_write(ino, fh, offset, data) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.do_write(ino, fh, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -364,6 +368,49 @@ impl Filesystem for GuardFs {
         }
     }
 
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        bump(&self.stats.other);
+        match self.do_getxattr(Caller::of(req), ino, name, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        bump(&self.stats.other);
+        match self.do_listxattr(ino, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        bump(&self.stats.other);
+        match self.do_setxattr(Caller::of(req), ino, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        bump(&self.stats.other);
+        match self.do_removexattr(Caller::of(req), ino, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn symlink(&self, _: &Request, _: INodeNo, _: &OsStr, _: &std::path::Path, reply: ReplyEntry) {
         // Links are never shown to the kernel, so none can be made through the mount.
         bump(&self.stats.other);
@@ -375,8 +422,25 @@ impl Filesystem for GuardFs {
         reply.error(Errno::EPERM);
     }
 
-    fn mknod(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, _: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         bump(&self.stats.other);
-        reply.error(Errno::EPERM);
+        match self.do_mknod(Caller::of(req), parent, name, mode, umask) {
+            Ok(attr) => reply.entry_with_ttls(
+                &self.settings.attr_ttl,
+                &self.settings.entry_ttl,
+                &attr,
+                Generation(0),
+            ),
+            Err(e) => reply.error(e),
+        }
     }
 }

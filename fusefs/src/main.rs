@@ -14,6 +14,7 @@ mod nodes;
 mod resolve;
 mod stats;
 mod syscalls;
+mod xattr;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -186,6 +187,7 @@ fn run(opts: Options) -> Result<(), String> {
     let settings = fs::Settings {
         mode: opts.mode,
         rw: opts.rw,
+        acl: opts.acl,
         entry_ttl: opts.entry_ttl,
         attr_ttl: opts.attr_ttl,
         source_abs: if source_abs == b"/" {

@@ -74,6 +74,16 @@ impl GuardFs {
         }
     }
 
+    /// The mode a create asks SOURCE for: the caller's umask applied, unless `dir` has a
+    /// default ACL (SOURCE's kernel then ignores the umask and applies the ACL, as raw).
+    fn masked(&self, dir: &Node, mode: u32, umask: u32) -> u32 {
+        if self.has_default_acl(dir) {
+            mode
+        } else {
+            mode & !umask
+        }
+    }
+
     pub(crate) fn do_create(
         &self,
         caller: Caller,
@@ -84,7 +94,7 @@ impl GuardFs {
         flags: i32,
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
-        let perm = mode & !umask & 0o777;
+        let perm = self.masked(&dir, mode, umask) & 0o777;
         let (creds, owner) = self.as_creator(caller, &dir)?;
         self.judge_new(caller, &dir, name, owner)?;
         let fd = syscalls::create_child(&dir.fd, name, OFlag::from_bits_truncate(flags), perm);
@@ -102,10 +112,35 @@ impl GuardFs {
         umask: u32,
     ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(parent)?;
-        let perm = mode & !umask & 0o1777;
+        let perm = self.masked(&dir, mode, umask) & 0o1777;
         let (creds, owner) = self.as_creator(caller, &dir)?;
         self.judge_new(caller, &dir, name, owner)?;
         let made = syscalls::mkdir_child(&dir.fd, name, perm);
+        drop(creds);
+        made.map_err(errno)?;
+        self.resolve_child(caller, &dir, name)?.attr()
+    }
+
+    /// `mknod`: FIFOs and sockets (`bind`), made as the caller and judged like a create.
+    /// Device nodes are refused (`EPERM`): the mount is `nodev`, and one made in SOURCE
+    /// would be a device for every other user of SOURCE.
+    pub(crate) fn do_mknod(
+        &self,
+        caller: Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<FileAttr, Errno> {
+        let kind = mode & libc::S_IFMT;
+        if !matches!(kind, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFREG) {
+            return Err(Errno::EPERM);
+        }
+        let dir = self.writable_dir(parent)?;
+        let perm = self.masked(&dir, mode, umask) & 0o777;
+        let (creds, owner) = self.as_creator(caller, &dir)?;
+        self.judge_new(caller, &dir, name, owner)?;
+        let made = syscalls::mknod_child(&dir.fd, name, kind | perm);
         drop(creds);
         made.map_err(errno)?;
         self.resolve_child(caller, &dir, name)?.attr()
@@ -124,13 +159,28 @@ impl GuardFs {
         syscalls::unlink_child(&d.fd, name, dir).map_err(errno)
     }
 
-    pub(crate) fn do_setattr(&self, caller: Caller, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
+    pub(crate) fn do_setattr(
+        &self,
+        caller: Caller,
+        ino: INodeNo,
+        mut set: SetAttr,
+    ) -> Result<FileAttr, Errno> {
         if !self.settings.rw {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
+        // A size change through an open file (`ftruncate`, `O_TRUNC`; the kernel then sends
+        // a handle, 0 in no-open mode): the kernel checked write access when the file was
+        // opened, and raw, `ftruncate` needs no permission on the inode (a 0000 file opened
+        // `O_RDWR` at creation is truncated). A reopen as the caller would refuse it.
+        if let (Some(sz), Some(fh)) = (set.size, set.fh) {
+            self.truncate(&node, fh, sz)?;
+            set.size = None;
+            self.kill_suidgid_for(caller, &node)?;
+        }
         // As the caller: ownership and permission checks are the kernel's, as raw.
-        let _creds = self.as_caller(caller)?;
+        let creds = self.as_caller(caller)?;
+        let mut truncated = false;
         if let Some(m) = set.mode {
             // No set-id bits through the mount: files here belong to the tenant.
             syscalls::fchmod_held(&node.fd, m & 0o1777).map_err(errno)?;
@@ -139,13 +189,9 @@ impl GuardFs {
             syscalls::fchown_held(&node.fd, set.uid, set.gid).map_err(errno)?;
         }
         if let Some(sz) = set.size {
-            // O_TRUNC arrives here: atomic O_TRUNC is not negotiated, so the kernel sends
-            // SETATTR(size) even though it never sends OPEN in no-open mode.
-            match set.fh.and_then(|f| self.handle_fd(f)) {
-                Some(f) => nix::unistd::ftruncate(&*f, sz as i64),
-                None => syscalls::truncate_held(&node.fd, sz),
-            }
-            .map_err(errno)?;
+            // truncate(path): write permission as the caller (the kernel checked it too).
+            self.truncate(&node, FileHandle(0), sz)?;
+            truncated = true;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             let ts = |t: Option<TimeOrNow>| match t {
@@ -158,8 +204,32 @@ impl GuardFs {
             };
             syscalls::utimens_held(&node.fd, &ts(set.atime), &ts(set.mtime)).map_err(errno)?;
         }
+        // As the daemon: the caller may write the file without owning it.
+        drop(creds);
+        if truncated {
+            self.kill_suidgid_for(caller, &node)?;
+        }
         let st = syscalls::fstat(&node.fd).map_err(errno)?;
         attr_of(node.ino, &st)
+    }
+
+    /// A truncation by anyone but root drops the set-id bits, as raw (the daemon's own
+    /// truncation, as root, would keep them; `FUSE_HANDLE_KILLPRIV_V2`).
+    fn kill_suidgid_for(&self, caller: Caller, node: &Node) -> Result<(), Errno> {
+        if caller.uid == 0 || node.kind != FileType::RegularFile {
+            return Ok(());
+        }
+        self.kill_suidgid(node)
+    }
+
+    /// O_TRUNC arrives as SETATTR(size): atomic O_TRUNC is not negotiated, so the kernel
+    /// sends it even though it never sends OPEN in no-open mode.
+    fn truncate(&self, node: &Node, fh: FileHandle, size: u64) -> Result<(), Errno> {
+        match self.handle_fd(fh) {
+            Some(f) => nix::unistd::ftruncate(&*f, size as i64),
+            None => syscalls::truncate_held(&node.fd, size),
+        }
+        .map_err(errno)
     }
 
     pub(crate) fn do_rename(

@@ -200,6 +200,65 @@ pub fn utimens_held(
     })
 }
 
+/// `proc_fd_path` as a C string (no interior NUL possible: digits only).
+fn proc_fd_cpath(fd: &impl AsRawFd) -> std::ffi::CString {
+    std::ffi::CString::new(proc_fd_path(fd)).unwrap_or_default()
+}
+
+fn xattr_name(name: &OsStr) -> Result<std::ffi::CString, Errno> {
+    std::ffi::CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// The extended attribute `name` of the object `fd` holds (an `O_PATH` handle works:
+/// through `/proc/self/fd/N`, the held inode, never a path that could be swapped).
+/// `size` 0 asks for the length only (returned as an empty vector's wanted length).
+pub fn getxattr_held(fd: &OwnedFd, name: &OsStr, size: usize) -> Result<(usize, Vec<u8>), Errno> {
+    let (path, name) = (proc_fd_cpath(fd), xattr_name(name)?);
+    let mut buf = vec![0u8; size];
+    // SAFETY: `path` and `name` are NUL-terminated strings alive for the call; `buf` is a
+    // writable region of `buf.len()` bytes (a null-free empty Vec pointer with size 0 is
+    // never written to).
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = Errno::result(n)? as usize;
+    buf.truncate(n);
+    Ok((n, buf))
+}
+
+/// The NUL-separated names of the extended attributes of the object `fd` holds.
+pub fn listxattr_held(fd: &OwnedFd, size: usize) -> Result<(usize, Vec<u8>), Errno> {
+    let path = proc_fd_cpath(fd);
+    let mut buf = vec![0u8; size];
+    // SAFETY: `path` is a NUL-terminated string alive for the call; `buf` is a writable
+    // region of `buf.len()` bytes.
+    let n = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = Errno::result(n)? as usize;
+    buf.truncate(n);
+    Ok((n, buf))
+}
+
+pub fn setxattr_held(fd: &OwnedFd, name: &OsStr, value: &[u8], flags: i32) -> Result<(), Errno> {
+    let (path, name) = (proc_fd_cpath(fd), xattr_name(name)?);
+    // SAFETY: `path` and `name` are NUL-terminated strings and `value` a readable region of
+    // `value.len()` bytes, all alive for the call and only read by the kernel.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+pub fn removexattr_held(fd: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    let (path, name) = (proc_fd_cpath(fd), xattr_name(name)?);
+    // SAFETY: `path` and `name` are NUL-terminated strings alive for the call.
+    let r = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
 /// Create a regular file `name` in `dir` (exclusively, never following a symlink).
 pub fn create_child(dir: &OwnedFd, name: &OsStr, flags: OFlag, mode: u32) -> Result<OwnedFd, Errno> {
     if !is_plain_name(name.as_bytes()) {
@@ -219,6 +278,15 @@ pub fn mkdir_child(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> 
         return Err(Errno::EINVAL);
     }
     nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode))
+}
+
+/// Make a FIFO or socket node `name` in `dir` (`mode` holds the type and permissions).
+pub fn mknod_child(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    if !is_plain_name(name.as_bytes()) {
+        return Err(Errno::EINVAL);
+    }
+    let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    nix::sys::stat::mknodat(dir, name, kind, Mode::from_bits_truncate(mode), 0)
 }
 
 pub fn unlink_child(dir: &OwnedFd, name: &OsStr, is_dir: bool) -> Result<(), Errno> {

@@ -728,3 +728,295 @@ fn item_owner_caller_judges_by_the_requesting_uid() {
     assert_eacces(&t.mnt.join("alice/pub/index.php"));
     drop(m);
 }
+
+/// `setfacl ARGS path` as root on SOURCE (the set-up, not the thing tested).
+fn setfacl_raw(path: &Path, args: &[&str]) {
+    let out = Command::new("setfacl")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("setfacl");
+    assert!(
+        out.status.success(),
+        "setfacl {args:?} {}: {}",
+        path.display(),
+        text(&out)
+    );
+}
+
+/// `getfacl -n` of `path` as `uid`, without the `# file:` line (it names the path).
+fn getfacl_as(uid: u32, path: &Path) -> Output {
+    let mut out = sh_as(uid, &format!("getfacl -n '{}'", path.display()));
+    out.stdout = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("# file:"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes();
+    out
+}
+
+/// `cat path` as `uid` with `groups` as its supplementary groups.
+fn read_with_groups(uid: u32, groups: u32, path: &Path) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
+        .args(["--groups", &groups.to_string(), "cat"])
+        .arg(path)
+        .output()
+        .expect("setpriv")
+}
+
+#[track_caller]
+fn assert_denied(got: Result<Vec<u8>, String>, what: &str) {
+    assert!(
+        got.as_ref().is_err_and(|e| e.contains("Permission denied")),
+        "{what}: {got:?}"
+    );
+}
+
+/// Item 3: `FUSE_POSIX_ACL` was not negotiated and xattrs answered `ENOSYS`, so the kernel
+/// checked mode bits only: a 0644 file with `user:OTHER:---` was served to OTHER, and a 0640
+/// file with `user:SERVER:r--` (the "web server by ACL" set-up) was refused to the server.
+/// Every check is made against the raw answer for the same caller first.
+#[test]
+fn item3_posix_acls_are_honoured() {
+    let Some(bin) = prerequisites() else { return };
+    if prereq::program(&["/usr/bin/setfacl", "/bin/setfacl"], "setfacl (package acl)").is_none()
+        || prereq::program(&["/usr/bin/setfattr", "/bin/setfattr"], "setfattr (package attr)").is_none()
+    {
+        return;
+    }
+    let t = Tree::new("adv3");
+    let (s_bob, s_server, s_group) = (
+        format!("u:{BOB}:---"),
+        format!("u:{SERVER}:r--"),
+        format!("g:{WEBGROUP}:r--"),
+    );
+    // A 0644 page the other tenant is denied by a named-user entry.
+    let deny = t.file("alice/pub/deny.html", b"alice page\n", ALICE);
+    setfacl_raw(&deny, &["-m", &s_bob]);
+    // A 0640 file the web server may read by ACL only, one by a named group only.
+    let allow = t.file("alice/pub/allow.php", b"<?php // alice\n", ALICE);
+    chmod(&allow, 0o640);
+    setfacl_raw(&allow, &["-m", &s_server]);
+    let grp = t.file("alice/pub/grp.php", b"<?php // group\n", ALICE);
+    chmod(&grp, 0o640);
+    setfacl_raw(&grp, &["-m", &s_group]);
+    // Directories: a 0750 one searchable by the server by ACL, a 0755 one closed to BOB.
+    t.dir("alice/app", ALICE);
+    chmod(&t.src.join("alice/app"), 0o750);
+    setfacl_raw(&t.src.join("alice/app"), &["-m", &format!("u:{SERVER}:r-x")]);
+    t.file("alice/app/index.php", b"<?php // app\n", ALICE);
+    t.dir("alice/closed", ALICE);
+    setfacl_raw(&t.src.join("alice/closed"), &["-m", &format!("u:{BOB}:---")]);
+    t.file("alice/closed/page.html", b"closed\n", ALICE);
+    // Raw, the answers the mount must give.
+    assert_denied(read_as(BOB, &deny), "raw deny.html as BOB");
+    assert_eq!(read_as(ALICE, &deny).as_deref(), Ok(&b"alice page\n"[..]));
+    assert_eq!(read_as_server(&allow).as_deref(), Ok(&b"<?php // alice\n"[..]));
+    assert_denied(read_as(BOB, &allow), "raw allow.php as BOB");
+
+    let m = Mount::start(&bin, &t, &["--attr-ttl-ms", "50", "--entry-ttl-ms", "50"]);
+    let at = |rel: &str| t.mnt.join(rel);
+    assert_denied(
+        read_as(BOB, &at("alice/pub/deny.html")),
+        "deny.html as BOB (user:BOB:---)",
+    );
+    assert_eq!(
+        read_as(SERVER, &at("alice/pub/deny.html")).as_deref(),
+        Ok(&b"alice page\n"[..])
+    );
+    assert_eq!(
+        read_as_server(&at("alice/pub/allow.php")).as_deref(),
+        Ok(&b"<?php // alice\n"[..]),
+        "allow.php as the server (user:SERVER:r--)"
+    );
+    assert_denied(read_as(BOB, &at("alice/pub/allow.php")), "allow.php as BOB");
+    let with_group = read_with_groups(SERVER, WEBGROUP, &at("alice/pub/grp.php"));
+    assert!(
+        with_group.status.success(),
+        "grp.php with WEBGROUP: {}",
+        text(&with_group)
+    );
+    assert_denied(
+        read_as_server(&at("alice/pub/grp.php")),
+        "grp.php without WEBGROUP",
+    );
+    assert_eq!(
+        read_as_server(&at("alice/app/index.php")).as_deref(),
+        Ok(&b"<?php // app\n"[..]),
+        "search of a 0750 directory granted by ACL"
+    );
+    assert_denied(read_as(BOB, &at("alice/app/index.php")), "alice/app as BOB");
+    assert_denied(
+        read_as(BOB, &at("alice/closed/page.html")),
+        "alice/closed as BOB (user:BOB:---)",
+    );
+    assert_eq!(
+        read_as(SERVER, &at("alice/closed/page.html")).as_deref(),
+        Ok(&b"closed\n"[..])
+    );
+    // The ACL is shown as it is raw.
+    for rel in ["alice/pub/deny.html", "alice/app"] {
+        let (raw, mnt) = (getfacl_as(ALICE, &t.src.join(rel)), getfacl_as(ALICE, &at(rel)));
+        assert!(mnt.status.success(), "getfacl through the mount: {}", text(&mnt));
+        assert_eq!(
+            String::from_utf8_lossy(&mnt.stdout),
+            String::from_utf8_lossy(&raw.stdout),
+            "{rel}"
+        );
+    }
+    // A change made in SOURCE reaches the kernel's cached ACL (the ctime changed).
+    setfacl_raw(&allow, &["-m", &format!("u:{SERVER}:---")]);
+    wait_until(
+        "the server to be refused after a raw setfacl",
+        Duration::from_secs(5),
+        || read_as_server(&at("alice/pub/allow.php")).is_err(),
+    );
+    // Read-only: no ACL or xattr can be set through the mount.
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "setfacl -m u:{SERVER}:r-- '{}'",
+            at("alice/pub/deny.html").display()
+        ),
+    );
+    assert!(
+        !out.status.success(),
+        "setfacl on a read-only mount: {}",
+        text(&out)
+    );
+    drop(m);
+
+    // -o rw: setfacl/setfattr as the caller, with the kernel's checks for that caller.
+    t.dir("alice/dflt", ALICE);
+    setfacl_raw(&t.src.join("alice/dflt"), &["-m", &format!("d:u:{SERVER}:rw-")]);
+    let m = Mount::start(
+        &bin,
+        &t,
+        &["-o", "rw", "--attr-ttl-ms", "50", "--entry-ttl-ms", "50"],
+    );
+    let page = at("alice/pub/deny.html");
+    let out = sh_as(ALICE, &format!("setfacl -m u:{SERVER}:--- '{}'", page.display()));
+    assert!(out.status.success(), "the owner's setfacl: {}", text(&out));
+    let raw = getfacl_as(ALICE, &deny);
+    assert!(
+        String::from_utf8_lossy(&raw.stdout).contains(&format!("user:{SERVER}:---")),
+        "set in SOURCE: {}",
+        text(&raw)
+    );
+    assert_denied(
+        read_as_server(&page),
+        "deny.html as the server after the owner's setfacl",
+    );
+    let out = sh_as(
+        BOB,
+        &format!("setfacl -m u:{BOB}:rw- '{}'", at("alice/pub/allow.php").display()),
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "another tenant's setfacl: {}",
+        text(&out)
+    );
+    let out = sh_as(ALICE, &format!("setfacl -b '{}'", page.display()));
+    assert!(out.status.success(), "setfacl -b: {}", text(&out));
+    assert_eq!(
+        read_as(BOB, &page).as_deref(),
+        Ok(&b"alice page\n"[..]),
+        "ACL removed"
+    );
+    // user.* xattrs: set, read, listed and removed by the owner; another tenant may read
+    // (the file is 0644) but not write.
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "setfattr -n user.tag -v v1 '{p}' && getfattr --only-values -n user.tag '{p}' && getfattr -d '{p}'",
+            p = page.display()
+        ),
+    );
+    assert!(out.status.success(), "user.* as the owner: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("v1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("user.tag=\"v1\""),
+        "{}",
+        text(&out)
+    );
+    let out = sh_as(
+        BOB,
+        &format!("getfattr --only-values -n user.tag '{}'", page.display()),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1", "{}", text(&out));
+    let out = sh_as(BOB, &format!("setfattr -n user.tag -v bob '{}'", page.display()));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "another tenant's setfattr: {}",
+        text(&out)
+    );
+    let out = sh_as(
+        ALICE,
+        &format!(
+            "setfattr -x user.tag '{p}' && getfattr -n user.tag '{p}'",
+            p = page.display()
+        ),
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such attribute"),
+        "{}",
+        text(&out)
+    );
+    // Set-id bits: a write or truncate by a non-owner clears them, as raw (the daemon
+    // writes as root, which would keep them; it is told by the kernel and clears them).
+    for (op, script) in [
+        ("append", "echo more >> '{}'"),
+        ("truncate", "truncate -s 1 '{}'"),
+    ] {
+        let mut modes = Vec::new();
+        for dir in [&t.src, &t.mnt] {
+            let rel = format!("alice/pub/suid-{op}");
+            let p = t.file(&rel, b"#!/bin/sh\n", ALICE);
+            chmod(&p, 0o6777);
+            let out = sh_as(BOB, &script.replace("{}", &dir.join(&rel).display().to_string()));
+            assert!(
+                out.status.success(),
+                "{op} as BOB in {}: {}",
+                dir.display(),
+                text(&out)
+            );
+            modes.push(fs::metadata(&p).expect("stat").mode() & 0o7777);
+        }
+        assert_eq!(modes[0], 0o777, "raw {op}");
+        assert_eq!(
+            modes[1], modes[0],
+            "{op} through the mount keeps set-id bits raw drops"
+        );
+    }
+    // A default ACL is inherited as raw (umask not applied on top of it).
+    let raw_new = sh_as(
+        ALICE,
+        &format!("echo x > '{}'", t.src.join("alice/dflt/raw.txt").display()),
+    );
+    let mnt_new = sh_as(
+        ALICE,
+        &format!("echo x > '{}'", at("alice/dflt/mnt.txt").display()),
+    );
+    assert!(
+        raw_new.status.success() && mnt_new.status.success(),
+        "{} {}",
+        text(&raw_new),
+        text(&mnt_new)
+    );
+    let (a, b) = (
+        getfacl_as(ALICE, &t.src.join("alice/dflt/raw.txt")),
+        getfacl_as(ALICE, &t.src.join("alice/dflt/mnt.txt")),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&b.stdout),
+        String::from_utf8_lossy(&a.stdout),
+        "inherited ACL"
+    );
+    drop(m);
+}

@@ -99,7 +99,7 @@ fn serve_naive(args: &[String]) -> ExitCode {
 }
 
 /// The targets `auto` stands for.
-const AUTO: [TargetKind; 12] = [
+const AUTO: [TargetKind; 13] = [
     TargetKind::Naive,
     TargetKind::NaiveShim,
     TargetKind::Apache,
@@ -112,6 +112,7 @@ const AUTO: [TargetKind; 12] = [
     TargetKind::NaiveFuse,
     TargetKind::ApacheFuse,
     TargetKind::NginxFuse,
+    TargetKind::PhpFuse,
 ];
 
 fn attack(args: &[String]) -> Result<i32, String> {

@@ -49,11 +49,12 @@ pub enum TargetKind {
     NginxIfNotOwner,
     Php,
     PhpShim,
+    PhpFuse,
     External,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 13] = [
+    pub const ALL: [TargetKind; 14] = [
         TargetKind::Naive,
         TargetKind::NaiveShim,
         TargetKind::NaiveFuse,
@@ -66,6 +67,7 @@ impl TargetKind {
         TargetKind::NginxIfNotOwner,
         TargetKind::Php,
         TargetKind::PhpShim,
+        TargetKind::PhpFuse,
         TargetKind::External,
     ];
 
@@ -83,6 +85,7 @@ impl TargetKind {
             TargetKind::NginxIfNotOwner => "nginx-if-not-owner",
             TargetKind::Php => "php",
             TargetKind::PhpShim => "php+shim",
+            TargetKind::PhpFuse => "php+fuse",
             TargetKind::External => "external",
         }
     }
@@ -115,6 +118,9 @@ impl TargetKind {
                 "nginx + php-fpm8.2, one pool running as the attacker tenant, a page that reads a file"
             }
             TargetKind::PhpShim => "the same with LD_PRELOAD=libtoctou_guard.so in php-fpm and `owner euid`",
+            TargetKind::PhpFuse => {
+                "the same pool serving the tenants through the toctou-guard-fs mount with `owner euid` (the caller's uid)"
+            }
             TargetKind::External => "an operator's live server (--url, --attacker-docroot, --victim-docroot)",
         }
     }
@@ -125,20 +131,22 @@ impl TargetKind {
             TargetKind::NaiveShim | TargetKind::ApacheShim | TargetKind::NginxShim | TargetKind::PhpShim => {
                 Guard::Shim
             }
-            TargetKind::NaiveFuse | TargetKind::ApacheFuse | TargetKind::NginxFuse => Guard::Fuse,
+            TargetKind::NaiveFuse | TargetKind::ApacheFuse | TargetKind::NginxFuse | TargetKind::PhpFuse => {
+                Guard::Fuse
+            }
             TargetKind::NginxIfNotOwner => Guard::Reference,
             TargetKind::External => Guard::External,
         }
     }
 
     pub fn is_php(self) -> bool {
-        matches!(self, TargetKind::Php | TargetKind::PhpShim)
+        matches!(self, TargetKind::Php | TargetKind::PhpShim | TargetKind::PhpFuse)
     }
 
     /// Does `scenario` apply to this target?
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
-            TargetKind::Php | TargetKind::PhpShim => {
+            TargetKind::Php | TargetKind::PhpShim | TargetKind::PhpFuse => {
                 matches!(
                     scenario,
                     Scenario::Final | Scenario::Direct | Scenario::Legit | Scenario::PrivateSwap
@@ -271,7 +279,7 @@ impl Tools {
             {
                 why.push("nginx".into())
             }
-            TargetKind::Php | TargetKind::PhpShim => {
+            TargetKind::Php | TargetKind::PhpShim | TargetKind::PhpFuse => {
                 if self.nginx.is_none() {
                     why.push("nginx".into());
                 }
@@ -330,7 +338,7 @@ pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
         TargetKind::Nginx | TargetKind::NginxShim | TargetKind::NginxFuse | TargetKind::NginxIfNotOwner => {
             targets::nginx::start(kind, env)
         }
-        TargetKind::Php | TargetKind::PhpShim => targets::php::start(kind, env),
+        TargetKind::Php | TargetKind::PhpShim | TargetKind::PhpFuse => targets::php::start(kind, env),
         TargetKind::External => targets::external::start(env),
     }
 }

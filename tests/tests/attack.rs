@@ -154,6 +154,17 @@ fn naive_server_through_fuse_never_leaks_in_any_scenario() {
     }
 }
 
+/// Issue 12's new capability: a php-fpm pool running as the attacker, serving the tenants
+/// from the mount with `owner euid` (for the mount: the caller's uid), can neither race
+/// (`final`, `private-swap`) nor read the victim's file directly by path (`direct`), and
+/// its own files are served.
+#[test]
+fn php_pool_through_fuse_never_leaks_in_any_scenario() {
+    if prereq::fuse() {
+        assert_guarded_holds(TargetKind::PhpFuse);
+    }
+}
+
 #[test]
 fn nginx_through_fuse_never_leaks_in_any_scenario() {
     if prereq::fuse() {

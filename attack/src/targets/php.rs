@@ -13,7 +13,9 @@ use crate::error::{Error, Result, Wrap};
 use crate::http::encode_query;
 use crate::process::{ServerProcess, wait_http};
 use crate::target::{StartEnv, Target, TargetKind};
-use crate::targets::{add_shim_env, check_all, describe_procs, nginx, scratch, with_port_retries};
+use crate::targets::{
+    add_shim_env, check_all, describe_procs, docroot_for, nginx, scratch, with_port_retries,
+};
 use crate::tenants::mk_file;
 
 /// The page: reads `BASE/$_GET['p']` and echoes it; 403 when the read fails.
@@ -100,6 +102,8 @@ pub struct PhpTarget {
     page_url: String,
     page: PathBuf,
     procs: Vec<ServerProcess>,
+    /// The FUSE mount a `php+fuse` pool reads through (dropped after the servers).
+    mount: Option<crate::targets::fuse::FuseMount>,
 }
 
 impl Target for PhpTarget {
@@ -114,7 +118,14 @@ impl Target for PhpTarget {
         Some(format!("{}?p={}", self.page_url, encode_query(rel.to_str()?)))
     }
     fn check_alive(&mut self) -> Result<()> {
-        check_all(&mut self.procs)
+        check_all(&mut self.procs)?;
+        match &mut self.mount {
+            Some(m) => m.check_alive(),
+            None => Ok(()),
+        }
+    }
+    fn fuse_daemon(&self) -> Option<(u32, PathBuf)> {
+        self.mount.as_ref().map(|m| (m.pid(), m.mountpoint.clone()))
     }
     fn describe(&self) -> String {
         describe_procs(self.kind, self.addr, &self.procs)
@@ -141,8 +152,11 @@ pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
         .clone()
         .ok_or_else(|| Error::msg("php-fpm not found"))?;
     let a = &t.attacker;
+    // php+fuse: the pool reads the tenants through the mount (its `owner euid` means the
+    // caller's uid: every file must be the pool's own), nginx serves the mount.
+    let (served, mount) = docroot_for(kind, env)?;
     let page = a.docroot.join("read.php");
-    mk_file(&page, page_source(&t.www).as_bytes(), a.uid, a.gid, 0o644)?;
+    mk_file(&page, page_source(&served).as_bytes(), a.uid, a.gid, 0o644)?;
     let rel = page
         .strip_prefix(&t.www)
         .map_err(|_| Error::msg("read.php outside the base"))?;
@@ -152,7 +166,7 @@ pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
         let fpm = spawn_fpm(&fpm_bin, &dir, &fpm_config(&dir, a.uid, a.gid, 4), |c| {
             add_shim_env(kind, env, c)
         })?;
-        let conf = nginx::config(&t.www, port, &dir, "off", &fastcgi_location(&dir));
+        let conf = nginx::config(&served, port, &dir, "off", &fastcgi_location(&dir));
         let mut ngx = nginx::spawn(&nginx_bin, &dir, &conf, |_| Ok(()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut fpm = fpm;
@@ -172,6 +186,7 @@ pub fn start(kind: TargetKind, env: &StartEnv<'_>) -> Result<Box<dyn Target>> {
             page_url,
             page,
             procs,
+            mount,
         })),
         Err(e) => {
             let _ = std::fs::remove_file(&page);

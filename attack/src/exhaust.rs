@@ -177,23 +177,7 @@ impl Helper {
             return;
         }
         self.shared.state.store(State::Quit as u32, Ordering::Release);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match sys::try_wait(self.pid) {
-                Ok(Some(_)) | Err(_) => {
-                    self.reaped = true;
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
-        let _ = sys::kill(self.pid, libc::SIGKILL);
-        for _ in 0..1000 {
-            if !matches!(sys::try_wait(self.pid), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        sys::reap_or_kill(self.pid, Duration::from_secs(5));
         self.reaped = true;
     }
 }

@@ -145,23 +145,7 @@ impl Swapper {
             return;
         }
         self.set(State::Quit);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match sys::try_wait(self.pid) {
-                Ok(Some(_)) | Err(_) => {
-                    self.reaped = true;
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
-        let _ = sys::kill(self.pid, libc::SIGKILL);
-        for _ in 0..1000 {
-            if !matches!(sys::try_wait(self.pid), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        sys::reap_or_kill(self.pid, Duration::from_secs(5));
         self.reaped = true;
     }
 }

@@ -114,6 +114,26 @@ pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<i32>> {
     }
 }
 
+/// Reap a child that was asked to quit: wait up to `grace` for it to exit, then `SIGKILL`
+/// it and wait (bounded, 5 s) for that. Returns once it is reaped or cannot be.
+pub fn reap_or_kill(pid: libc::pid_t, grace: std::time::Duration) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match try_wait(pid) {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    let _ = kill(pid, libc::SIGKILL);
+    for _ in 0..1000 {
+        if !matches!(try_wait(pid), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Counters shared between the harness and its forked swapper child: one anonymous
 /// `MAP_SHARED` page, so atomics written by either side are seen by the other.
 #[repr(C)]

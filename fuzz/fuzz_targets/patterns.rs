@@ -7,7 +7,7 @@ use std::path::Path;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use toctou_guard_fuzz::{check_may_guard_below, check_pattern, ref_roots};
+use toctou_guard_fuzz::{check_may_guard_below, check_pattern, join_path, ref_roots};
 use toctou_policy::{Config, Policy, RootPattern};
 
 const WORDS: [&[u8]; 14] = [
@@ -53,17 +53,7 @@ fn bytes(c: &Comp) -> &[u8] {
 }
 
 fn path_of(comps: &[Comp], absolute: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, c) in comps.iter().enumerate() {
-        if absolute || i > 0 {
-            out.push(b'/');
-        }
-        out.extend_from_slice(bytes(c));
-    }
-    if absolute && out.is_empty() {
-        out.push(b'/');
-    }
-    out
+    join_path(comps.iter().map(bytes), absolute)
 }
 
 fuzz_target!(|input: Input| {

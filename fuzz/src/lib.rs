@@ -62,6 +62,22 @@ fn message_runs() -> &'static HashSet<[u8; QUOTE_WINDOW]> {
     })
 }
 
+/// `components` joined into a path: absolute (a leading `/`, and `/` alone when empty) or
+/// relative. The fuzz targets build their probe paths with it.
+pub fn join_path<'a>(components: impl IntoIterator<Item = &'a [u8]>, absolute: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, c) in components.into_iter().enumerate() {
+        if absolute || i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(c);
+    }
+    if absolute && out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
 /// The directive word of a line, as the parser reads it (`None`: blank or comment).
 pub fn directive_of(line: &str) -> Option<&str> {
     let content = line.split('#').next().unwrap_or("").trim();

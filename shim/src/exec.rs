@@ -295,14 +295,10 @@ unsafe fn with_child_envp<R>(envp: Envp, call: impl FnOnce(Envp) -> R) -> Result
     // SAFETY: per this function's contract; the buffers are sized by `plan`.
     unsafe { fill(ce, envp, preload, ptrs, text) };
     let r = call(ptrs.as_ptr());
-    let saved = errno();
+    let saved = ffi::errno();
     drop(map);
     ffi::set_errno(saved);
     Ok(r)
-}
-
-fn errno() -> c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Make `environ` carry what children need (for glibc's own spawns in `system`/`popen`,
@@ -312,7 +308,7 @@ fn keep_environ() {
     let Some(ce) = child_env() else {
         return;
     };
-    let saved = errno();
+    let saved = ffi::errno();
     if let Some(ours) = &ce.preload {
         let ours = value_of_entry(ours, PRELOAD);
         match ffi::getenv(c"LD_PRELOAD") {
@@ -456,7 +452,7 @@ unsafe fn execve_in(path: *const c_char, argv: Envp, envp: Envp) -> c_int {
     // SAFETY: per the contract; the kernel validates every pointer (EFAULT).
     let exec = |e: Envp| unsafe { libc::syscall(libc::SYS_execve, path, argv, e) } as c_int;
     // SAFETY: `envp` per the contract.
-    unsafe { with_child_envp(envp, exec) }.unwrap_or_else(|e| fail(e, -1))
+    unsafe { with_child_envp(envp, exec) }.unwrap_or_else(|e| ffi::fail(e, -1))
 }
 
 /// # Safety
@@ -467,12 +463,7 @@ unsafe fn execvpe_in(file: *const c_char, argv: Envp, envp: Envp) -> c_int {
     // fallback stay glibc's.
     let real = unsafe { core::mem::transmute::<*mut c_void, ExecvpeFn>(f) };
     // SAFETY: per the contract.
-    unsafe { with_child_envp(envp, |e| real(file, argv, e)) }.unwrap_or_else(|e| fail(e, -1))
-}
-
-fn fail<T>(e: Errno, value: T) -> T {
-    ffi::set_errno(e.raw_os_error());
-    value
+    unsafe { with_child_envp(envp, |e| real(file, argv, e)) }.unwrap_or_else(|e| ffi::fail(e, -1))
 }
 
 /// # Safety
@@ -600,7 +591,7 @@ pub mod symbols {
         let exec =
             |e: Envp| unsafe { libc::syscall(libc::SYS_execveat, dirfd, path, argv, e, flags) } as c_int;
         // SAFETY: `envp` per the contract.
-        unsafe { with_child_envp(envp, exec) }.unwrap_or_else(|e| fail(e, -1))
+        unsafe { with_child_envp(envp, exec) }.unwrap_or_else(|e| ffi::fail(e, -1))
     }
 
     /// # Safety
@@ -615,7 +606,7 @@ pub mod symbols {
             return unsafe { real(fd, argv, envp) };
         }
         // SAFETY: per the contract.
-        unsafe { with_child_envp(envp, |e| real(fd, argv, e)) }.unwrap_or_else(|e| fail(e, -1))
+        unsafe { with_child_envp(envp, |e| real(fd, argv, e)) }.unwrap_or_else(|e| ffi::fail(e, -1))
     }
 
     /// # Safety

@@ -32,13 +32,8 @@ fn open_common(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) ->
     let flags = OFlags::from_bits_retain(flags as u32);
     match guard::open(Dir::from_raw(dirfd), path, flags, Mode::from_raw_mode(mode)) {
         Ok(fd) => fd.into_raw_fd(),
-        Err(e) => fail(e, -1),
+        Err(e) => ffi::fail(e, -1),
     }
-}
-
-fn fail<T>(e: Errno, value: T) -> T {
-    ffi::set_errno(e.raw_os_error());
-    value
 }
 
 pub mod symbols {
@@ -182,12 +177,12 @@ pub mod symbols {
     pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
         // SAFETY: the C caller passes NULL or a NUL-terminated path.
         let Some(path) = (unsafe { ffi::cstr(path) }) else {
-            return fail(Errno::FAULT, core::ptr::null_mut());
+            return ffi::fail(Errno::FAULT, core::ptr::null_mut());
         };
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::DIRECTORY | OFlags::CLOEXEC;
         match guard::open(Dir::Cwd, path, flags, Mode::empty()) {
             Ok(fd) => ffi::fdopendir(fd.into_raw_fd()),
-            Err(e) => fail(e, core::ptr::null_mut()),
+            Err(e) => ffi::fail(e, core::ptr::null_mut()),
         }
     }
 }
@@ -197,15 +192,15 @@ pub mod symbols {
 unsafe fn fopen_common(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
     // SAFETY: NULL or NUL-terminated, per the contract.
     let (Some(path), Some(mode)) = (unsafe { ffi::cstr(path) }, unsafe { ffi::cstr(mode) }) else {
-        return fail(Errno::FAULT, core::ptr::null_mut());
+        return ffi::fail(Errno::FAULT, core::ptr::null_mut());
     };
     let Some(flags) = stdio_mode::flags(mode.to_bytes()) else {
-        return fail(Errno::INVAL, core::ptr::null_mut());
+        return ffi::fail(Errno::INVAL, core::ptr::null_mut());
     };
     match guard::open(Dir::Cwd, path, flags, Mode::from_raw_mode(0o666)) {
         Ok(fd) if stdio_mode::has_charset(mode.to_bytes()) => reopen_with_charset(fd, mode),
         Ok(fd) => ffi::fdopen(fd.into_raw_fd(), mode),
-        Err(e) => fail(e, core::ptr::null_mut()),
+        Err(e) => ffi::fail(e, core::ptr::null_mut()),
     }
 }
 
@@ -217,7 +212,7 @@ fn reopen_with_charset(fd: std::os::fd::OwnedFd, mode: &core::ffi::CStr) -> *mut
     // caller's open would have had (the lowest free one).
     let high = match rustix::io::fcntl_dupfd_cloexec(&fd, fd.as_raw_fd() + 1) {
         Ok(high) => high,
-        Err(e) => return fail(e, core::ptr::null_mut()),
+        Err(e) => return ffi::fail(e, core::ptr::null_mut()),
     };
     drop(fd);
     let fd = high;
@@ -230,10 +225,10 @@ fn reopen_with_charset(fd: std::os::fd::OwnedFd, mode: &core::ffi::CStr) -> *mut
     }
     m.push_bytes(rest);
     let (Some(link), Some(m)) = (link.as_cstr(), m.as_cstr()) else {
-        return fail(Errno::NAMETOOLONG, core::ptr::null_mut());
+        return ffi::fail(Errno::NAMETOOLONG, core::ptr::null_mut());
     };
     let f = ffi::real_fopen(link, m);
-    let saved = errno();
+    let saved = ffi::errno();
     drop(fd);
     if f.is_null() {
         ffi::set_errno(saved);
@@ -253,7 +248,7 @@ unsafe fn freopen_common(
 ) -> *mut libc::FILE {
     // SAFETY: NULL or NUL-terminated, per the contract.
     let Some(mode) = (unsafe { ffi::cstr(mode) }) else {
-        return fail(Errno::FAULT, core::ptr::null_mut());
+        return ffi::fail(Errno::FAULT, core::ptr::null_mut());
     };
     // SAFETY: as above.
     let Some(cpath) = (unsafe { ffi::cstr(path) }) else {
@@ -270,7 +265,7 @@ unsafe fn freopen_common(
             // freopen closes the stream whatever happens.
             // SAFETY: the caller gave the stream up to freopen.
             unsafe { ffi::fclose(stream) };
-            fail(e, core::ptr::null_mut())
+            ffi::fail(e, core::ptr::null_mut())
         }
         Ok(fd) => {
             let mut link = FmtBuf::<32>::new();
@@ -279,11 +274,11 @@ unsafe fn freopen_common(
                 format_args!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
             );
             let Some(link) = link.as_cstr() else {
-                return fail(Errno::NAMETOOLONG, core::ptr::null_mut());
+                return ffi::fail(Errno::NAMETOOLONG, core::ptr::null_mut());
             };
             // SAFETY: arguments per the contract; `link` names the descriptor we checked.
             let f = unsafe { ffi::real_freopen(link.as_ptr(), mode, stream) };
-            let saved = errno();
+            let saved = ffi::errno();
             drop(fd);
             if f.is_null() {
                 ffi::set_errno(saved);
@@ -291,8 +286,4 @@ unsafe fn freopen_common(
             f
         }
     }
-}
-
-fn errno() -> c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }

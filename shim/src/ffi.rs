@@ -273,16 +273,16 @@ impl Drop for Mapped {
     }
 }
 
-/// The next definition of `name` after ours, cached in `cache` (for hooks that wrap a libc
-/// function rather than replace it: `glob`). NULL if libc has none.
-pub fn real_symbol(name: &CStr, cache: &AtomicPtr<libc::c_void>) -> *mut libc::c_void {
-    next_symbol(name, cache)
-}
-
 /// This thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: `__errno_location` returns this thread's errno, always valid to read.
     unsafe { *libc::__errno_location() }
+}
+
+/// A hook's failure: set errno to `e`, return `value` (-1, NULL...).
+pub fn fail<T>(e: rustix::io::Errno, value: T) -> T {
+    set_errno(e.raw_os_error());
+    value
 }
 
 type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::c_void;

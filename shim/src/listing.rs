@@ -171,7 +171,7 @@ unsafe fn glob_common(
     errfunc: ErrFn,
     pglob: *mut GlobT,
 ) -> c_int {
-    let f = ffi::real_symbol(name, cache);
+    let f = ffi::next_symbol(name, cache);
     if f.is_null() {
         ffi::set_errno(libc::ENOSYS);
         return libc::GLOB_NOSPACE;

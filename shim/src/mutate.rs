@@ -248,12 +248,8 @@ fn truncate_path(path: &CStr, len: u64) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(Errno::from_raw_os_error(errno()))
+        Err(Errno::from_raw_os_error(ffi::errno()))
     }
-}
-
-fn errno() -> c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 fn rename(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_uint) -> Result<(), Errno> {
@@ -293,7 +289,7 @@ fn mknod(dir: Dir, path: &CStr, mode: mode_t, dev: dev_t) -> Result<(), Errno> {
         if r == 0 {
             Ok(())
         } else {
-            Err(Errno::from_raw_os_error(errno()))
+            Err(Errno::from_raw_os_error(ffi::errno()))
         }
     })
 }
@@ -430,15 +426,10 @@ unsafe fn make_temp(tmpl: *mut c_char, suffixlen: c_int, kind: Temp) -> Result<M
     Err(Errno::EXIST)
 }
 
-fn fail<T>(e: Errno, value: T) -> T {
-    ffi::set_errno(e.raw_os_error());
-    value
-}
-
 fn status(r: Result<(), Errno>) -> c_int {
     match r {
         Ok(()) => 0,
-        Err(e) => fail(e, -1),
+        Err(e) => ffi::fail(e, -1),
     }
 }
 
@@ -474,12 +465,12 @@ unsafe fn mkostemps_common(tmpl: *mut c_char, suffixlen: c_int, flags: c_int) ->
     // SAFETY: the contract is passed on.
     match unsafe { make_temp(tmpl, suffixlen, Temp::File(oflags)) } {
         Ok(Made::File(fd)) => std::os::fd::IntoRawFd::into_raw_fd(fd),
-        Ok(Made::Dir) => fail(Errno::INVAL, -1), // not asked for
-        Err(e) => fail(e, -1),
+        Ok(Made::Dir) => ffi::fail(Errno::INVAL, -1), // not asked for
+        Err(e) => ffi::fail(e, -1),
         Ok(Made::Outside) => {
             let f = ffi::next_symbol(c"mkostemps", &REAL_MKOSTEMPS);
             if f.is_null() {
-                return fail(Errno::NOSYS, -1);
+                return ffi::fail(Errno::NOSYS, -1);
             }
             // SAFETY: `f` is glibc's `mkostemps`, whose signature is `MkstempFn`.
             let real = unsafe { core::mem::transmute::<*mut libc::c_void, MkstempFn>(f) };
@@ -816,12 +807,12 @@ pub mod symbols {
         // SAFETY: as above.
         match unsafe { make_temp(tmpl, 0, Temp::Dir) } {
             Ok(Made::Dir) => tmpl,
-            Ok(Made::File(_)) => fail(Errno::INVAL, core::ptr::null_mut()), // not asked for
-            Err(e) => fail(e, core::ptr::null_mut()),
+            Ok(Made::File(_)) => ffi::fail(Errno::INVAL, core::ptr::null_mut()), // not asked for
+            Err(e) => ffi::fail(e, core::ptr::null_mut()),
             Ok(Made::Outside) => {
                 let f = ffi::next_symbol(c"mkdtemp", &REAL_MKDTEMP);
                 if f.is_null() {
-                    return fail(Errno::NOSYS, core::ptr::null_mut());
+                    return ffi::fail(Errno::NOSYS, core::ptr::null_mut());
                 }
                 // SAFETY: `f` is glibc's `mkdtemp`, whose signature is `MkdtempFn`.
                 let real = unsafe { core::mem::transmute::<*mut libc::c_void, MkdtempFn>(f) };

@@ -250,9 +250,12 @@ case 'putenv': putenv('LD_PRELOAD='); system($cmd); break;
 /// logs the denial) and serves the tenant's own; bare php-fpm leaks in the same run.
 #[test]
 fn item8_php_fpm_clear_env_children_stay_guarded() {
-    let Some(tools) = tools_for(&[TargetKind::Php, TargetKind::PhpShim]) else {
+    let Some(mut tools) = tools_for(&[TargetKind::Php, TargetKind::PhpShim]) else {
         return;
     };
+    // The world-readable copy: the pool's children load it as the tenant's uid, which cannot
+    // reach a checkout under a private (0700) directory.
+    tools.shim = Some(c_program("libtoctou_guard.so"));
     let _g = heavy();
     let tenants = Tenants::create(&Default::default()).expect("tenants");
     let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");

@@ -361,6 +361,31 @@ enum Temp {
 const TEMP_ATTEMPTS: u32 = 62 * 62 * 62;
 const TEMP_LETTERS: &[u8; 62] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
+/// 64 random bits for one name, as glibc's `__gen_tempname` gets them: `getrandom` without
+/// blocking (before the entropy pool is ready it would block, and a signal would then fail
+/// `mkstemp` with EINTR, which glibc never does); failing that, the clocks mixed into the
+/// previous value (glibc's `random_bits`). `O_EXCL` makes a guessed name harmless.
+fn temp_bits(prev: u64) -> u64 {
+    let mut b = [0u8; 8];
+    for _ in 0..4 {
+        match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::NONBLOCK) {
+            Ok(8) => return u64::from_ne_bytes(b),
+            Err(Errno::INTR) => continue,
+            _ => break,
+        }
+    }
+    let mix = |r: u64, s: u64| r.wrapping_mul(2862933555777941757).wrapping_add(3037000493) ^ s;
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let s = mix(mix(prev, now.tv_sec as u64), now.tv_nsec as u64);
+    mix(
+        s,
+        (cpu.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(cpu.tv_nsec as u64),
+    )
+}
+
 /// What `make_temp` did.
 enum Made {
     /// The template lies outside every root: glibc's own function should make it.
@@ -386,12 +411,15 @@ unsafe fn make_temp(tmpl: *mut c_char, suffixlen: c_int, kind: Temp) -> Result<M
     // refers to it any more (`path` is not used past this point).
     let buf = unsafe { core::slice::from_raw_parts_mut(tmpl.cast::<u8>(), len + 1) };
     let xs = len - 6 - suffix..len - suffix;
+    let mut bits = 0u64;
     for _ in 0..TEMP_ATTEMPTS {
         // As glibc: the template is rewritten first, whatever happens next.
-        let mut random = [0u8; 6];
-        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
-        for (c, r) in buf[xs.clone()].iter_mut().zip(random) {
-            *c = TEMP_LETTERS[usize::from(r) % TEMP_LETTERS.len()];
+        bits = temp_bits(bits);
+        let mut v = bits;
+        for c in &mut buf[xs.clone()] {
+            let n = TEMP_LETTERS.len() as u64;
+            *c = TEMP_LETTERS[(v % n) as usize];
+            v /= n; // 62^6 < 2^36: six letters from one value
         }
         // Judged again for each name: the `X`s may lie in a directory of the template
         // (`d/XXXXXX/f` with a suffix of 2), and then each try names another directory.

@@ -228,6 +228,40 @@ fn item5_own_tree_mutations_match_libc() {
     assert!(logs.is_empty(), "legal calls logged denials: {logs:?}");
 }
 
+/// Found in review: `mkstemp` in a guarded directory asked `getrandom(2)` for its letters
+/// without `GRND_NONBLOCK`: before the entropy pool is ready that blocks, and a signal then
+/// fails the call with `EINTR`, which glibc's `mkstemp` never does (it asks without blocking
+/// and falls back to the clock). With getrandom failing as before the pool is ready, every
+/// call of the family makes a new name, as glibc's does.
+#[test]
+fn item5_mkstemp_without_entropy_matches_libc() {
+    let Some(f) = Fixture::new("adv-mutate-rand", "") else {
+        return;
+    };
+    let mut list = vec![step("no-getrandom")];
+    for _ in 0..10 {
+        for s in [
+            "mkstemp XXXXXX",
+            "mkostemp XXXXXX",
+            "mkstemps XXXXXX.txt 4",
+            "mkdtemp dXXXXXX",
+        ] {
+            list.push(step(s));
+        }
+    }
+    for (name, shim) in [("bare", false), ("shim", true)] {
+        let dir = f.alice(name);
+        fs::create_dir(&dir).unwrap();
+        chown(&dir, Some(ALICE), Some(ALICE)).unwrap();
+        let got = mutate(&f, shim, ALICE, &dir, &list);
+        assert!(got.iter().all(|l| l == "OK"), "{name}: {got:?}");
+        // Forty distinct names: the fallback still varies from call to call.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), list.len() - 1, "{name}");
+    }
+    let logs = f.logs();
+    assert!(logs.is_empty(), "legal calls logged denials: {logs:?}");
+}
+
 /// Legal calls on the tenant's own files, including the kernel's errors.
 const OWN_STEPS: &[&str] = &[
     "mkdir d",

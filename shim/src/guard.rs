@@ -391,8 +391,13 @@ impl Check<'_> {
     }
 
     fn write_decision(&self, fd: BorrowedFd<'_>, st: &rustix::fs::Stat) -> Decision {
+        // A file with another name may be that name's too (a hard link the tenant made into
+        // its tree, where `fs.protected_hardlinks` is off): only a file's one name counts.
+        let one_name = FileType::from_raw_mode(st.st_mode) == FileType::Directory || st.st_nlink <= 1;
         match self.st.policy.decide(st.st_uid, self.expected) {
-            Decision::Allow if st.st_uid == self.expected || self.lies_in_tenant(fd) => Decision::Allow,
+            Decision::Allow if st.st_uid == self.expected || (one_name && self.lies_in_tenant(fd)) => {
+                Decision::Allow
+            }
             Decision::Allow => self.st.policy.refuse(DenyReason::OwnerMismatch),
             d => d,
         }

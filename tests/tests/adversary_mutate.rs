@@ -607,8 +607,9 @@ fn item5_allow_uid_server_writes_its_own_files_in_the_tree() {
 }
 
 /// The other side of the test above: `allow_uid <server uid>` must not let a tenant aim the
-/// server's writes, through a symlink in the tenant's tree, at a file (or directory) of the
-/// server's outside that tree — its own state, or one in another tenant's docroot. Reading
+/// server's writes, through a symlink (or a hard link) in the tenant's tree, at a file (or
+/// directory) of the server's outside that tree — its own state, or one in another
+/// tenant's docroot. Reading
 /// them is what `allow_uid` is for; every write is refused, nothing changes.
 #[test]
 fn item5_allow_uid_server_writes_cannot_be_redirected() {
@@ -625,6 +626,10 @@ fn item5_allow_uid_server_writes_cannot_be_redirected() {
         alice_link(&f, "bobcache", &f.bob("srvcache.txt"));
         owned_file(&f.alice("uploads/mine"), SERVER, "server-upload\n");
         let _ = fs::remove_file(f.alice("uploads/x"));
+        // A hard link into the tenant's tree (root makes it: as a tenant can where
+        // `fs.protected_hardlinks` is off, or to a file it may read and write).
+        let _ = fs::remove_file(f.alice("uploads/statelink"));
+        fs::hard_link(srv.join("state.txt"), f.alice("uploads/statelink")).unwrap();
     };
     let attacks = [
         "open-append state",
@@ -640,6 +645,9 @@ fn item5_allow_uid_server_writes_cannot_be_redirected() {
         "rename srvdir/state.txt uploads/x",
         "rename uploads/mine srvdir/state.txt",
         "linkat-follow state uploads/x",
+        "open-append uploads/statelink",
+        "truncate uploads/statelink 0",
+        "chmod uploads/statelink 600",
     ];
     let bare = each(&f, false, SERVER, &attacks, &reset);
     assert!(

@@ -179,7 +179,8 @@ fn link_refusal(
 }
 
 /// `fs.protected_hardlinks` (on by default): a process that is not root may only link a file
-/// it owns, or a regular file (not set-id) it can read and write; never a directory.
+/// it owns, or a regular file (not set-id) it can read and write; never a directory (which
+/// is `EPERM` either way).
 fn hardlink_refusal(src: &rustix::fs::Stat, read_write: impl FnOnce() -> bool) -> Option<Errno> {
     let euid = rustix::process::geteuid();
     let regular = FileType::from_raw_mode(src.st_mode) == FileType::RegularFile;
@@ -189,7 +190,17 @@ fn hardlink_refusal(src: &rustix::fs::Stat, read_write: impl FnOnce() -> bool) -
         return Some(Errno::PERM);
     }
     let may = euid.is_root() || src.st_uid == euid.as_raw() || (regular && !setid && read_write());
-    (!may).then_some(Errno::PERM)
+    (!may && protected_hardlinks()).then_some(Errno::PERM)
+}
+
+/// Is `fs.protected_hardlinks` on (as it is unless the file says `0`)?
+fn protected_hardlinks() -> bool {
+    let path = c"/proc/sys/fs/protected_hardlinks";
+    let Ok(fd) = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        return true;
+    };
+    let mut b = [0u8; 2];
+    !matches!(rustix::io::read(&fd, &mut b), Ok(n) if n > 0 && b[0] == b'0')
 }
 
 /// The sticky bit: a process that is not root may only remove or replace an entry of a

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
-use toctou_policy::config::program_matches;
+use toctou_policy::config::{SERVER_PROGRAMS, program_matches};
 use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
 use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
 
@@ -35,21 +35,6 @@ const DONE: u8 = 2;
 static PHASE: AtomicU8 = AtomicU8::new(UNINIT);
 /// `pid << 32 | tid` of the thread loading the configuration.
 static LOADER: AtomicU64 = AtomicU64::new(0);
-
-/// Programs refused a start on a broken configuration even when loaded through
-/// `/etc/ld.so.preload` without `TOCTOU_GUARD_CONFIG`: the servers the guard exists for.
-const SERVER_PROGRAMS: &[&str] = &[
-    "apache2",
-    "httpd",
-    "nginx",
-    "php-fpm*",
-    "lsphp*",
-    "php-cgi*",
-    "lighttpd",
-    "lshttpd",
-    "litespeed",
-    "uwsgi",
-];
 
 /// What a hook should do.
 pub enum Phase {

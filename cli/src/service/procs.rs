@@ -16,6 +16,9 @@ pub struct Proc {
     pub euid: u32,
     /// The mapped file whose name contains `libtoctou_guard` (`/proc/PID/maps`).
     pub library: Option<String>,
+    /// What the shim announced it loaded and guards this process with (its memfd mapping
+    /// `toctou-guard:mode=MODE:config=PATH`): `(mode, config)`.
+    pub loaded: Option<(String, PathBuf)>,
     /// `TOCTOU_GUARD_CONFIG` in the process's initial environment (`/proc/PID/environ`),
     /// made absolute against its working directory.
     pub config_env: Option<PathBuf>,
@@ -51,16 +54,40 @@ fn euid(pid: u32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn library(pid: u32) -> Option<String> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+/// The mapped path of each of `/proc/PID/maps`'s lines (the sixth field onwards: a path may
+/// hold spaces).
+fn mapped(pid: u32) -> Vec<String> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     maps.lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(|l| {
+            let mut rest = l;
+            for _ in 0..5 {
+                rest = rest.trim_start().split_once(' ')?.1;
+            }
+            Some(rest.trim_start().to_string())
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn library(maps: &[String]) -> Option<String> {
+    maps.iter()
         .find(|p| {
             p.rsplit('/')
                 .next()
                 .is_some_and(|n| n.contains("libtoctou_guard"))
         })
-        .map(str::to_string)
+        .cloned()
+}
+
+/// The shim's announcement (`shim/src/state.rs`, `announce`).
+fn loaded(maps: &[String]) -> Option<(String, PathBuf)> {
+    maps.iter().find_map(|p| {
+        let rest = p.strip_prefix("/memfd:toctou-guard:mode=")?;
+        let rest = rest.strip_suffix(" (deleted)").unwrap_or(rest);
+        let (mode, config) = rest.split_once(":config=")?;
+        Some((mode.to_string(), PathBuf::from(config)))
+    })
 }
 
 fn config_env(pid: u32) -> Option<PathBuf> {
@@ -120,14 +147,18 @@ pub fn servers(only: &[u32]) -> Vec<Proc> {
     let mut out: Vec<Proc> = found
         .iter()
         .filter(|(pid, _, _)| only.is_empty() || descends(*pid))
-        .map(|(pid, ppid, program)| Proc {
-            pid: *pid,
-            ppid: *ppid,
-            worker: programs.get(ppid) == Some(&program.as_str()),
-            program: program.clone(),
-            euid: euid(*pid),
-            library: library(*pid),
-            config_env: config_env(*pid),
+        .map(|(pid, ppid, program)| {
+            let maps = mapped(*pid);
+            Proc {
+                pid: *pid,
+                ppid: *ppid,
+                worker: programs.get(ppid) == Some(&program.as_str()),
+                program: program.clone(),
+                euid: euid(*pid),
+                library: library(&maps),
+                loaded: loaded(&maps),
+                config_env: config_env(*pid),
+            }
         })
         .collect();
     out.sort_by_key(|p| p.pid);
@@ -161,5 +192,19 @@ mod tests {
         assert!(ppid > 0 && !comm.is_empty());
         assert!(super::is_server("php-fpm8.2") && super::is_server("nginx") && !super::is_server("bash"));
         assert!(super::servers(&[me]).is_empty());
+    }
+
+    #[test]
+    fn maps_paths_and_the_announcement() {
+        let maps = vec![
+            "/usr/lib/toctou-guard/libtoctou_guard.so".to_string(),
+            "/memfd:toctou-guard:mode=audit:config=/etc/a b.conf (deleted)".to_string(),
+        ];
+        assert_eq!(super::library(&maps).as_deref(), Some(maps[0].as_str()));
+        let (mode, conf) = super::loaded(&maps).expect("announced");
+        assert_eq!((mode.as_str(), conf.to_str()), ("audit", Some("/etc/a b.conf")));
+        assert!(super::loaded(&maps[..1]).is_none());
+        let own = super::mapped(std::process::id());
+        assert!(own.iter().any(|p| p.starts_with('/')), "{own:?}");
     }
 }

@@ -42,9 +42,12 @@ impl Options {
 struct Row {
     p: procs::Proc,
     user: String,
+    /// The config it loaded (announced by the shim), else the one it would load.
     config: PathBuf,
-    /// The mode the config file states now, or why it could not be loaded.
-    mode: Result<&'static str, String>,
+    /// The mode it loaded, `-` when unguarded.
+    mode: String,
+    /// What the file says now, when that differs (a restart would load it).
+    now: Option<String>,
     guarded: bool,
     /// Why not, when not.
     why: &'static str,
@@ -54,30 +57,47 @@ struct Row {
 pub fn run(o: &Options) -> ExitCode {
     let users = procs::users();
     let counts = denials::from_file(&o.log);
-    let mut loaded: HashMap<PathBuf, Result<toctou_policy::Config, String>> = HashMap::new();
+    let mut files: HashMap<PathBuf, Result<&'static str, String>> = HashMap::new();
     let rows: Vec<Row> = procs::servers(&o.pids)
         .into_iter()
         .map(|p| {
-            let config = p
-                .config_env
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(toctou_policy::DEFAULT_CONFIG_PATH));
-            let cfg = loaded
-                .entry(config.clone())
-                .or_insert_with(|| crate::load::load(&config).map_err(|e| e.to_string()));
-            let excluded = cfg
-                .as_ref()
-                .is_ok_and(|c| !c.guards_program(p.program.as_bytes()));
-            let (guarded, why) = match (&p.library, excluded) {
+            let (guarded, why) = match (&p.library, &p.loaded) {
                 (None, _) => (false, "library not mapped"),
-                (Some(_), true) => (false, "its config's `programs` leaves it out"),
-                (Some(_), false) => (true, ""),
+                (Some(_), None) => (
+                    false,
+                    "library mapped but not guarding: its config's `programs` leaves it out",
+                ),
+                (Some(_), Some(_)) => (true, ""),
+            };
+            let (mode, config) = match &p.loaded {
+                Some((mode, config)) => (mode.clone(), config.clone()),
+                None => (
+                    "-".to_string(),
+                    p.config_env
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(toctou_policy::DEFAULT_CONFIG_PATH)),
+                ),
+            };
+            let now = if guarded {
+                let file = files.entry(config.clone()).or_insert_with(|| {
+                    crate::load::load(&config)
+                        .map(|c| c.mode.as_str())
+                        .map_err(|e| e.to_string())
+                });
+                match file {
+                    Ok(m) if *m == mode => None,
+                    Ok(m) => Some(format!("the file now says mode {m}")),
+                    Err(e) => Some(format!("the file now fails to load, a restart would fail: {e}")),
+                }
+            } else {
+                None
             };
             Row {
                 user: users.get(&p.euid).cloned().unwrap_or_else(|| p.euid.to_string()),
-                mode: cfg.as_ref().map(|c| c.mode.as_str()).map_err(Clone::clone),
                 denials: counts.as_ref().ok().map(|c| c.get(&p.pid).copied().unwrap_or(0)),
                 config,
+                mode,
+                now,
                 guarded,
                 why,
                 p,
@@ -86,7 +106,7 @@ pub fn run(o: &Options) -> ExitCode {
         .collect();
     let guarded = rows.iter().filter(|r| r.guarded).count();
     let source = match &counts {
-        Ok(_) => format!("denial lines of each pid in {}", o.log.display()),
+        Ok(_) => format!("denials: lines of each pid in {}", o.log.display()),
         Err(e) => format!("denials unknown: {e} (pass --log FILE)"),
     };
     if o.json {
@@ -107,11 +127,10 @@ fn print_table(rows: &[Row], guarded: usize, source: &str) {
         "PID", "PPID", "ROLE", "USER", "PROGRAM", "GUARDED", "MODE", "DENIALS"
     );
     for r in rows {
-        let mode = r.mode.as_ref().map_or("error", |m| m);
         let denials = r.denials.map_or("-".to_string(), |n| n.to_string());
         let mut config = r.config.display().to_string();
-        if let Err(e) = &r.mode {
-            config.push_str(&format!(" ({e})"));
+        if let Some(now) = &r.now {
+            config.push_str(&format!(" ({now})"));
         }
         if !r.guarded {
             config.push_str(&format!(" [UNGUARDED: {}]", r.why));
@@ -124,7 +143,7 @@ fn print_table(rows: &[Row], guarded: usize, source: &str) {
             r.user,
             r.p.program,
             if r.guarded { "yes" } else { "NO" },
-            mode,
+            r.mode,
             denials
         );
     }
@@ -141,7 +160,7 @@ fn print_json(rows: &[Row], guarded: usize, source: &str, log: &Path) {
         .map(|r| {
             format!(
                 "{{\"pid\":{},\"ppid\":{},\"role\":\"{}\",\"user\":{},\"uid\":{},\"program\":{},\"guarded\":{},\
-                 \"unguarded_because\":{},\"library\":{},\"config\":{},\"mode\":{},\"config_error\":{},\"denials\":{}}}",
+                 \"unguarded_because\":{},\"library\":{},\"config\":{},\"mode\":{},\"config_now\":{},\"denials\":{}}}",
                 r.p.pid,
                 r.p.ppid,
                 if r.p.worker { "worker" } else { "master" },
@@ -152,8 +171,8 @@ fn print_json(rows: &[Row], guarded: usize, source: &str, log: &Path) {
                 opt((!r.guarded).then(|| r.why.to_string())),
                 opt(r.p.library.clone()),
                 json::string(&r.config.display().to_string()),
-                opt(r.mode.as_ref().ok().map(|m| m.to_string())),
-                opt(r.mode.as_ref().err().cloned()),
+                opt(r.guarded.then(|| r.mode.clone())),
+                opt(r.now.clone()),
                 r.denials.map_or("null".to_string(), |n| n.to_string()),
             )
         })

@@ -84,3 +84,31 @@ pub fn verify(unit: &Path, service: &str, dropin_text: &str) -> Result<String, S
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The check can fail: a drop-in systemd complains about is refused.
+    #[test]
+    fn verify_refuses_a_dropin_systemd_complains_about() {
+        let unit = Path::new("/lib/systemd/system/nginx.service");
+        if !unit.is_file() || !Path::new("/usr/bin/systemd-analyze").is_file() {
+            // As tests/src/prereq.rs: a skip is a failure in CI.
+            assert!(
+                !matches!(std::env::var("CI").as_deref(), Ok(v) if !v.is_empty() && v != "0" && v != "false"),
+                "missing prerequisite in CI: nginx's unit file and systemd-analyze"
+            );
+            eprintln!("SKIP: nginx's unit file and systemd-analyze");
+            return;
+        }
+        let good = "[Service]\nEnvironment=LD_PRELOAD=/usr/lib/x.so\n";
+        assert!(super::verify(unit, "nginx", good).is_ok());
+        let bad = "[Service]\nEnvironment=LD_PRELOAD=/usr/lib/x.so\nEnvironmnet=TYPO=1\n";
+        let e = super::verify(unit, "nginx", bad).expect_err("a typo in the drop-in");
+        assert!(
+            e.contains("Environmnet") && e.contains("toctou-guard.conf"),
+            "{e}"
+        );
+    }
+}

@@ -330,8 +330,11 @@ impl Servers {
     }
 
     /// The environment `enable SERVICE` puts in its drop-in (read back from the file).
-    fn dropin_env(&self, service: &str) -> Vec<(String, String)> {
-        let root = self.tenants.run.join(format!("root-{service}"));
+    fn dropin_env(&self, service: &str, conf: &Path) -> Vec<(String, String)> {
+        let root = self.tenants.run.join(format!(
+            "root-{service}-{}",
+            conf.file_name().unwrap().to_string_lossy()
+        ));
         mk_dir(&root, 0, 0, 0o755).expect("root");
         let so = c_program("libtoctou_guard.so");
         let out = run(
@@ -342,7 +345,7 @@ impl Servers {
                 "--root",
                 root.to_str().unwrap(),
                 "--config",
-                self.conf.to_str().unwrap(),
+                conf.to_str().unwrap(),
                 "--library",
                 so.to_str().unwrap(),
             ],
@@ -422,7 +425,7 @@ fn rows(out: &Output) -> Vec<Vec<String>> {
 }
 
 fn assert_guarded(s: &Servers, server: &str, program: &str) {
-    let env = s.dropin_env(if server == "nginx" { "nginx" } else { "apache2" });
+    let env = s.dropin_env(if server == "nginx" { "nginx" } else { "apache2" }, &s.conf);
     let (p, port) = s.start(server, Some(env));
     assert_eq!(
         s.get_status(port, &s.link),
@@ -541,5 +544,36 @@ fn status_reports_an_nginx_without_the_library_unguarded_and_exits_1() {
     assert!(
         json.contains("\"guarded\":false,\"unguarded_because\":\"library not mapped\",\"library\":null"),
         "{json}"
+    );
+}
+
+#[test]
+fn status_reports_a_library_its_config_leaves_out_as_unguarded() {
+    let Some(s) = Servers::new(&[TargetKind::NginxShim]) else {
+        return;
+    };
+    let _g = heavy();
+    // `programs` (for /etc/ld.so.preload) that leaves nginx out: mapped, but not guarding.
+    let text = fs::read_to_string(&s.conf).unwrap() + "programs php-fpm*\n";
+    let conf = s.tenants.run.join("php-only.conf");
+    fs::write(&conf, text).unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
+    let env = s.dropin_env("nginx", &conf);
+    let (p, port) = s.start("nginx", Some(env));
+    assert_eq!(
+        s.get_status(port, &s.link),
+        200,
+        "nginx left out serves the hard link"
+    );
+    let out = s.status(p.pid(), false);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let rows = rows(&out);
+    assert!(rows.len() >= 2, "{}", stdout(&out));
+    assert!(rows.iter().all(|r| r[5] == "NO"), "{}", stdout(&out));
+    assert!(
+        stdout(&out)
+            .contains("[UNGUARDED: library mapped but not guarding: its config's `programs` leaves it out]"),
+        "{}",
+        stdout(&out)
     );
 }

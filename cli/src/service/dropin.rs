@@ -12,19 +12,20 @@ pub const LIBRARY: &str = "/usr/lib/toctou-guard/libtoctou_guard.so";
 pub const FILE_NAME: &str = "toctou-guard.conf";
 
 /// Is `service` a web server or PHP service the guard is for? Debian/RHEL names, and the
-/// panels' own PHP services (cPanel `ea-php81-php-fpm`, Plesk `plesk-php82-fpm`).
+/// panels' own PHP services (cPanel `ea-php81-php-fpm`, Plesk `plesk-php82-fpm`,
+/// DirectAdmin `php-fpm82`).
 pub fn validate(service: &str) -> Result<&str, String> {
     let s = service.strip_suffix(".service").unwrap_or(service);
     let safe = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
     let known = matches!(s, "apache2" | "httpd" | "nginx" | "lsws" | "lshttpd")
-        || (s.contains("php") && s.ends_with("-fpm"));
+        || (s.contains("php") && s.contains("-fpm"));
     if safe && known {
         Ok(s)
     } else {
         Err(format!(
-            "'{service}': not a web server or php-fpm service (apache2, httpd, nginx, lsws, php-fpm, php8.2-fpm, ea-php81-php-fpm, plesk-php82-fpm, ...)"
+            "'{service}': not a web server or php-fpm service (apache2, httpd, nginx, lsws, php-fpm, php8.2-fpm, ea-php81-php-fpm, plesk-php82-fpm, php-fpm82, ...)"
         ))
     }
 }

@@ -571,8 +571,9 @@ fn status_reports_a_library_its_config_leaves_out_as_unguarded() {
     assert!(rows.len() >= 2, "{}", stdout(&out));
     assert!(rows.iter().all(|r| r[5] == "NO"), "{}", stdout(&out));
     assert!(
-        stdout(&out)
-            .contains("[UNGUARDED: library mapped but not guarding: its config's `programs` leaves it out]"),
+        stdout(&out).contains(
+            "[UNGUARDED: library mapped, no config announced: its `programs` line leaves this program out"
+        ),
         "{}",
         stdout(&out)
     );

@@ -1,18 +1,25 @@
-//! Denial counts per process, from the syslog file the shim's lines end up in. The shim
-//! keeps no counter a process could be asked for, so the log is the honest source: every
-//! refused open is one `toctou-guard[PID]: action=deny` line (rate-limited lines are
-//! counted in the next line's `suppressed=N`, which is added here).
+//! Denial counts per process, from the syslog file the shim's lines end up in (or, without
+//! that file, the journal). The shim keeps no counter a process could be asked for, so the
+//! log is the honest source: every refused open is one `toctou-guard[PID]: action=deny`
+//! line (rate-limited lines are counted in the next line's `suppressed=N`, added here).
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Command;
 
 /// The file `status` reads by default (rsyslog's `authpriv` on Debian).
 pub const DEFAULT_LOG: &str = "/var/log/auth.log";
 
 /// Denials (`action=deny` or, in audit mode, `action=audit`) per pid in `text`.
 pub fn count(text: &str) -> HashMap<u32, u64> {
+    count_lines(text.lines().map(str::to_string))
+}
+
+/// [`count`] line by line (a log file may be large: it is never held whole).
+fn count_lines(lines: impl Iterator<Item = String>) -> HashMap<u32, u64> {
     let mut n = HashMap::new();
-    for line in text.lines() {
+    for line in lines {
         let Some(at) = line.find("toctou-guard[") else {
             continue;
         };
@@ -36,8 +43,39 @@ pub fn count(text: &str) -> HashMap<u32, u64> {
 
 /// [`count`] over `path`; `Err` names why it could not be read.
 pub fn from_file(path: &Path) -> Result<HashMap<u32, u64>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(count(&String::from_utf8_lossy(&bytes)))
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines = BufReader::new(f)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .map(|l| String::from_utf8_lossy(&l).into_owned());
+    Ok(count_lines(lines))
+}
+
+/// [`count`] over the journal's `authpriv` lines of identifier `toctou-guard` (Debian 12
+/// without rsyslog has no auth.log), at most 60 s of `journalctl`.
+pub fn from_journal() -> Result<HashMap<u32, u64>, String> {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "journalctl",
+            "-q",
+            "--no-pager",
+            "-o",
+            "short",
+            "SYSLOG_FACILITY=10",
+            "-t",
+            "toctou-guard",
+        ])
+        .output()
+        .map_err(|e| format!("journalctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "journalctl failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(count(&String::from_utf8_lossy(&out.stdout)))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::json;
 
 pub struct Options {
     pub json: bool,
-    pub log: PathBuf,
+    /// `--log FILE`; without it `/var/log/auth.log`, else the journal.
+    pub log: Option<PathBuf>,
     pub pids: Vec<u32>,
 }
 
@@ -18,14 +19,14 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
             json: false,
-            log: PathBuf::from(denials::DEFAULT_LOG),
+            log: None,
             pids: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--json" => o.json = true,
-                "--log" => o.log = PathBuf::from(it.next().ok_or("--log needs a FILE")?),
+                "--log" => o.log = Some(PathBuf::from(it.next().ok_or("--log needs a FILE")?)),
                 "--pid" => {
                     let v = it.next().ok_or("--pid needs a PID")?;
                     o.pids
@@ -56,7 +57,12 @@ struct Row {
 
 pub fn run(o: &Options) -> ExitCode {
     let users = procs::users();
-    let counts = denials::from_file(&o.log);
+    let default = Path::new(denials::DEFAULT_LOG);
+    let (log, counts) = match &o.log {
+        Some(f) => (f.display().to_string(), denials::from_file(f)),
+        None if default.exists() => (default.display().to_string(), denials::from_file(default)),
+        None => ("the journal".to_string(), denials::from_journal()),
+    };
     let mut files: HashMap<PathBuf, Result<&'static str, String>> = HashMap::new();
     let rows: Vec<Row> = procs::servers(&o.pids)
         .into_iter()
@@ -65,7 +71,7 @@ pub fn run(o: &Options) -> ExitCode {
                 (None, _) => (false, "library not mapped"),
                 (Some(_), None) => (
                     false,
-                    "library mapped but not guarding: its config's `programs` leaves it out",
+                    "library mapped, no config announced: its `programs` line leaves this program out (or the library predates `status`)",
                 ),
                 (Some(_), Some(_)) => (true, ""),
             };
@@ -106,11 +112,11 @@ pub fn run(o: &Options) -> ExitCode {
         .collect();
     let guarded = rows.iter().filter(|r| r.guarded).count();
     let source = match &counts {
-        Ok(_) => format!("denials: lines of each pid in {}", o.log.display()),
+        Ok(_) => format!("denials: lines of each pid in {log}"),
         Err(e) => format!("denials unknown: {e} (pass --log FILE)"),
     };
     if o.json {
-        print_json(&rows, guarded, &source, &o.log);
+        print_json(&rows, guarded, &source, &log);
     } else {
         print_table(&rows, guarded, &source);
     }
@@ -153,7 +159,7 @@ fn print_table(rows: &[Row], guarded: usize, source: &str) {
     println!("{guarded} of {} server processes guarded ({source})", rows.len());
 }
 
-fn print_json(rows: &[Row], guarded: usize, source: &str, log: &Path) {
+fn print_json(rows: &[Row], guarded: usize, source: &str, log: &str) {
     let opt = |s: Option<String>| s.map_or("null".to_string(), |s| json::string(&s));
     let procs: Vec<String> = rows
         .iter()
@@ -181,7 +187,7 @@ fn print_json(rows: &[Row], guarded: usize, source: &str, log: &Path) {
         "{{\"processes\":[{}],\"guarded\":{guarded},\"total\":{},\"log\":{},\"denials_source\":{}}}",
         procs.join(","),
         rows.len(),
-        json::string(&log.display().to_string()),
+        json::string(log),
         json::string(source)
     );
 }

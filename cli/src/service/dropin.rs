@@ -137,6 +137,44 @@ mod tests {
         }
     }
 
+    /// Installing, upgrading or removing the package restarts and reloads no server: the
+    /// only systemd call in any maintainer script is `daemon-reload`.
+    #[test]
+    fn maintainer_scripts_restart_nothing() {
+        for (name, text) in [
+            (
+                "debian/postinst",
+                include_str!("../../../packaging/debian/postinst"),
+            ),
+            ("debian/prerm", include_str!("../../../packaging/debian/prerm")),
+            ("debian/postrm", include_str!("../../../packaging/debian/postrm")),
+            ("rpm/post", include_str!("../../../packaging/rpm/post")),
+            ("rpm/postun", include_str!("../../../packaging/rpm/postun")),
+        ] {
+            for (n, line) in text.lines().enumerate() {
+                // Code, not comments or messages to the operator.
+                let code = line.split('#').next().unwrap_or("");
+                if code.trim_start().starts_with("echo ") {
+                    continue;
+                }
+                let calls =
+                    code.contains("systemctl") || code.contains("invoke-rc.d") || code.contains("service ");
+                let only_reload = code.matches("systemctl").count()
+                    == code.matches("systemctl daemon-reload").count()
+                    && !code.contains("invoke-rc.d")
+                    && !code.contains("service ");
+                assert!(!calls || only_reload, "packaging/{name}:{}: {line}", n + 1);
+                for word in ["restart", "try-restart", "reload-or", "kill", "stop", "start"] {
+                    assert!(
+                        !code.split_whitespace().any(|w| w == word),
+                        "packaging/{name}:{}: {line}",
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn services_and_paths() {
         for ok in [

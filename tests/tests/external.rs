@@ -155,6 +155,7 @@ fn external_race_leaks_from_a_bare_nginx_and_not_from_a_guarded_one() {
     let out = attack(&exe, &b, port, "final,dir,legit");
     drop(bare);
     let got = cells(&out);
+    eprintln!("bare nginx (scenario, leaks, false denials, verdict): {got:?}");
     assert_eq!(got.len(), 3, "{}", describe(&out));
     // To the harness a live server is meant to be guarded: a leak is exit 1.
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -175,6 +176,7 @@ fn external_race_leaks_from_a_bare_nginx_and_not_from_a_guarded_one() {
     let out = attack(&exe, &b, port, scenarios);
     drop(guarded);
     let got = cells(&out);
+    eprintln!("guarded nginx (scenario, leaks, false denials, verdict): {got:?}");
     assert_eq!(got.len(), scenarios.split(',').count(), "{}", describe(&out));
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     for (scenario, leaks, falsed, verdict) in &got {

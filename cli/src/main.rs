@@ -7,20 +7,26 @@
 //!                                                  root or map covers
 //! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
+//! toctou-guard init --layout PANEL [--prefix DIR] [--output FILE [--force]]
+//! toctou-guard scan [--config FILE] [--json] [--quiet]
 //! ```
 #![forbid(unsafe_code)]
 
 mod docroots;
 mod explain;
+mod init;
 mod load;
 mod php;
+mod scan;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
                      toctou-guard check --php [FILE...]\n       \
-                     toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
+                     toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
+                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--prefix DIR] [--output FILE [--force]]\n       \
+                     toctou-guard scan [--config FILE] [--json] [--quiet]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,6 +133,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             print!("{}", explain::explain(cfg, &path, uid));
             Ok(ExitCode::SUCCESS)
         }
+        Some("init") => init::run(&args[1..]).map(|()| ExitCode::SUCCESS),
+        Some("scan") => Ok(scan::run(&args[1..])),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -326,6 +327,21 @@ fn panel(layout: &str) {
         describe(&again)
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists (use --force"));
+    fs::write(&conf, "not a config\n").unwrap();
+    let forced = run(
+        &bin,
+        &[
+            "init", "--layout", layout, "--prefix", &b, "--output", conf_s, "--force",
+        ],
+    );
+    assert!(forced.status.success(), "init --force: {}", describe(&forced));
+    let m = fs::metadata(&conf).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 0, 0o644),
+        "root's 0644"
+    );
+    assert!(fs::read_to_string(&conf).unwrap().contains(&format!("root {b}/")));
     let log = LogListener::bind(&run_dir.join("log.sock")).expect("log socket");
     let mut f = fs::OpenOptions::new().append(true).open(&conf).unwrap();
     writeln!(f, "log_socket {}\nlog_rate 1000", log.path.display()).unwrap();
@@ -609,4 +625,21 @@ fn scan_reports_a_symlinked_directory_and_never_enters_it() {
             "in {runs} scans during {swaps} swaps, none met sub as a symlink or as replaced"
         );
     });
+}
+
+/// A configuration that cannot be loaded, or a bad argument, is an error: exit 2 (not 1, which
+/// means "something would be denied"), the file named.
+#[test]
+fn scan_exits_2_on_error() {
+    let Some(bin) = artifacts::guard_cli() else { return };
+    let missing = std::env::temp_dir().join(format!("tg-no-such-{}.conf", std::process::id()));
+    let out = run(&bin, &["scan", "--config", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("toctou-guard: scan: {}", missing.display())),
+        "{err}"
+    );
+    let out = run(&bin, &["scan", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }

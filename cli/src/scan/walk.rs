@@ -172,6 +172,11 @@ struct Expand<'a> {
 }
 
 impl Expand<'_> {
+    /// Is the pattern being expanded a `map` (a fixed expected owner)?
+    fn fixed(&self) -> bool {
+        self.policy.config().roots[self.idx].fixed_uid.is_some()
+    }
+
     fn find(&mut self, kind: Kind, tenant: &[u8], path: &[u8], detail: String) {
         self.findings.push(Finding {
             kind,
@@ -227,6 +232,12 @@ impl Expand<'_> {
                 tenant.clone()
             };
             match file_type(&st) {
+                FileType::Symlink if d <= self.tenant_depth && self.fixed() => {
+                    // A `map`'s owner is fixed: what the link points to is judged by it, not
+                    // refused as a symlinked tenant; but the scan does not follow it.
+                    let what = "a map's directory is a symlink: not scanned".to_string();
+                    self.find(Kind::Unreadable, &child, &child, what);
+                }
                 FileType::Symlink if d <= self.tenant_depth => {
                     let what = if d == self.tenant_depth {
                         "the tenant directory is a symlink: every open below it is refused"
@@ -288,6 +299,7 @@ impl Expand<'_> {
         if !self.seen.insert(path.clone()) {
             return;
         }
+        let fixed = self.fixed();
         let expected = match self.policy.classify_clean(&path) {
             Some(Target::Guarded { root, expected, .. }) if root == self.idx => expected,
             // Inside another root's tree: that root's walk covers it.
@@ -320,13 +332,6 @@ impl Expand<'_> {
                 }
             }
         };
-        let fixed = matches!(
-            self.policy.classify_clean(&path),
-            Some(Target::Guarded {
-                expected: Expected::Uid(_),
-                ..
-            })
-        );
         if tst.st_uid == 0 && !fixed {
             self.find(
                 Kind::TenantRootOwned,

@@ -643,3 +643,61 @@ fn scan_exits_2_on_error() {
     let out = run(&bin, &["scan", "--bogus"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
+
+/// A directory of a tenant's tree on another file system (a tmpfs mounted there) is
+/// reported as `other-mount` and not entered; it denies nothing by itself (exit 0).
+#[test]
+fn scan_reports_another_mount_and_does_not_enter_it() {
+    if !prereq::root() {
+        return;
+    }
+    let Some(bin) = artifacts::guard_cli() else { return };
+    let base = std::env::temp_dir().join(format!("tg-scan-mount-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let _cleanup = Cleanup(base.clone());
+    for d in ["", "home", "run"] {
+        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
+    }
+    let docroot = base.join("home/alice/public_html");
+    mk_dir(&base.join("home/alice"), ATTACKER, ATTACKER, 0o755).unwrap();
+    mk_dir(&docroot, ATTACKER, ATTACKER, 0o755).unwrap();
+    let mnt = docroot.join("mnt");
+    mk_dir(&mnt, ATTACKER, ATTACKER, 0o755).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size=1m,mode=0755,uid={ATTACKER},gid={ATTACKER}"),
+            "tg-scan-test",
+        ])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !prereq::require(ok, "mount -t tmpfs (root in a namespace that may mount)") {
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Root's file on the other file system: it would be a finding if the walk went in.
+    fs::write(mnt.join("root-owned.txt"), "x\n").unwrap();
+    let conf = base.join("run/toctou-guard.conf");
+    mk_file(
+        &conf,
+        format!("root {}/home/*/public_html\n", base.display()).as_bytes(),
+        0,
+        0,
+        0o644,
+    )
+    .unwrap();
+    let out = run(&bin, &["scan", "--config", conf.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let want: BTreeSet<(String, String)> = [("other-mount".to_string(), mnt.display().to_string())].into();
+    assert_eq!(text_findings(&text), want, "{text}");
+}

@@ -11,7 +11,7 @@ pub enum Kind {
     /// A symlink whose target, resolved lexically against its directory, is outside the
     /// tenant directory.
     SymlinkLeavesTenant,
-    /// A tenant directory (or a directory above it in the pattern) that is a symlink.
+    /// A tenant directory that is a symlink (the guard refuses everything below it).
     TenantSymlink,
     /// A tenant directory owned by root under the tenant rule: every tenant file is refused.
     TenantRootOwned,
@@ -19,7 +19,8 @@ pub enum Kind {
     PathTooLong,
     /// A directory on another file system: reported, not entered.
     OtherMount,
-    /// A directory that could not be read, or was replaced during the scan (not followed).
+    /// A directory that could not be read, was replaced during the scan, or is a symlink
+    /// where the pattern expects a directory (none of them followed).
     Unreadable,
 }
 

@@ -232,20 +232,16 @@ impl Expand<'_> {
                 tenant.clone()
             };
             match file_type(&st) {
-                FileType::Symlink if d <= self.tenant_depth && self.fixed() => {
-                    // A `map`'s owner is fixed: what the link points to is judged by it, not
-                    // refused as a symlinked tenant; but the scan does not follow it.
-                    let what = "a map's directory is a symlink: not scanned".to_string();
-                    self.find(Kind::Unreadable, &child, &child, what);
+                FileType::Symlink if d < self.tenant_depth || self.fixed() => {
+                    // Above the tenant (the guard follows it like any directory on the way)
+                    // or a `map`'s directory (its owner is fixed): nothing refused for being a
+                    // link, but the scan follows no link.
+                    let what = "a symlink where the pattern expects a directory: not scanned";
+                    self.find(Kind::Unreadable, &[], &child, what.into());
                 }
-                FileType::Symlink if d <= self.tenant_depth => {
-                    let what = if d == self.tenant_depth {
-                        "the tenant directory is a symlink: every open below it is refused"
-                    } else {
-                        "a directory above the tenant is a symlink: not followed"
-                    };
-                    let tp = tenant.as_ref().map_or(child.as_slice(), |t| t.0.as_slice());
-                    self.find(Kind::TenantSymlink, tp, &child, what.into());
+                FileType::Symlink if d == self.tenant_depth => {
+                    let what = "the tenant directory is a symlink: every open below it is refused";
+                    self.find(Kind::TenantSymlink, &child, &child, what.into());
                 }
                 FileType::Symlink => {
                     // A link inside the tenant where the pattern continues (DirectAdmin's

@@ -10,14 +10,18 @@
 //! toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]
 //! toctou-guard disable SERVICE [--root DIR]
 //! toctou-guard status [--json] [--log FILE] [--pid PID]...
+//! toctou-guard init --layout PANEL [--prefix DIR] [--output FILE [--force]]
+//! toctou-guard scan [--config FILE] [--json] [--quiet]
 //! ```
 #![forbid(unsafe_code)]
 
 mod docroots;
 mod explain;
+mod init;
 mod json;
 mod load;
 mod php;
+mod scan;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +32,9 @@ const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf 
                      toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
                      toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]\n       \
                      toctou-guard disable SERVICE [--root DIR]\n       \
-                     toctou-guard status [--json] [--log FILE] [--pid PID]...\n";
+                     toctou-guard status [--json] [--log FILE] [--pid PID]...\n       \
+                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--prefix DIR] [--output FILE [--force]]\n       \
+                     toctou-guard scan [--config FILE] [--json] [--quiet]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -139,6 +145,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 service::status::Options::parse(&args[1..]).map_err(|e| format!("status: {e}\n{USAGE}"))?;
             Ok(service::status::run(&o))
         }
+        Some("init") => init::run(&args[1..]).map(|()| ExitCode::SUCCESS),
+        Some("scan") => Ok(scan::run(&args[1..])),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 use toctou_guard_fuzz::{RefRoot, check_classify, join_path, ref_parse_pattern, ref_roots};
 use toctou_policy::{Config, OwnerRule, Policy, RootPattern, ScratchPath};
 
-const WORDS: [&[u8]; 12] = [
+const WORDS: [&[u8]; 14] = [
+    b"{*}",
+    b"{x}",
     b"home",
     b"a",
     b"b",

@@ -1,6 +1,7 @@
-//! Root patterns: `RootPattern::parse` (root and map flavours, any number of `*`) against the
-//! reference parser, `matches`, `match_clean` and `could_lie_below` against the reference
-//! matchers on probe paths, and `Policy::may_guard_below` on each probe as a directory.
+//! Root patterns: `RootPattern::parse` (root and map flavours, any number of `*`, tenant
+//! markers `{...}`) against the reference parser, `matches`, `match_clean` and
+//! `could_lie_below` against the reference matchers on probe paths, and
+//! `Policy::may_guard_below` on each probe as a directory.
 #![no_main]
 
 use std::path::Path;
@@ -10,7 +11,12 @@ use libfuzzer_sys::fuzz_target;
 use toctou_guard_fuzz::{check_may_guard_below, check_pattern, join_path, ref_roots};
 use toctou_policy::{Config, Policy, RootPattern};
 
-const WORDS: [&[u8]; 14] = [
+const WORDS: [&[u8]; 19] = [
+    b"{*}",
+    b"{x}",
+    b"{}",
+    b"{a*}",
+    b"a{",
     b"home",
     b"a",
     b"b",

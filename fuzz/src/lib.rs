@@ -268,7 +268,19 @@ fn quoted_run<'a>(msg: &str, words: &[&'a [u8]]) -> Option<&'a [u8]> {
 // ---------------------------------------------------------------------------------------------
 // Root patterns, as a list of components (`None` is `*`).
 
-pub type Pat = Vec<Option<Vec<u8>>>;
+/// A pattern's components (`None` is `*`) and the component marked `{...}` as the tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pat {
+    pub comps: Vec<Option<Vec<u8>>>,
+    pub marked: Option<usize>,
+}
+
+impl std::ops::Deref for Pat {
+    type Target = Vec<Option<Vec<u8>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.comps
+    }
+}
 
 /// Why a pattern is refused, as the reference sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +289,10 @@ pub enum PatErr {
     Dot,
     StarInMap,
     PartialStar,
+    MarkerInMap,
+    EmptyMarker,
+    TwoMarkers,
+    PartialBrace,
 }
 
 impl PatErr {
@@ -285,20 +301,39 @@ impl PatErr {
         match self {
             PatErr::NotAbsolute => "not absolute",
             PatErr::Dot => "'..' are not allowed",
-            PatErr::StarInMap => "only allowed in 'root'",
+            PatErr::StarInMap | PatErr::MarkerInMap => "only allowed in 'root'",
             PatErr::PartialStar => "whole path component",
+            PatErr::EmptyMarker => "empty tenant marker",
+            PatErr::TwoMarkers => "more than one tenant marker",
+            PatErr::PartialBrace => "braces must enclose",
         }
     }
 }
 
 /// Absolute, whole components, `*` for any one component (where allowed), no `.` or `..`,
-/// no other glob character; empty components (`//`, a trailing `/`) do not count.
+/// no other glob character; empty components (`//`, a trailing `/`) do not count. In a
+/// `root`, at most one component `{X}` (X a `*` or a name) marks the tenant; no other brace.
 pub fn ref_parse_pattern(text: &str, allow_star: bool) -> Result<Pat, PatErr> {
     if !text.starts_with('/') {
         return Err(PatErr::NotAbsolute);
     }
-    let mut out = Vec::new();
+    let mut out = Pat::default();
     for c in text.split('/').filter(|c| !c.is_empty()) {
+        let c = if c.len() >= 2 && c.starts_with('{') && c.ends_with('}') {
+            if !allow_star {
+                return Err(PatErr::MarkerInMap);
+            }
+            if c.len() == 2 {
+                return Err(PatErr::EmptyMarker);
+            }
+            if out.marked.is_some() {
+                return Err(PatErr::TwoMarkers);
+            }
+            out.marked = Some(out.comps.len());
+            &c[1..c.len() - 1]
+        } else {
+            c
+        };
         if c == "." || c == ".." {
             return Err(PatErr::Dot);
         }
@@ -306,24 +341,29 @@ pub fn ref_parse_pattern(text: &str, allow_star: bool) -> Result<Pat, PatErr> {
             if !allow_star {
                 return Err(PatErr::StarInMap);
             }
-            out.push(None);
+            out.comps.push(None);
+        } else if c.contains(['{', '}']) {
+            return Err(PatErr::PartialBrace);
         } else if c.contains(['*', '?', '[']) {
             return Err(PatErr::PartialStar);
         } else {
-            out.push(Some(c.as_bytes().to_vec()));
+            out.comps.push(Some(c.as_bytes().to_vec()));
         }
     }
     Ok(out)
 }
 
-/// The last `*` is the tenant; a pattern without one is its own tenant.
+/// The marked component is the tenant; else the last `*`; a pattern with neither is its own
+/// tenant.
 pub fn ref_tenant_depth(p: &Pat) -> usize {
-    p.iter().rposition(Option::is_none).map_or(p.len(), |i| i + 1)
+    p.marked
+        .or_else(|| p.iter().rposition(Option::is_none))
+        .map_or(p.len(), |i| i + 1)
 }
 
 pub fn ref_key(p: &Pat) -> String {
     let mut k = String::new();
-    for c in p {
+    for c in p.iter() {
         k.push('/');
         match c {
             None => k.push('*'),
@@ -393,7 +433,7 @@ pub fn ref_could_lie_below(p: &Pat, dir: &[u8]) -> bool {
 
 /// A clean path matching `p` exactly, `*` spelt `name`.
 pub fn instance(p: &Pat, name: &[u8]) -> Vec<u8> {
-    let comps: Vec<&[u8]> = p.iter().map(|c| c.as_deref().unwrap_or(name)).collect();
+    let comps: Vec<&[u8]> = p.comps.iter().map(|c| c.as_deref().unwrap_or(name)).collect();
     join(&comps)
 }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! mode enforce                    # or: audit (log would-be denials, allow them)
 //! root /home/*/public_html        # '*' is the tenant; its owner is the expected owner
+//! root /home/{*}/domains/*/public_html   # '{...}' marks the tenant when it is not the last '*'
 //! map /srv/www/shop 1005          # a fixed expected owner for a tree
 //! owner euid                      # or: tenant (default) - expected owner = process euid
 //! allow_uid 0                     # owners accepted everywhere
@@ -477,6 +478,27 @@ mod tests {
                 .1
                 .contains(":2: 'map': '*' is only allowed in 'root'"),
             "a map cannot have a star"
+        );
+        assert!(
+            err_at("root /a/*\nroot /home/{*}/x/{*}\n")
+                .1
+                .contains(":2: 'root': more than one tenant marker")
+        );
+        assert!(
+            err_at("root /home/{a*}/x\n")
+                .1
+                .contains(":1: 'root': '*' must be a whole")
+        );
+        assert!(
+            err_at("root /home/{}/x\n")
+                .1
+                .contains(":1: 'root': an empty tenant marker")
+        );
+        assert!(
+            err_at("root /home/*/x\nroot /home/{*}/x\n")
+                .1
+                .contains(":2: 'root': this tree is already configured on line 1"),
+            "a marker does not make another tree"
         );
         assert!(err_at("mode enforce\nmode audit\n").1.contains("given twice"));
         assert!(err_at("root /a/*\nowner root\n").1.contains("unknown owner rule"));

@@ -442,6 +442,42 @@ mod tests {
     }
 
     #[test]
+    fn a_marked_tenant_above_the_last_star() {
+        let p = policy("root /home/{*}/domains/*/public_html\nroot /var/www/clients/*/*/{web}\n");
+        let (t, tenant) = classify(&p, None, "/home/u/domains/d.tld/public_html/i.php");
+        assert!(matches!(t, Target::Guarded { root: 0, .. }));
+        assert_eq!(tenant, "/home/u");
+        assert_eq!(
+            p.classify_clean(b"/home/u/domains/d.tld/public_html/i.php"),
+            Some(t)
+        );
+        // Another of the user's domains is still the user's tree; another user's is not.
+        let (t, tenant) = classify(&p, None, "/home/u/domains/d.tld/public_html/../../e.tld/x");
+        assert!(matches!(t, Target::Guarded { .. }));
+        assert_eq!(tenant, "/home/u");
+        assert_eq!(
+            classify(
+                &p,
+                None,
+                "/home/u/domains/d.tld/public_html/../../../../v/domains/e/public_html/x"
+            )
+            .0,
+            Target::Deny(DenyReason::EscapesTenant)
+        );
+        let (_, tenant) = classify(&p, None, "/var/www/clients/client1/web2/web/index.php");
+        assert_eq!(tenant, "/var/www/clients/client1/web2/web");
+        assert_eq!(
+            classify(&p, None, "/var/www/clients/client1/web2/web/../private/x").0,
+            Target::Deny(DenyReason::EscapesTenant),
+            "webM is root's, not the tenant's"
+        );
+        assert_eq!(
+            classify(&p, None, "/var/www/clients/client1/web2/log").0,
+            Target::Outside
+        );
+    }
+
+    #[test]
     fn clean_fast_path_agrees_with_the_full_walk() {
         let p = policy("root /home/*/public_html\nmap /srv/shop 1005\nroot /var/www\n");
         let cases = [

@@ -1,5 +1,10 @@
 //! Root patterns: `/home/*/public_html`, where `*` matches any one component and the last
 //! `*` is the tenant (`/srv/www/*/*` for tenants two levels below `/srv/www`).
+//!
+//! A component in braces marks where the tenant directory ends instead, for panels whose
+//! tenant is not the last `*`: `/home/{*}/domains/*/public_html` (DirectAdmin: the tenant is
+//! `/home/USER`), `/var/www/clients/*/*/{web}` (ISPConfig: `webM` is root's, only `web/`
+//! belongs to the site user). At most one component may be marked.
 
 use crate::path::PathBuf;
 
@@ -15,10 +20,11 @@ enum Component {
 pub struct RootPattern {
     text: String,
     components: Vec<Component>,
-    /// Index of the last `*`: the tenant component.
-    star: Option<usize>,
-    /// More than one `*`: [`Self::match_clean`] walks components instead of comparing bytes.
-    multi_star: bool,
+    /// Index of the tenant component: the one in braces, else the last `*`.
+    tenant: Option<usize>,
+    /// Not exactly "one `*`, and it is the tenant" (several `*`, or a marked component that
+    /// is not the only `*`): [`Self::match_clean`] walks components instead of comparing bytes.
+    slow: bool,
     /// Normalised text before the tenant component, with its trailing `/`
     /// (`/home/` for `/home/*/public_html`; the whole root for a root without `*`).
     lit_prefix: Vec<u8>,
@@ -28,7 +34,7 @@ pub struct RootPattern {
 
 impl PartialEq for RootPattern {
     fn eq(&self, other: &Self) -> bool {
-        self.text == other.text && self.components == other.components
+        self.text == other.text && self.components == other.components && self.tenant == other.tenant
     }
 }
 
@@ -41,9 +47,27 @@ impl RootPattern {
             return Err("the path is not absolute".into());
         }
         let mut components = Vec::new();
-        let mut star = None;
+        let mut last_star = None;
+        let mut marked = None;
         let mut stars = 0;
         for c in text.split('/').filter(|c| !c.is_empty()) {
+            // `{X}`: X is the tenant component.
+            let c = match c.strip_prefix('{').and_then(|c| c.strip_suffix('}')) {
+                Some(_) if !allow_star => {
+                    return Err("a tenant marker '{...}' is only allowed in 'root', not in 'map'".into());
+                }
+                Some("") => {
+                    return Err("an empty tenant marker '{}' (write {*} or {NAME})".into());
+                }
+                Some(_) if marked.is_some() => {
+                    return Err("more than one tenant marker '{...}' (mark one component)".into());
+                }
+                Some(inner) => {
+                    marked = Some(components.len());
+                    inner
+                }
+                None => c,
+            };
             match c {
                 "." | ".." => {
                     return Err("'.' and '..' are not allowed in a root".into());
@@ -53,8 +77,13 @@ impl RootPattern {
                 }
                 "*" => {
                     stars += 1;
-                    star = Some(components.len());
+                    last_star = Some(components.len());
                     components.push(Component::Star);
+                }
+                c if c.contains(['{', '}']) => {
+                    return Err(
+                        "braces must enclose one whole path component (as in /home/{*}/domains/*)".into(),
+                    );
                 }
                 c if c.contains(['*', '?', '[']) => {
                     return Err("'*' must be a whole path component (as in /home/*/public_html)".into());
@@ -62,6 +91,18 @@ impl RootPattern {
                 c => components.push(Component::Literal(c.as_bytes().to_vec())),
             }
         }
+        // A marked last component without any `*` says what no marker says: the whole root.
+        let tenant = match marked {
+            Some(m) if stars == 0 && m + 1 == components.len() => None,
+            m => m.or(last_star),
+        };
+        // The byte-comparison fast path knows two shapes: a single `*` that is the tenant, and
+        // no `*` with the whole root as the tenant.
+        let slow = match stars {
+            0 => tenant.is_some(),
+            1 => tenant != last_star,
+            _ => true,
+        };
         let join = |comps: &[Component]| {
             let mut out = Vec::new();
             for c in comps {
@@ -85,8 +126,8 @@ impl RootPattern {
         Ok(RootPattern {
             text: text.to_string(),
             components,
-            star,
-            multi_star: stars > 1,
+            tenant,
+            slow,
             lit_prefix,
             lit_suffix,
         })
@@ -132,9 +173,15 @@ impl RootPattern {
         self.components.len()
     }
 
-    /// Depth of the tenant directory: the last `*` component, or the whole root when it has none.
+    /// Depth of the tenant directory: the component in braces, else the last `*`, else the
+    /// whole root.
     pub fn tenant_depth(&self) -> usize {
-        self.star.map_or(self.components.len(), |i| i + 1)
+        self.tenant.map_or(self.components.len(), |i| i + 1)
+    }
+
+    /// Was the tenant given with braces (`{*}`, `{web}`)?
+    pub fn has_marker(&self) -> bool {
+        self.text.contains('{')
     }
 
     /// Is the clean absolute `path` (see `Policy::classify_clean`) under this root? Returns
@@ -142,11 +189,11 @@ impl RootPattern {
     #[inline]
     pub fn match_clean(&self, path: &[u8]) -> Option<usize> {
         let rest = path.strip_prefix(self.lit_prefix.as_slice())?;
-        if self.multi_star {
+        if self.slow {
             return self.match_components(path);
         }
         let under = |rest: &[u8]| rest.is_empty() || rest[0] == b'/';
-        if self.star.is_none() {
+        if self.tenant.is_none() {
             // `/` itself matches everything; otherwise the root or something below it.
             return (self.components.is_empty() || under(rest)).then_some(path.len() - rest.len());
         }
@@ -158,7 +205,8 @@ impl RootPattern {
         under(after).then_some(self.lit_prefix.len() + name_len)
     }
 
-    /// [`Self::match_clean`] for patterns with several `*`: one component at a time.
+    /// [`Self::match_clean`] for the other shapes (several `*`, a marker): one component at a
+    /// time.
     fn match_components(&self, path: &[u8]) -> Option<usize> {
         let mut end = 0; // byte length of the prefix matched so far
         let mut tenant_len = None;
@@ -171,7 +219,7 @@ impl RootPattern {
                 return None;
             }
             end += 1 + c.len();
-            if Some(i) == self.star {
+            if Some(i) == self.tenant {
                 tenant_len = Some(end);
             }
         }
@@ -267,6 +315,63 @@ mod tests {
         let r = RootPattern::parse("/srv/*/*", true).unwrap();
         assert_eq!(r.match_clean(b"/srv/a/bb/c"), Some(9));
         assert_eq!(r.match_clean(b"/srv/a"), None);
+    }
+
+    #[test]
+    fn a_marker_names_the_tenant() {
+        // DirectAdmin / HestiaCP / Virtualmin: the user, above the domain.
+        let r = RootPattern::parse("/home/{*}/domains/*/public_html", true).unwrap();
+        assert_eq!((r.depth(), r.tenant_depth()), (5, 2));
+        assert!(r.matches(&p("/home/u/domains/d.tld/public_html")));
+        assert_eq!(r.match_clean(b"/home/u/domains/d.tld/public_html/i.php"), Some(7));
+        assert_eq!(r.match_clean(b"/home/u/domains/d.tld"), None);
+        assert_eq!(
+            r.key(),
+            "/home/*/domains/*/public_html",
+            "the tree, not its tenant"
+        );
+        // ISPConfig: a literal component below two stars.
+        let r = RootPattern::parse("/var/www/clients/*/*/{web}", true).unwrap();
+        assert_eq!(r.tenant_depth(), 6);
+        assert_eq!(
+            r.match_clean(b"/var/www/clients/client1/web2/web/index.php"),
+            Some(b"/var/www/clients/client1/web2/web".len())
+        );
+        assert_eq!(r.match_clean(b"/var/www/clients/client1/web2/private"), None);
+        // A single `*` that is not the tenant, and a marker on a literal in the middle.
+        let r = RootPattern::parse("/srv/{x}/*/htdocs", true).unwrap();
+        assert_eq!(r.match_clean(b"/srv/x/site/htdocs/a"), Some(6));
+        let r = RootPattern::parse("/srv/{x}/y", true).unwrap();
+        assert_eq!((r.tenant_depth(), r.match_clean(b"/srv/x/y/z")), (2, Some(6)));
+        // Marking what would be the tenant anyway changes nothing.
+        let r = RootPattern::parse("/home/{*}/public_html", true).unwrap();
+        assert_eq!(
+            (r.tenant_depth(), r.match_clean(b"/home/a/public_html/x")),
+            (2, Some(7))
+        );
+        let r = RootPattern::parse("/var/{www}", true).unwrap();
+        assert_eq!((r.tenant_depth(), r.match_clean(b"/var/www/x")), (2, Some(8)));
+    }
+
+    #[test]
+    fn rejects_bad_markers() {
+        for (text, words) in [
+            ("/home/{a*}/x", "whole path component"),
+            ("/home/{*}/{*}", "more than one tenant marker"),
+            ("/home/{}/x", "empty tenant marker"),
+            ("/home/{*/x", "braces must enclose"),
+            ("/home/a{b}/x", "braces must enclose"),
+            ("/home/{{*}}/x", "braces must enclose"),
+            ("/home/{..}/x", "'..'"),
+        ] {
+            let e = RootPattern::parse(text, true).unwrap_err();
+            assert!(e.contains(words), "{text}: {e}");
+        }
+        assert!(
+            RootPattern::parse("/srv/{x}", false)
+                .unwrap_err()
+                .contains("only allowed in 'root'")
+        );
     }
 
     #[test]

@@ -102,6 +102,15 @@ fn pattern_text() -> impl Strategy<Value = String> {
         "?",
         "[x",
         "web",
+        // Tenant markers, good and bad.
+        "{*}",
+        "{*}",
+        "{web}",
+        "{a}",
+        "{}",
+        "{a*}",
+        "a{b}",
+        "{..}",
     ]);
     (
         prop::sample::select(vec!["/", "/", "/", "", "//"]),

@@ -118,6 +118,13 @@ pub fn attack_exe() -> Option<PathBuf> {
     built(ATTACK)
 }
 
+/// The operator's command, `toctou-guard`, or `None` after a `SKIP:` (a panic in CI).
+#[track_caller]
+pub fn guard_cli() -> Option<PathBuf> {
+    let bin = artifact("toctou-guard", "toctou-guard");
+    crate::prereq::require(bin.is_some(), "toctou-guard (cargo build --release --workspace)").then_some(bin?)
+}
+
 /// Harness tools for these artifacts (each `None` if it could not be had).
 pub fn attack_tools() -> Option<toctou_attack::Tools> {
     let exe = attack_exe()?;

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    toctou_guard_tests::prereq::require(bin.is_some(), "toctou-guard (cargo build --release --workspace)")
-        .then_some(bin?)
+    toctou_guard_tests::artifacts::guard_cli()
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -152,7 +152,7 @@ fn next_line(sock: &UnixDatagram) -> Option<String> {
 }
 
 /// The tree both guards judge: tenants under `SRC/*/pub`, a fixed-owner `map` for `SRC/shop`,
-/// ISPConfig-like `SRC/clients/*/*/web` (two stars: the tenant is `clients/C/W`).
+/// ISPConfig-like `SRC/clients/*/*/{web}` (webM is root's: the tenant is `clients/C/W/web`).
 fn build(t: &Tree) {
     t.file("alice/pub/index.html", b"alice\n", ALICE);
     t.link("alice/pub/evil", "../../bob/pub/secret", ALICE);
@@ -162,7 +162,8 @@ fn build(t: &Tree) {
     t.dir("shop", 0);
     t.file("shop/index.html", b"shop\n", SHOP);
     t.file("shop/foreign", b"alice's in the shop\n", ALICE);
-    t.dir("clients/c1/web7", SHOP);
+    // ISPConfig: webM is root's, only web/ is the site user's: the tenant is marked {web}.
+    t.dir("clients/c1/web7", 0);
     t.dir("clients/c1/web7/web", SHOP);
     chown(t.src.join("clients"), Some(0), Some(0)).unwrap();
     chown(t.src.join("clients/c1"), Some(0), Some(0)).unwrap();
@@ -254,7 +255,7 @@ fn explain_the_daemon_and_the_shim_agree_on_every_path() {
         &t.base.join("etc"),
         "tg.conf",
         &format!(
-            "root {src}/*/pub\nmap {src}/shop {SHOP}\nroot {src}/clients/*/*/web\nlog_socket {}\nlog_rate 1000\n",
+            "root {src}/*/pub\nmap {src}/shop {SHOP}\nroot {src}/clients/*/*/{{web}}\nlog_socket {}\nlog_rate 1000\n",
             sock_path.display()
         ),
     );
@@ -300,6 +301,9 @@ fn explain_the_daemon_and_the_shim_agree_on_every_path() {
     }
     // Sanity: the table covers both answers (and round two refuses every guarded path).
     assert!(denials >= 12, "only {denials} refusals in the table");
+    // The marked tenant, not the root-owned webM: the site's own file was served in round 1.
+    let site = explain(&cli, &conf, &t.src.join("clients/c1/web7/web/index.php"));
+    assert_eq!(site["tenant"], format!("{src}/clients/c1/web7/web"), "{site:?}");
     let outside = explain(&cli, &conf, &t.src.join("alice/private.txt"));
     assert!(outside["root"].starts_with("none"), "{outside:?}");
 }

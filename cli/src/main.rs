@@ -7,6 +7,7 @@
 //!                                                  root or map covers
 //! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
+//! toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -14,13 +15,15 @@ mod docroots;
 mod explain;
 mod load;
 mod php;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
                      toctou-guard check --php [FILE...]\n       \
-                     toctou-guard explain PATH [--uid UID] [--config CONFIG]\n";
+                     toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
+                     toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -125,6 +128,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             let config = config.unwrap_or_else(load::default_path);
             let cfg = load::load(&config).map_err(|e| load::describe(&e))?;
             print!("{}", explain::explain(cfg, &path, uid));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("report") => {
+            report::run(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
         Some("-h" | "--help" | "help") => {

@@ -7,12 +7,15 @@
 //!                                                  root or map covers
 //! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
+//! toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]
+//!                                                  map lines for the server's vhosts
 //! toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]
 //! ```
 #![forbid(unsafe_code)]
 
 mod docroots;
 mod explain;
+mod import;
 mod load;
 mod php;
 mod report;
@@ -23,6 +26,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
                      toctou-guard check --php [FILE...]\n       \
                      toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
+                     toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]\n       \
                      toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]\n";
 
 fn main() -> ExitCode {
@@ -128,6 +132,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             let config = config.unwrap_or_else(load::default_path);
             let cfg = load::load(&config).map_err(|e| load::describe(&e))?;
             print!("{}", explain::explain(cfg, &path, uid));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("import") => {
+            import::run(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
         Some("report") => {

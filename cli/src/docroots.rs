@@ -83,10 +83,6 @@ pub fn nginx_parsed(conf: Option<&Path>) -> Result<Parsed, String> {
     Ok(parse_nginx(&String::from_utf8_lossy(&out.stdout)))
 }
 
-pub fn parse_nginx_dump(dump: &str) -> Vec<DocRoot> {
-    parse_nginx(dump).roots
-}
-
 /// `nginx -T`'s output: every statement, ended by `;`, `{` or `}`, with its block nesting.
 /// Each file is dumped whole after the file that includes it, so nesting restarts at each
 /// `# configuration file F:` header, and a `server {}` anywhere but in an `upstream` is a
@@ -451,7 +447,7 @@ mod tests {
     fn nginx_dump_roots_with_files_and_lines() {
         let dump = "# configuration file /etc/nginx/nginx.conf:\nhttp {\n  root /var/www/html; # x\n}\n\
                     # configuration file /etc/nginx/sites-enabled/a:\nserver {\n  location /s/ { alias \"/srv/s/\"; }\n  # root /commented;\n}\n";
-        let r = parse_nginx_dump(dump);
+        let r = parse_nginx(dump).roots;
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!((r[0].path.as_str(), r[0].line), ("/var/www/html", 2));
         assert_eq!(r[0].file, PathBuf::from("/etc/nginx/nginx.conf"));

@@ -174,8 +174,9 @@ pub fn parse_nginx(dump: &str) -> Parsed {
     }
     for h in p.vhosts.iter_mut().flat_map(|v| v.users.iter_mut()) {
         if let UserSource::Fpm(addr) = &mut h.source
-            && let Some((_, server)) = upstreams.iter().find(|(n, _)| n == addr)
+            && let Some((name, server)) = upstreams.iter().find(|(n, _)| n == addr)
         {
+            h.directive = format!("{} {name} -> upstream server", h.directive);
             *addr = server.clone();
         }
     }

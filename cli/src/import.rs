@@ -167,7 +167,7 @@ pub fn fragment(parsed: &Parsed, pools: &[PoolUser], what: &str) -> String {
             ));
         }
         match maps.get(path) {
-            Some((u, _)) if *u == uid => body.push_str(&format!("# (mapped above)\n")),
+            Some((u, _)) if *u == uid => body.push_str("# (mapped above)\n"),
             Some((u, first)) => {
                 eprintln!(
                     "toctou-guard: {at}: warning: {path} is served as uid {uid} here and as uid {u} at {first}: \

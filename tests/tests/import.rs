@@ -397,6 +397,13 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
         "{stdout}"
     );
     assert!(stdout.contains("# (mapped above)\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "owner from fastcgi_pass pool_t06 -> upstream server unix:{} at ",
+            tree.sock("t06")
+        )),
+        "{stdout}"
+    );
     // The symlinked document root: not under the operator's root, with file and line.
     let f7 = format!("{}/t07.conf", sites.display());
     assert!(

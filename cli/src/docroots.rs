@@ -56,6 +56,8 @@ pub struct Vhost {
 pub struct Parsed {
     pub roots: Vec<DocRoot>,
     pub vhosts: Vec<Vhost>,
+    /// Includes not followed (`FILE:LINE: note: ...`), for the operator.
+    pub notes: Vec<String>,
 }
 
 /// nginx's document roots, from `nginx -T` (with `-c CONF` when given): every file nginx
@@ -222,7 +224,11 @@ fn unquote(s: &str) -> &str {
 /// Apache's document roots: `DocumentRoot`, `Alias`, `AliasMatch`'s target and `UserDir`
 /// in `conf` (default `/etc/apache2/apache2.conf`) and every file it `Include`s.
 pub fn apache(conf: Option<&Path>) -> Result<Vec<DocRoot>, String> {
-    Ok(apache_parsed(conf, &[])?.roots)
+    let p = apache_parsed(conf, &[])?;
+    for n in &p.notes {
+        eprintln!("toctou-guard: {n}");
+    }
+    Ok(p.roots)
 }
 
 /// The default `apache2.conf`, or `conf`.
@@ -279,6 +285,11 @@ fn apache_file(
                 // A variable cannot be expanded here (`import` finds such vhosts through
                 // DUMP_VHOSTS); an optional include may match nothing.
                 if first.contains("${") {
+                    out.notes.push(format!(
+                        "{}:{}: note: {d} {first} is not followed (a variable): the document roots it holds are not read",
+                        file.display(),
+                        i + 1
+                    ));
                     continue;
                 }
                 for f in glob(&server_root.join(first)) {
@@ -508,6 +519,29 @@ mod tests {
                 ("b.test".to_string(), PathBuf::from("/e/b.conf"), 3)
             ]
         );
+    }
+
+    #[test]
+    fn apache_includes_with_variables_are_noted_missing_optional_ones_skipped() {
+        let d = std::env::temp_dir().join(format!("tg-docroots-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let conf = d.join("apache2.conf");
+        fs::write(
+            &conf,
+            "Include ${APACHE_CONFDIR}/x.conf\nIncludeOptional missing.conf\n<VirtualHost *:80>\n\
+             DocumentRoot /srv/a\nSuexecUserGroup a a\n</VirtualHost>\n",
+        )
+        .unwrap();
+        let p = apache_parsed(Some(&conf), &[]);
+        let _ = fs::remove_dir_all(&d);
+        let p = p.unwrap();
+        assert_eq!(p.notes.len(), 1, "{p:#?}");
+        assert!(p.notes[0].starts_with(&format!(
+            "{}:1: note: Include ${{APACHE_CONFDIR}}/x.conf",
+            conf.display()
+        )));
+        assert_eq!((p.roots.len(), p.roots[0].vhost), (1, Some(0)));
+        assert_eq!(p.vhosts[0].users[0].source, UserSource::Suexec("a".into()));
     }
 
     #[test]

@@ -213,10 +213,11 @@ fn apache(conf: Option<&Path>) -> Result<(Parsed, String), String> {
         }
     };
     let Some(dump) = dump else {
-        return Ok((
-            docroots::apache_parsed(conf, &[])?,
-            format!("{} and its includes", main.display()),
-        ));
+        let p = docroots::apache_parsed(conf, &[])?;
+        for n in &p.notes {
+            eprintln!("toctou-guard: {n}");
+        }
+        return Ok((p, format!("{} and its includes", main.display())));
     };
     let listed = docroots::parse_dump_vhosts(&dump);
     let files: Vec<PathBuf> = listed.iter().map(|(_, f, _)| f.clone()).collect();

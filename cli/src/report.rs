@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -661,11 +661,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let mut sum = Summary::default();
     for f in &files {
-        let bytes = fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        // Non-UTF-8 bytes (someone else's lines) must not stop the report.
-        let text = String::from_utf8_lossy(&bytes);
-        for (n, l) in text.lines().enumerate() {
-            sum.add(classify(l, now), || format!("{}:{}", f.display(), n + 1), since);
+        let file = fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        // Line by line: memory stays bounded by the longest line, whatever the log's size.
+        let mut r = std::io::BufReader::new(file);
+        let mut buf = Vec::new();
+        for n in 1.. {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                // Non-UTF-8 bytes (someone else's lines) must not stop the report.
+                Ok(_) => sum.add(
+                    classify(&String::from_utf8_lossy(&buf), now),
+                    || format!("{}:{n}", f.display()),
+                    since,
+                ),
+                Err(e) => return Err(format!("{}:{n}: {e}", f.display())),
+            }
         }
         sum.sources.push(f.display().to_string());
     }

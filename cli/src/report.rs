@@ -29,6 +29,8 @@ const USAGE: &str =
 pub struct Event {
     /// Unix seconds, if the line had a time.
     pub time: Option<i64>,
+    /// The pid in the line's header: the guarded process (the shim) or the FUSE daemon.
+    pub pid: Option<u32>,
     pub audit: bool,
     pub reason: &'static str,
     pub uid: Option<u32>,
@@ -86,6 +88,8 @@ pub struct Summary {
     total: Stat,
     by_tenant: BTreeMap<String, Stat>,
     by_process: BTreeMap<(String, Option<u32>), Stat>,
+    /// Distinct pids per `by_process` key (a worker pool's size; a burst from one process).
+    pids: BTreeMap<(String, Option<u32>), std::collections::BTreeSet<u32>>,
     by_reason: BTreeMap<&'static str, Stat>,
     by_path: BTreeMap<(String, String), Stat>,
     by_reason_tenant: BTreeMap<(&'static str, String), Stat>,
@@ -116,6 +120,9 @@ impl Summary {
                     .entry((e.comm.clone(), e.uid))
                     .or_default()
                     .add(&e);
+                if let Some(p) = e.pid {
+                    self.pids.entry((e.comm.clone(), e.uid)).or_default().insert(p);
+                }
                 self.by_reason.entry(e.reason).or_default().add(&e);
                 self.by_path
                     .entry((e.path.clone(), e.tenant.clone()))
@@ -188,12 +195,17 @@ impl Summary {
         table(
             &mut s,
             "by process",
-            "comm uid",
+            "comm uid (distinct pids)",
             self.by_process
                 .iter()
-                .map(|((c, u), v)| {
+                .map(|(k @ (c, u), v)| {
                     (
-                        format!("{} {}", none(c), u.map_or("-".into(), |u| u.to_string())),
+                        format!(
+                            "{} {} ({})",
+                            none(c),
+                            u.map_or("-".into(), |u| u.to_string()),
+                            self.pids.get(k).map_or(0, |p| p.len())
+                        ),
                         v,
                     )
                 })
@@ -259,6 +271,7 @@ impl Summary {
                 let mut v = st.json();
                 v["comm"] = json!(c);
                 v["uid"] = json!(u);
+                v["pids"] = json!(self.pids.get(&(c.clone(), *u)).map_or(0, |p| p.len()));
                 v
             })
             .collect();
@@ -345,7 +358,7 @@ pub fn label(v: &str) -> String {
 }
 
 /// A guard's body (after `TAG[PID]: `), classified.
-fn body(tag: &str, body: &str, time: Option<i64>) -> Line {
+fn body(tag: &str, pid: Option<u32>, body: &str, time: Option<i64>) -> Line {
     if !TAGS.contains(&tag) {
         return Line::Other;
     }
@@ -355,6 +368,7 @@ fn body(tag: &str, body: &str, time: Option<i64>) -> Line {
     match logline::parse_denial(body.trim_end_matches(['\r', '\n'])) {
         Ok(d) => Line::Denial(Event {
             time,
+            pid,
             audit: d.audit,
             reason: d.reason.as_str(),
             uid: d.uid,
@@ -381,7 +395,7 @@ pub fn classify(line: &str, now: i64) -> Line {
         .is_some_and(|(_, r)| r.starts_with("1 "));
     if line.starts_with('<') && !is_5424 {
         return match logline::parse_header(line) {
-            Some((tag, _, b)) => body(tag, b, None),
+            Some((tag, pid, b)) => body(tag, Some(pid), b, None),
             None => Line::Other,
         };
     }
@@ -389,7 +403,7 @@ pub fn classify(line: &str, now: i64) -> Line {
         return Line::Other;
     };
     match logline::parse_header(&rest) {
-        Some((tag, _, b)) => body(tag, b, time),
+        Some((tag, pid, b)) => body(tag, Some(pid), b, time),
         None => Line::Other,
     }
 }
@@ -442,7 +456,7 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// `journalctl -o json`: MESSAGE (a string, or an array of bytes when not UTF-8),
-/// SYSLOG_IDENTIFIER, `__REALTIME_TIMESTAMP` (µs).
+/// SYSLOG_IDENTIFIER, `_PID` (else SYSLOG_PID), `__REALTIME_TIMESTAMP` (µs).
 fn journal_entry(line: &str) -> Line {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         // A broken object may still be ours.
@@ -471,10 +485,13 @@ fn journal_entry(line: &str) -> Line {
         .as_str()
         .and_then(|us| us.parse::<i64>().ok())
         .map(|us| us.div_euclid(1_000_000));
+    let pid = ["_PID", "SYSLOG_PID"]
+        .iter()
+        .find_map(|k| v[*k].as_str().and_then(|p| p.parse().ok()));
     // journald strips the syslog header; a line written to stdout keeps it.
     match logline::parse_header(&message) {
-        Some((t, _, b)) if TAGS.contains(&t) => body(t, b, time),
-        _ => body(tag, &message, time),
+        Some((t, p, b)) if TAGS.contains(&t) => body(t, Some(p), b, time),
+        _ => body(tag, pid, &message, time),
     }
 }
 

@@ -190,6 +190,15 @@ fn assert_counts(j: &Value, run: &Run) {
         .find(|p| p["comm"] == "apache2")
         .expect("apache2 row");
     assert_eq!(apache["count"], 2);
+    // The pids of the workers that sent the lines (journald's `_PID`, syslog's `[PID]`).
+    let pids = |lines: &[String]| {
+        let mut p: Vec<&str> = lines.iter().map(|l| split(l).1).collect();
+        p.sort();
+        p.dedup();
+        p.len()
+    };
+    assert_eq!(nginx["pids"], pids(&run.nginx_lines));
+    assert_eq!(apache["pids"], pids(&run.apache_lines));
     let hours: u64 = j["per_hour"]
         .as_array()
         .unwrap()

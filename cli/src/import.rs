@@ -285,6 +285,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         for w in docroots::warnings(&Policy::new(cfg), &parsed.roots) {
             eprintln!("toctou-guard: {w}");
         }
+    } else {
+        eprintln!(
+            "toctou-guard: note: no configuration at {}: document roots are not checked against one (--config CONFIG)",
+            config_path.display()
+        );
     }
     print!("{}", fragment(&parsed, &pools, &what));
     Ok(())

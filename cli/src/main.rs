@@ -10,24 +10,32 @@
 //! toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]
 //!                                                  map lines for the server's vhosts
 //! toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]
+//! toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]
+//! toctou-guard disable SERVICE [--root DIR]
+//! toctou-guard status [--json] [--log FILE] [--pid PID]...
 //! ```
 #![forbid(unsafe_code)]
 
 mod docroots;
 mod explain;
 mod import;
+mod json;
 mod load;
 mod php;
 mod report;
+mod service;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
                      toctou-guard check --php [FILE...]\n       \
                      toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
                      toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]\n       \
-                     toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]\n";
+                     toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]\n       \
+                     toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]\n       \
+                     toctou-guard disable SERVICE [--root DIR]\n       \
+                     toctou-guard status [--json] [--log FILE] [--pid PID]...\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,21 +82,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 }
             }
             let path = config.unwrap_or_else(load::default_path);
-            let cfg = load::load(&path).map_err(|e| load::describe(&e))?;
+            let cfg = checked(&path)?;
             let policy = toctou_policy::Policy::new(cfg.clone());
-            for (inner, outer) in policy.shadowed() {
-                let (i, o) = (&cfg.roots[inner], &cfg.roots[outer]);
-                eprintln!(
-                    "toctou-guard: {}:{}: warning: '{}' lies inside '{}' (line {}), which every path to it \
-                     enters first: line {} never applies",
-                    path.display(),
-                    i.line,
-                    i.pattern.as_str(),
-                    o.pattern.as_str(),
-                    o.line,
-                    i.line
-                );
-            }
             let mut served = Vec::new();
             if let Some(conf) = &nginx {
                 served.extend(docroots::nginx(conf.as_deref())?);
@@ -142,10 +137,48 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             report::run(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
+        Some("enable") => {
+            let o = service::enable::Options::parse(&args[1..], true)
+                .map_err(|e| format!("enable: {e}\n{USAGE}"))?;
+            service::enable::enable(&o, |p| checked(p).map(drop))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("disable") => {
+            let o = service::enable::Options::parse(&args[1..], false)
+                .map_err(|e| format!("disable: {e}\n{USAGE}"))?;
+            service::enable::disable(&o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("status") => {
+            let o =
+                service::status::Options::parse(&args[1..]).map_err(|e| format!("status: {e}\n{USAGE}"))?;
+            Ok(service::status::run(&o))
+        }
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         _ => Err(USAGE.trim_end().to_string()),
     }
+}
+
+/// The configuration at `path`, loaded as the guards load it (an error shows the line), with
+/// a warning for each root another one shadows: what `check` and `enable` both require.
+fn checked(path: &Path) -> Result<toctou_policy::Config, String> {
+    let cfg = load::load(path).map_err(|e| load::describe(&e))?;
+    let policy = toctou_policy::Policy::new(cfg.clone());
+    for (inner, outer) in policy.shadowed() {
+        let (i, o) = (&cfg.roots[inner], &cfg.roots[outer]);
+        eprintln!(
+            "toctou-guard: {}:{}: warning: '{}' lies inside '{}' (line {}), which every path to it \
+             enters first: line {} never applies",
+            path.display(),
+            i.line,
+            i.pattern.as_str(),
+            o.pattern.as_str(),
+            o.line,
+            i.line
+        );
+    }
+    Ok(cfg)
 }

@@ -332,6 +332,22 @@ pub fn program_left_unguarded(text: &[u8], name: &[u8]) -> Option<bool> {
     listed.then_some(false)
 }
 
+/// Programs refused a start on a broken configuration even when loaded through
+/// `/etc/ld.so.preload` without `TOCTOU_GUARD_CONFIG`: the servers the guard exists for
+/// (also the processes `toctou-guard status` reports on).
+pub const SERVER_PROGRAMS: &[&str] = &[
+    "apache2",
+    "httpd",
+    "nginx",
+    "php-fpm*",
+    "lsphp*",
+    "php-cgi*",
+    "lighttpd",
+    "lshttpd",
+    "litespeed",
+    "uwsgi",
+];
+
 /// Does the program `name` match `pattern` (a name, or a prefix ending in `*`)?
 pub fn program_matches(pattern: &str, name: &[u8]) -> bool {
     match pattern.strip_suffix('*') {

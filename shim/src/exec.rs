@@ -40,8 +40,6 @@ struct ChildEnv {
     preload: Option<CString>,
     /// `TOCTOU_GUARD_CONFIG=<path>`, when the configuration in use came from it.
     config: Option<CString>,
-    /// This library as a file (device, inode), to recognise it under another name.
-    id: Option<(u64, u64)>,
 }
 
 static CHILD: OnceLock<ChildEnv> = OnceLock::new();
@@ -50,15 +48,11 @@ static CHILD: OnceLock<ChildEnv> = OnceLock::new();
 /// and `config` are as the loader honoured them: both empty in secure-execution mode, so a
 /// setuid parent adds nothing it did not honour itself.
 pub fn prepare(preloaded: bool, config: Option<&[u8]>) {
-    let own = own_absolute_path();
-    let id = own
-        .as_deref()
-        .and_then(|p| CString::new(p).ok())
-        .and_then(|p| rustix::fs::stat(p.as_c_str()).ok())
-        .map(|st| (st.st_dev, st.st_ino));
-    let preload = own.filter(|_| preloaded).and_then(|p| entry(PRELOAD, &p));
+    let preload = own_absolute_path()
+        .filter(|_| preloaded)
+        .and_then(|p| entry(PRELOAD, &p));
     let config = config.and_then(|c| entry(CONFIG, c));
-    let _ = CHILD.set(ChildEnv { preload, config, id });
+    let _ = CHILD.set(ChildEnv { preload, config });
     resolve();
 }
 
@@ -112,39 +106,15 @@ impl ChildEnv {
     }
 
     /// Does an `LD_PRELOAD` value load this library first? Earlier libraries interpose
-    /// first (`LD_PRELOAD=libc.so.6:OURS` binds `open` to libc), so ours must lead.
+    /// first (`LD_PRELOAD=libc.so.6:OURS` binds `open` to libc), so ours must lead, named
+    /// byte for byte as we were loaded: ld.so finds a bare name in a search path the child's
+    /// environment chooses (`LD_LIBRARY_PATH` at a decoy of the same name), and expands
+    /// `$ORIGIN`, `$LIB`, `$PLATFORM` (and `${...}`) in any other, so a name that `stat`s as
+    /// our file (a directory literally called `$LIB`) can still load a decoy, and a path
+    /// with symlinks can be swapped later. Any other first entry: ours is put before it.
     fn loads_us(&self, list: &[u8]) -> bool {
-        let Some(first) = list.split(|&b| b == b' ' || b == b':').find(|e| !e.is_empty()) else {
-            return false;
-        };
-        let Some(own) = self.own().map(CStr::to_bytes) else {
-            return false;
-        };
-        if first == own {
-            return true;
-        }
-        if !first.contains(&b'/') {
-            // ld.so finds a bare name in its search path, which the child's environment
-            // chooses (`LD_LIBRARY_PATH` pointing at a decoy of the same name): not proof.
-            return false;
-        }
-        // The same file by another path: compared by the object. A small stack buffer, a
-        // mapping for a long name (a worker may run on a small stack).
-        let mut small = [0u8; crate::scratch::SMALL_NAME];
-        let mut long = None;
-        let name = match crate::scratch::nul_terminated(first, &mut small) {
-            Some(c) => Some(c),
-            None => {
-                long = Mapped::zeroed(first.len() + 1);
-                long.as_mut()
-                    .and_then(|m| crate::scratch::nul_terminated(first, m.bytes_mut()))
-            }
-        };
-        let same = name
-            .and_then(|c| rustix::fs::stat(c).ok())
-            .is_some_and(|st| Some((st.st_dev, st.st_ino)) == self.id);
-        drop(long);
-        same
+        let first = list.split(|&b| b == b' ' || b == b':').find(|e| !e.is_empty());
+        first.is_some_and(|first| self.own().is_some_and(|own| own.to_bytes() == first))
     }
 }
 

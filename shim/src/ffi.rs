@@ -220,6 +220,29 @@ pub fn own_library_path() -> Option<&'static CStr> {
     Some(unsafe { CStr::from_ptr(info.dli_fname) })
 }
 
+/// Leave an inaccessible mapping of an empty memfd named `name` in the address space, so
+/// that `/proc/PID/maps` shows `/memfd:NAME (deleted)` for the life of the process and of
+/// its forks: how `toctou-guard status` learns which configuration and mode a process
+/// really loaded (nginx overwrites its environment with its process title). Best effort: a
+/// failure changes nothing else. The descriptor is closed before returning.
+pub fn announce(name: &CStr) {
+    let Ok(fd) = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC) else {
+        return;
+    };
+    // SAFETY: a new PROT_NONE mapping at an address the kernel chooses (no MAP_FIXED), so it
+    // overlaps no existing mapping; nothing ever reads or writes it, and it is never unmapped.
+    let _ = unsafe {
+        rustix::mm::mmap(
+            core::ptr::null_mut(),
+            1,
+            rustix::mm::ProtFlags::empty(),
+            rustix::mm::MapFlags::PRIVATE,
+            &fd,
+            0,
+        )
+    };
+}
+
 /// `len` zeroed bytes of their own mapping, for the rare path longer than the stack buffers
 /// (a preload library may run on a 16 KiB thread stack or a signal handler's alternate
 /// stack, so `PATH_MAX` buffers cannot live there). `mmap` is a system call: no allocator,

@@ -4,7 +4,7 @@
 //! lock. Paths outside every root are opened with no extra system call at all.
 
 use core::ffi::CStr;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -287,7 +287,7 @@ impl Check<'_> {
         // and sockets, where ftruncate would fail with EINVAL.
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind == FileType::RegularFile && (writable(flags) || flags.contains(OFlags::TRUNC)) {
-            self.write_verdict(&st)?;
+            self.write_verdict(fd.as_fd(), &st)?;
         } else {
             self.verdict(st.st_uid)?;
         }
@@ -320,25 +320,145 @@ impl Check<'_> {
         self.expected
     }
 
-    /// The verdict for a call that changes what is there: a file opened for writing, a
-    /// directory a name is created, removed or renamed in, an object `chmod`/`chown`/
-    /// `truncate` acts on. `allow_uid` is for *reading* shared files (root's, the server's
-    /// own); were it honoured here, a tenant's symlink could aim the server's writes at every
-    /// file those owners have on the box. So only the tenant's own owner — except a sticky
-    /// directory (`/tmp`, PHP's session directory) written by a process that is not root,
-    /// whose other entries the kernel itself protects.
+    /// The verdict for a call that changes the object `fd` holds (`st` its status): a file
+    /// opened for writing, an object `chmod`/`chown`/`truncate` acts on, a directory a name
+    /// is removed or renamed in. The tenant's own owner; or an `allow_uid` owner (root's, the
+    /// server's own files) when the object itself lies in this tenant's tree: reads of such
+    /// files are allowed anywhere, but were writes, a tenant's symlink could aim the server's
+    /// writes at every file those owners have on the box.
     #[inline(never)] // off the read path's frame: signal handlers run on small stacks
-    pub(crate) fn write_verdict(&self, st: &rustix::fs::Stat) -> Result<(), Errno> {
-        let sticky_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory
-            && st.st_mode & libc::S_ISVTX != 0
-            && !rustix::process::geteuid().is_root();
-        match self.st.policy.decide(st.st_uid, self.expected) {
-            Decision::Allow if st.st_uid == self.expected || sticky_dir => Ok(()),
-            Decision::Allow => {
-                self.refused(self.st.policy.refuse(DenyReason::OwnerMismatch), Some(st.st_uid))
-            }
-            d => self.refused(d, Some(st.st_uid)),
+    pub(crate) fn write_verdict(&self, fd: BorrowedFd<'_>, st: &rustix::fs::Stat) -> Result<(), Errno> {
+        self.write_verdict_or(fd, st, || None)
+    }
+
+    /// [`Self::write_verdict`], where a refusal is the kernel's own answer when `kernel`
+    /// says the kernel itself would refuse the call (`EXDEV`, `EPERM`...): as without the
+    /// guard, and nothing to log (the rule stopped nothing).
+    pub(crate) fn write_verdict_or(
+        &self,
+        fd: BorrowedFd<'_>,
+        st: &rustix::fs::Stat,
+        kernel: impl FnOnce() -> Option<Errno>,
+    ) -> Result<(), Errno> {
+        match self.write_decision(fd, st) {
+            Decision::Allow => Ok(()),
+            d => self.refused_unless(d, Some(st.st_uid), kernel),
         }
+    }
+
+    /// A new name in the directory `dir` (`st`): [`Self::write_verdict`], except in a sticky
+    /// directory (`/tmp`, PHP's session directory) written by a process that is not root,
+    /// whose other entries the kernel itself protects from a new name.
+    #[inline(never)]
+    pub(crate) fn create_verdict(
+        &self,
+        dir: BorrowedFd<'_>,
+        st: &rustix::fs::Stat,
+        kernel: impl FnOnce() -> Option<Errno>,
+    ) -> Result<(), Errno> {
+        if self.sticky_exception(st) {
+            return Ok(());
+        }
+        self.write_verdict_or(dir, st, kernel)
+    }
+
+    /// The existing entry `name` of the directory `dir` (`st`) is removed, replaced, or
+    /// given another name. In a directory [`Self::write_verdict`] accepts, any entry; in a
+    /// sticky directory only let through for new names, the entry's own owner must be the
+    /// tenant's (the kernel lets the server remove or rename *its own* entries there, which a
+    /// tenant's symlink must not make it do). No entry: nothing to protect.
+    #[inline(never)]
+    pub(crate) fn entry_verdict(
+        &self,
+        dir: BorrowedFd<'_>,
+        st: &rustix::fs::Stat,
+        name: &CStr,
+        kernel: impl FnOnce() -> Option<Errno>,
+    ) -> Result<(), Errno> {
+        match self.write_decision(dir, st) {
+            Decision::Allow => Ok(()),
+            _ if self.sticky_exception(st) => {
+                match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(entry) if entry.st_uid != self.expected => {
+                        let d = self.st.policy.refuse(DenyReason::OwnerMismatch);
+                        self.refused_unless(d, Some(entry.st_uid), kernel)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            d => self.refused_unless(d, Some(st.st_uid), kernel),
+        }
+    }
+
+    fn write_decision(&self, fd: BorrowedFd<'_>, st: &rustix::fs::Stat) -> Decision {
+        // A file with another name may be that name's too (a hard link the tenant made into
+        // its tree, where `fs.protected_hardlinks` is off): only a file's one name counts.
+        let one_name = FileType::from_raw_mode(st.st_mode) == FileType::Directory || st.st_nlink <= 1;
+        match self.st.policy.decide(st.st_uid, self.expected) {
+            Decision::Allow if st.st_uid == self.expected || (one_name && self.lies_in_tenant(fd)) => {
+                Decision::Allow
+            }
+            Decision::Allow => self.st.policy.refuse(DenyReason::OwnerMismatch),
+            d => d,
+        }
+    }
+
+    /// A sticky directory an `allow_uid` owner has, written by a process that is not root
+    /// (for root the kernel protects nothing there).
+    fn sticky_exception(&self, st: &rustix::fs::Stat) -> bool {
+        FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            && st.st_mode & libc::S_ISVTX != 0
+            && !rustix::process::geteuid().is_root()
+            && self.st.policy.decide(st.st_uid, self.expected) == Decision::Allow
+    }
+
+    /// Does the object `fd` holds lie in this tenant's own tree, by the kernel's name for it
+    /// (`/proc/thread-self/fd/N`: where it is, not the path that led there, so no symlink
+    /// of the tenant's counts)? Not for a tenant that is `/` itself (`root /`: the whole box)
+    /// or unknown (a directory entered under a root and named elsewhere now).
+    #[inline(never)] // rare: its buffer stays out of every open's frame
+    fn lies_in_tenant(&self, fd: BorrowedFd<'_>) -> bool {
+        if self.tenant.len() <= 1 {
+            return false;
+        }
+        let Some(mut map) = ffi::Mapped::zeroed(PATH_MAX) else {
+            return false;
+        };
+        let buf = map.bytes_mut();
+        let mut link = FmtBuf::<40>::new();
+        let _ = core::fmt::Write::write_fmt(
+            &mut link,
+            format_args!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        );
+        let Some(link) = link.as_cstr() else {
+            return false;
+        };
+        let real = match rustix::fs::readlinkat_raw(CWD, link, &mut buf[..PATH_MAX]) {
+            Ok(n) if n < PATH_MAX => &buf[..n],
+            _ => return false,
+        };
+        match self.st.policy.classify_clean(real) {
+            Some(Target::Guarded { tenant_len, .. }) => {
+                tenant_len > 1 && real.get(..tenant_len) == Some(self.tenant)
+            }
+            _ => false,
+        }
+    }
+
+    /// [`Self::refused`], unless the kernel would refuse the call anyway (see
+    /// [`Self::write_verdict_or`]).
+    fn refused_unless(
+        &self,
+        decision: Decision,
+        owner: Option<u32>,
+        kernel: impl FnOnce() -> Option<Errno>,
+    ) -> Result<(), Errno> {
+        if matches!(decision, Decision::Deny(_))
+            && let Some(e) = kernel()
+        {
+            return Err(e);
+        }
+        self.refused(decision, owner)
     }
 
     /// Allow, or log and answer EACCES (audit mode: log and allow).
@@ -409,7 +529,14 @@ impl Check<'_> {
             let pdir = req.dir.with(parent, |d| {
                 rustix::fs::openat(d, parent, dir_flags(), Mode::empty())
             })?;
-            self.write_verdict(&rustix::fs::fstat(&pdir)?)?;
+            // O_CREAT|O_EXCL of an existing name: the kernel's EEXIST comes first.
+            let exists = || {
+                rustix::fs::statat(&pdir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok()
+                    .then_some(Errno::EXIST)
+                    .filter(|_| user_excl)
+            };
+            self.create_verdict(pdir.as_fd(), &rustix::fs::fstat(&pdir)?, exists)?;
             // O_EXCL never follows a symlink (and, unlike O_NOFOLLOW, is not kept on the fd).
             let create = (flags | OFlags::EXCL) - OFlags::TRUNC;
             match rustix::fs::openat(&pdir, name, create, req.mode) {
@@ -465,7 +592,7 @@ impl Check<'_> {
                 rustix::fs::openat(pdir, dir, dir_flags(), Mode::empty())?
             }
         };
-        self.write_verdict(&rustix::fs::fstat(&tdir)?)?;
+        self.create_verdict(tdir.as_fd(), &rustix::fs::fstat(&tdir)?, || None)?;
         let target = CStr::from_bytes_with_nul(&buf[name_start..=n]).map_err(|_| Errno::INVAL)?;
         let create = (req.flags | OFlags::EXCL) - OFlags::TRUNC;
         match rustix::fs::openat(&tdir, target, create, req.mode) {
@@ -479,7 +606,7 @@ impl Check<'_> {
     #[inline(never)] // rare: its buffers stay out of every open's frame
     fn tmpfile(&self, req: &OpenReq<'_>) -> Result<OwnedFd, Errno> {
         let pdir = req.raw_with(dir_flags())?;
-        self.write_verdict(&rustix::fs::fstat(&pdir)?)?;
+        self.create_verdict(pdir.as_fd(), &rustix::fs::fstat(&pdir)?, || None)?;
         let fd = rustix::fs::openat(&pdir, c".", req.flags, req.mode)?;
         Ok(lowest(fd, [pdir], req.flags))
     }

@@ -8,8 +8,9 @@
 //! Two ways to judge, as for `open`:
 //! - a call that acts on a *name* in a directory (create, remove, rename, link) opens the
 //!   directory the name lies in (following whatever symlinks lead there), judges that
-//!   directory object by its owner, then acts relative to it: the last name is never
-//!   followed, and no later swap of the path can move the call elsewhere;
+//!   directory object by its owner (in a sticky directory let through only for new names:
+//!   an existing entry by the entry's own owner), then acts relative to it: the last name is
+//!   never followed, and no later swap of the path can move the call elsewhere;
 //! - a call that acts on an *object* (`chmod`, `chown`, `truncate`) opens it `O_PATH`,
 //!   judges it like any open, then acts on that descriptor.
 //!
@@ -49,10 +50,223 @@ impl At<'_> {
     }
 }
 
+/// A path as a call names it: the directory it starts from and the path.
+type PathArg<'a> = (Dir, &'a CStr);
+
+/// What a call does with the name it acts on, and the other path of a two-path call (for the
+/// kernel's own answers, which come before ours: see [`Role::kernel_refusal`]).
+#[derive(Clone, Copy)]
+enum Role<'a> {
+    /// A new name: `mkdir`, `mknod`, `symlink`, `mkstemp`...
+    Create,
+    /// An existing entry removed: `unlink`, `rmdir`, `remove`.
+    Remove,
+    /// `rename`'s source; the target.
+    RenameFrom(PathArg<'a>),
+    /// `rename`'s target (replaced if it exists, unless `noreplace`); the source.
+    RenameTo { from: PathArg<'a>, noreplace: bool },
+    /// `link`'s source (given a new name); the target.
+    LinkFrom(PathArg<'a>),
+    /// `link`'s new name; the source, unless it is a descriptor or an object already judged.
+    LinkTo(Option<PathArg<'a>>),
+}
+
+impl Role<'_> {
+    /// Only a new name is made: nothing already there is removed or replaced.
+    fn new_name(self) -> bool {
+        matches!(
+            self,
+            Role::Create | Role::LinkTo(_) | Role::RenameTo { noreplace: true, .. }
+        )
+    }
+
+    /// The call the rule refuses on the name `name` in `pdir` (`pst`): would the kernel
+    /// refuse it too, with another errno? Its answer then, in the kernel's order (both
+    /// parents looked up; `rename`: `EXDEV`, a missing source, `EEXIST`, the sticky bit;
+    /// `link`: a missing source, `EEXIST`, `EXDEV`, `fs.protected_hardlinks`), so a call no
+    /// guard could have let through fails as it does without one. Where the kernel would
+    /// answer `EACCES` too, ours stands (and is logged).
+    #[inline(never)] // rare: only on a refusal
+    fn kernel_refusal(self, pdir: &OwnedFd, pst: &rustix::fs::Stat, name: &CStr) -> Option<Errno> {
+        let own = entry(pdir, name);
+        match self {
+            Role::Create => own.ok().map(|_| Errno::EXIST),
+            Role::Remove => match own {
+                Err(e) => Some(e),
+                Ok(est) => sticky_refusal(pdir, pst, &est),
+            },
+            Role::RenameFrom(to) => with_parent(to, |tdir, tname| {
+                rename_refusal((pdir, pst, name), (tdir, tname), false)
+            }),
+            Role::RenameTo { from, noreplace } => with_parent(from, |fdir, fname| {
+                let fst = rustix::fs::fstat(fdir).ok()?;
+                rename_refusal((fdir, &fst, fname), (pdir, name), noreplace)
+            }),
+            Role::LinkFrom(to) => {
+                let src = match own {
+                    Err(e) => return Some(e),
+                    Ok(st) => st,
+                };
+                with_parent(to, |tdir, tname| link_refusal(pdir, name, &src, tdir, tname))
+            }
+            Role::LinkTo(None) => own.ok().map(|_| Errno::EXIST),
+            Role::LinkTo(Some(from)) => with_parent(from, |fdir, fname| {
+                let src = match entry(fdir, fname) {
+                    Err(e) => return Some(e),
+                    Ok(st) => st,
+                };
+                link_refusal(fdir, fname, &src, pdir, name)
+            }),
+        }
+    }
+}
+
+/// The entry `name` of `dir` itself (a symlink is not followed).
+fn entry(dir: &OwnedFd, name: &CStr) -> Result<rustix::fs::Stat, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// The kernel's `rename` refusals before its permission checks (see `kernel_refusal`).
+fn rename_refusal(
+    from: (&OwnedFd, &rustix::fs::Stat, &CStr),
+    to: (&OwnedFd, &CStr),
+    noreplace: bool,
+) -> Option<Errno> {
+    let (fdir, fst, fname) = from;
+    if mount_of(fdir) != mount_of(to.0) {
+        return Some(Errno::XDEV);
+    }
+    let src = match entry(fdir, fname) {
+        Err(e) => return Some(e),
+        Ok(st) => st,
+    };
+    let dst = entry(to.0, to.1).ok();
+    if noreplace && dst.is_some() {
+        return Some(Errno::EXIST);
+    }
+    if !writable(fdir) {
+        return None; // the kernel's EACCES, before it looks at the target
+    }
+    sticky_refusal(fdir, fst, &src).or_else(|| {
+        let tst = rustix::fs::fstat(to.0).ok()?;
+        dst.and_then(|d| sticky_refusal(to.0, &tst, &d))
+    })
+}
+
+/// The kernel's `link` refusals before its permission checks (see `kernel_refusal`).
+fn link_refusal(
+    fdir: &OwnedFd,
+    fname: &CStr,
+    src: &rustix::fs::Stat,
+    tdir: &OwnedFd,
+    tname: &CStr,
+) -> Option<Errno> {
+    if entry(tdir, tname).is_ok() {
+        return Some(Errno::EXIST);
+    }
+    if mount_of(fdir) != mount_of(tdir) {
+        return Some(Errno::XDEV);
+    }
+    hardlink_refusal(src, || {
+        rustix::fs::accessat(
+            fdir,
+            fname,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+            AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    })
+}
+
+/// `fs.protected_hardlinks` (on by default): a process that is not root may only link a file
+/// it owns, or a regular file (not set-id) it can read and write; never a directory (which
+/// is `EPERM` either way).
+fn hardlink_refusal(src: &rustix::fs::Stat, read_write: impl FnOnce() -> bool) -> Option<Errno> {
+    let euid = rustix::process::geteuid();
+    let regular = FileType::from_raw_mode(src.st_mode) == FileType::RegularFile;
+    let setid = src.st_mode & libc::S_ISUID != 0
+        || src.st_mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP);
+    if FileType::from_raw_mode(src.st_mode) == FileType::Directory {
+        return Some(Errno::PERM);
+    }
+    let may = euid.is_root() || src.st_uid == euid.as_raw() || (regular && !setid && read_write());
+    (!may && protected_hardlinks()).then_some(Errno::PERM)
+}
+
+/// Is `fs.protected_hardlinks` on (as it is unless the file says `0`)?
+fn protected_hardlinks() -> bool {
+    let path = c"/proc/sys/fs/protected_hardlinks";
+    let Ok(fd) = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        return true;
+    };
+    let mut b = [0u8; 2];
+    !matches!(rustix::io::read(&fd, &mut b), Ok(n) if n > 0 && b[0] == b'0')
+}
+
+/// The sticky bit: a process that is not root may only remove or replace an entry of a
+/// sticky directory (`fd`, `dir`) that it or the directory's owner owns. The kernel checks
+/// write permission on the directory first (its `EACCES` is ours too).
+fn sticky_refusal(fd: &OwnedFd, dir: &rustix::fs::Stat, entry: &rustix::fs::Stat) -> Option<Errno> {
+    let euid = rustix::process::geteuid();
+    let refused = dir.st_mode & libc::S_ISVTX != 0
+        && !euid.is_root()
+        && entry.st_uid != euid.as_raw()
+        && dir.st_uid != euid.as_raw()
+        && writable(fd);
+    refused.then_some(Errno::PERM)
+}
+
+/// May this process add and remove names in the directory `fd`?
+fn writable(fd: &OwnedFd) -> bool {
+    let wx = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+    rustix::fs::accessat(fd, c".", wx, AtFlags::EACCESS).is_ok()
+}
+
+/// The mount a descriptor's object is on (`EXDEV` is per mount, not per file system).
+fn mount_of(fd: &OwnedFd) -> Option<u64> {
+    rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
+        .ok()
+        .map(|s| s.stx_mnt_id)
+}
+
+/// `path` split into the directory its last name lies in and that name (trailing slashes
+/// kept); `None` for `/` itself.
+fn split_last(path: &CStr) -> Option<(&[u8], &CStr)> {
+    let bytes = path.to_bytes_with_nul();
+    let body = &bytes[..bytes.len() - 1];
+    let end = body.iter().rposition(|&b| b != b'/')?;
+    let slash = body[..end].iter().rposition(|&b| b == b'/');
+    let name = CStr::from_bytes_with_nul(&bytes[slash.map_or(0, |i| i + 1)..]).ok()?;
+    let parent: &[u8] = match slash {
+        None => b".",
+        Some(0) => b"/",
+        Some(i) => &body[..i],
+    };
+    Some((parent, name))
+}
+
+/// Open the directory `parent` (relative to `dir`), following symlinks, as `O_PATH`.
+fn open_dir(dir: Dir, parent: &[u8]) -> Result<OwnedFd, Errno> {
+    scratch::with_cstr(parent, |p| {
+        dir.with(p, |d| rustix::fs::openat(d, p, guard::dir_flags(), Mode::empty()))
+    })
+}
+
+/// `f` on the (unjudged) directory the last name of `path` lies in, and that name: for the
+/// kernel's answers only. The lookup's own error is the kernel's answer.
+fn with_parent(path: PathArg<'_>, f: impl FnOnce(&OwnedFd, &CStr) -> Option<Errno>) -> Option<Errno> {
+    let (parent, name) = split_last(path.1)?;
+    match open_dir(path.0, parent) {
+        Ok(d) => f(&d, name),
+        Err(e) => Some(e),
+    }
+}
+
 /// The directory a name lies in, judged (see the module comment).
 struct ParentOf<'a> {
     dir: Dir,
     path: &'a CStr,
+    role: Role<'a>,
 }
 
 impl<'a> PathCall for ParentOf<'a> {
@@ -71,38 +285,33 @@ impl<'a> PathCall for ParentOf<'a> {
     }
 
     fn judged(&self, check: &Check<'_>) -> Result<At<'a>, Errno> {
-        let bytes = self.path.to_bytes_with_nul();
-        let body = &bytes[..bytes.len() - 1];
         // The last name keeps its trailing slashes: the kernel then gives the answers it
         // gives for `dir/` (ENOTDIR for a file, and so on), relative to the held directory.
-        let Some(end) = body.iter().rposition(|&b| b != b'/') else {
+        let Some((parent, name)) = split_last(self.path) else {
             return Ok(At::Caller(self.dir, self.path)); // "/" itself: names no tenant object
         };
-        let slash = body[..end].iter().rposition(|&b| b == b'/');
-        let name =
-            CStr::from_bytes_with_nul(&bytes[slash.map_or(0, |i| i + 1)..]).map_err(|_| Errno::INVAL)?;
-        let parent: &[u8] = match slash {
-            None => b".",
-            Some(0) => b"/",
-            Some(i) => &body[..i],
-        };
-        let pdir = scratch::with_cstr(parent, |p| {
-            self.dir
-                .with(p, |d| rustix::fs::openat(d, p, guard::dir_flags(), Mode::empty()))
-        })?;
-        check.write_verdict(&rustix::fs::fstat(&pdir)?)?;
+        let pdir = open_dir(self.dir, parent)?;
+        let pst = rustix::fs::fstat(&pdir)?;
+        let kernel = || self.role.kernel_refusal(&pdir, &pst, name);
+        if self.role.new_name() {
+            check.create_verdict(pdir.as_fd(), &pst, kernel)?;
+        } else {
+            check.entry_verdict(pdir.as_fd(), &pst, name, kernel)?;
+        }
         Ok(At::Held(pdir, name))
     }
 }
 
-fn parent_of(dir: Dir, path: &CStr) -> Result<At<'_>, Errno> {
-    guard::run(&ParentOf { dir, path })
+fn parent_of<'a>(dir: Dir, path: &'a CStr, role: Role<'a>) -> Result<At<'a>, Errno> {
+    guard::run(&ParentOf { dir, path, role })
 }
 
 /// The object `linkat(..., AT_SYMLINK_FOLLOW)` links: judged like an open of it.
 struct FollowedObject<'a> {
     dir: Dir,
     path: &'a CStr,
+    /// The new name (for the kernel's answers).
+    to: PathArg<'a>,
 }
 
 impl<'a> PathCall for FollowedObject<'a> {
@@ -123,7 +332,23 @@ impl<'a> PathCall for FollowedObject<'a> {
     fn judged(&self, check: &Check<'_>) -> Result<At<'a>, Errno> {
         // A new name for the object: judged as a change to it.
         let fd = open_path(self.dir, self.path, true)?;
-        check.write_verdict(&rustix::fs::fstat(&fd)?)?;
+        let st = rustix::fs::fstat(&fd)?;
+        // Refused: the kernel's own `link` refusals first (see `Role::kernel_refusal`).
+        let kernel = || {
+            with_parent(self.to, |tdir, tname| {
+                if entry(tdir, tname).is_ok() {
+                    return Some(Errno::EXIST);
+                }
+                if mount_of(&fd) != mount_of(tdir) {
+                    return Some(Errno::XDEV);
+                }
+                hardlink_refusal(&st, || {
+                    let rw = rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK;
+                    with_magic_link(&fd, |l| rustix::fs::accessat(CWD, l, rw, AtFlags::EACCESS)).is_ok()
+                })
+            })
+        };
+        check.write_verdict_or(fd.as_fd(), &st, kernel)?;
         Ok(At::Object(fd))
     }
 }
@@ -171,6 +396,33 @@ impl OnObject<'_> {
         match self.op {
             ObjectOp::Chmod { nofollow, .. } | ObjectOp::Chown { nofollow, .. } => !nofollow,
             ObjectOp::Truncate(_) => true,
+        }
+    }
+
+    /// The rule refuses the call on an object (`st`): the kernel's own answer if it would
+    /// refuse it with another errno (`chmod`/`chown` of a file not ours: `EPERM`; `truncate`
+    /// of a directory: `EISDIR`, of any other non-file: `EINVAL`).
+    #[inline(never)] // rare: only on a refusal
+    fn kernel_refusal(&self, st: &rustix::fs::Stat) -> Option<Errno> {
+        let euid = rustix::process::geteuid();
+        let not_ours = !euid.is_root() && st.st_uid != euid.as_raw();
+        match self.op {
+            ObjectOp::Chmod { .. } => not_ours.then_some(Errno::PERM),
+            // Changing nothing (-1, -1) is allowed to anyone who can reach the file.
+            ObjectOp::Chown {
+                owner: None,
+                group: None,
+                ..
+            } => None,
+            ObjectOp::Chown { owner, .. } => {
+                let gives_away = owner.is_some_and(|o| o.as_raw() != st.st_uid);
+                (not_ours || (!euid.is_root() && gives_away)).then_some(Errno::PERM)
+            }
+            ObjectOp::Truncate(_) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => None,
+                FileType::Directory => Some(Errno::ISDIR),
+                _ => Some(Errno::INVAL),
+            },
         }
     }
 
@@ -236,7 +488,8 @@ impl PathCall for OnObject<'_> {
 
     fn judged(&self, check: &Check<'_>) -> Result<(), Errno> {
         let fd = open_path(self.dir, self.path, self.follows())?;
-        check.write_verdict(&rustix::fs::fstat(&fd)?)?;
+        let st = rustix::fs::fstat(&fd)?;
+        check.write_verdict_or(fd.as_fd(), &st, || self.kernel_refusal(&st))?;
         self.on_fd(&fd)
     }
 }
@@ -253,8 +506,16 @@ fn truncate_path(path: &CStr, len: u64) -> Result<(), Errno> {
 }
 
 fn rename(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_uint) -> Result<(), Errno> {
-    let from = parent_of(od, old)?;
-    let to = parent_of(nd, new)?;
+    let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+    let from = parent_of(od, old, Role::RenameFrom((nd, new)))?;
+    let to = parent_of(
+        nd,
+        new,
+        Role::RenameTo {
+            from: (od, old),
+            noreplace,
+        },
+    )?;
     from.with(|f, fname| {
         to.with(|t, tname| match flags {
             0 => rustix::fs::renameat(f, fname, t, tname),
@@ -264,12 +525,12 @@ fn rename(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_uint) -> Result<(),
 }
 
 fn unlink(dir: Dir, path: &CStr, flags: AtFlags) -> Result<(), Errno> {
-    parent_of(dir, path)?.with(|d, name| rustix::fs::unlinkat(d, name, flags))
+    parent_of(dir, path, Role::Remove)?.with(|d, name| rustix::fs::unlinkat(d, name, flags))
 }
 
 /// glibc's `remove`: unlink, and rmdir what turns out to be a directory.
 fn remove(path: &CStr) -> Result<(), Errno> {
-    let at = parent_of(Dir::Cwd, path)?;
+    let at = parent_of(Dir::Cwd, path, Role::Remove)?;
     at.with(|d, name| match rustix::fs::unlinkat(d, name, AtFlags::empty()) {
         Err(Errno::ISDIR) => rustix::fs::unlinkat(d, name, AtFlags::REMOVEDIR),
         r => r,
@@ -282,7 +543,7 @@ fn mknod(dir: Dir, path: &CStr, mode: mode_t, dev: dev_t) -> Result<(), Errno> {
     if dev_t::from(kdev) != dev {
         return Err(Errno::INVAL);
     }
-    parent_of(dir, path)?.with(|d, name| {
+    parent_of(dir, path, Role::Create)?.with(|d, name| {
         // SAFETY: mknodat(2) with a descriptor, a NUL-terminated name and plain integers; raw,
         // because the mode's type bits must reach the kernel exactly as given.
         let r = unsafe { libc::syscall(libc::SYS_mknodat, d.as_raw_fd(), name.as_ptr(), mode, kdev) };
@@ -296,19 +557,24 @@ fn mknod(dir: Dir, path: &CStr, mode: mode_t, dev: dev_t) -> Result<(), Errno> {
 
 fn link(od: Dir, old: &CStr, nd: Dir, new: &CStr, flags: c_int) -> Result<(), Errno> {
     let flags = AtFlags::from_bits_retain(flags as u32);
-    let to_new = |from: &At<'_>| {
-        let to = parent_of(nd, new)?;
+    let to_new = |from: &At<'_>, source: Option<PathArg<'_>>| {
+        let to = parent_of(nd, new, Role::LinkTo(source))?;
         from.with(|f, fname| to.with(|t, tname| rustix::fs::linkat(f, fname, t, tname, flags)))
     };
     if old.is_empty() && flags.contains(AtFlags::EMPTY_PATH) {
         // The object is the descriptor itself, which the process already holds.
-        let to = parent_of(nd, new)?;
+        let to = parent_of(nd, new, Role::LinkTo(None))?;
         return od.borrowed(|f| to.with(|t, tname| rustix::fs::linkat(f, c"", t, tname, flags)));
     }
     if flags.contains(AtFlags::SYMLINK_FOLLOW) {
-        return to_new(&guard::run(&FollowedObject { dir: od, path: old })?);
+        let object = guard::run(&FollowedObject {
+            dir: od,
+            path: old,
+            to: (nd, new),
+        })?;
+        return to_new(&object, None);
     }
-    to_new(&parent_of(od, old)?)
+    to_new(&parent_of(od, old, Role::LinkFrom((nd, new)))?, Some((od, old)))
 }
 
 /// `chown`/`lchown`/`fchownat`: -1 leaves an id unchanged.
@@ -361,6 +627,31 @@ enum Temp {
 const TEMP_ATTEMPTS: u32 = 62 * 62 * 62;
 const TEMP_LETTERS: &[u8; 62] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
+/// 64 random bits for one name, as glibc's `__gen_tempname` gets them: `getrandom` without
+/// blocking (before the entropy pool is ready it would block, and a signal would then fail
+/// `mkstemp` with EINTR, which glibc never does); failing that, the clocks mixed into the
+/// previous value (glibc's `random_bits`). `O_EXCL` makes a guessed name harmless.
+fn temp_bits(prev: u64) -> u64 {
+    let mut b = [0u8; 8];
+    for _ in 0..4 {
+        match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::NONBLOCK) {
+            Ok(8) => return u64::from_ne_bytes(b),
+            Err(Errno::INTR) => continue,
+            _ => break,
+        }
+    }
+    let mix = |r: u64, s: u64| r.wrapping_mul(2862933555777941757).wrapping_add(3037000493) ^ s;
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let s = mix(mix(prev, now.tv_sec as u64), now.tv_nsec as u64);
+    mix(
+        s,
+        (cpu.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(cpu.tv_nsec as u64),
+    )
+}
+
 /// What `make_temp` did.
 enum Made {
     /// The template lies outside every root: glibc's own function should make it.
@@ -386,17 +677,20 @@ unsafe fn make_temp(tmpl: *mut c_char, suffixlen: c_int, kind: Temp) -> Result<M
     // refers to it any more (`path` is not used past this point).
     let buf = unsafe { core::slice::from_raw_parts_mut(tmpl.cast::<u8>(), len + 1) };
     let xs = len - 6 - suffix..len - suffix;
+    let mut bits = 0u64;
     for _ in 0..TEMP_ATTEMPTS {
         // As glibc: the template is rewritten first, whatever happens next.
-        let mut random = [0u8; 6];
-        rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
-        for (c, r) in buf[xs.clone()].iter_mut().zip(random) {
-            *c = TEMP_LETTERS[usize::from(r) % TEMP_LETTERS.len()];
+        bits = temp_bits(bits);
+        let mut v = bits;
+        for c in &mut buf[xs.clone()] {
+            let n = TEMP_LETTERS.len() as u64;
+            *c = TEMP_LETTERS[(v % n) as usize];
+            v /= n; // 62^6 < 2^36: six letters from one value
         }
         // Judged again for each name: the `X`s may lie in a directory of the template
         // (`d/XXXXXX/f` with a suffix of 2), and then each try names another directory.
         let path = CStr::from_bytes_with_nul(buf).map_err(|_| Errno::INVAL)?;
-        let (pdir, name_start) = match parent_of(Dir::Cwd, path)? {
+        let (pdir, name_start) = match parent_of(Dir::Cwd, path, Role::Create)? {
             At::Held(pdir, name) => (pdir, len - name.to_bytes().len()),
             At::Caller(..) | At::Object(_) => {
                 // glibc's own function wants its `X`s back.
@@ -575,7 +869,8 @@ pub mod symbols {
     }
 
     fn mkdir_at(dir: Dir, path: &CStr, mode: mode_t) -> Result<(), Errno> {
-        parent_of(dir, path)?.with(|d, name| rustix::fs::mkdirat(d, name, Mode::from_raw_mode(mode)))
+        parent_of(dir, path, Role::Create)?
+            .with(|d, name| rustix::fs::mkdirat(d, name, Mode::from_raw_mode(mode)))
     }
 
     /// # Safety
@@ -632,7 +927,7 @@ pub mod symbols {
 
     /// The target is only text stored in the link: only where the link is made is judged.
     fn symlink_at(target: &CStr, dir: Dir, path: &CStr) -> Result<(), Errno> {
-        parent_of(dir, path)?.with(|d, name| rustix::fs::symlinkat(target, d, name))
+        parent_of(dir, path, Role::Create)?.with(|d, name| rustix::fs::symlinkat(target, d, name))
     }
 
     /// # Safety

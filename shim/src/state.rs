@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
-use toctou_policy::config::program_matches;
+use toctou_policy::config::{SERVER_PROGRAMS, program_matches};
 use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
 use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
 
@@ -35,21 +35,6 @@ const DONE: u8 = 2;
 static PHASE: AtomicU8 = AtomicU8::new(UNINIT);
 /// `pid << 32 | tid` of the thread loading the configuration.
 static LOADER: AtomicU64 = AtomicU64::new(0);
-
-/// Programs refused a start on a broken configuration even when loaded through
-/// `/etc/ld.so.preload` without `TOCTOU_GUARD_CONFIG`: the servers the guard exists for.
-const SERVER_PROGRAMS: &[&str] = &[
-    "apache2",
-    "httpd",
-    "nginx",
-    "php-fpm*",
-    "lsphp*",
-    "php-cgi*",
-    "lighttpd",
-    "lshttpd",
-    "litespeed",
-    "uwsgi",
-];
 
 /// What a hook should do.
 pub enum Phase {
@@ -153,6 +138,7 @@ fn load() {
         return;
     }
     quiet_panics(&config.log_socket);
+    announce(config.mode.as_str(), path.as_os_str().as_bytes());
     let state = State {
         owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms, ffi::at_random()),
         log: Logger::new(&config.log_socket, config.log_rate),
@@ -161,6 +147,26 @@ fn load() {
     // Before STATE: a hook that sees the state guarded finds what children need.
     crate::exec::prepare(env.preloaded, env.config);
     let _ = STATE.set(state);
+}
+
+/// `toctou-guard:mode=MODE:config=PATH` as a memfd mapping's name (at most 249 bytes, the
+/// kernel's limit: a longer path is cut), on the stack: loading must not allocate.
+fn announce(mode: &str, path: &[u8]) {
+    let mut buf = [0u8; 250];
+    let mut n = 0;
+    for part in [
+        b"toctou-guard:mode=".as_slice(),
+        mode.as_bytes(),
+        b":config=",
+        path,
+    ] {
+        let take = part.len().min(buf.len() - 1 - n);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    if let Ok(name) = CStr::from_bytes_with_nul(&buf[..=n]) {
+        ffi::announce(name);
+    }
 }
 
 /// What the environment asks of us. In secure-execution mode (setuid, setgid, file

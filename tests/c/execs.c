@@ -6,7 +6,8 @@
  *                                 comparing errno with and without the shim
  *
  * ENV: keep | clearenv | unsetenv | setempty | setother | setbehind | putenv | putenv-unset |
- *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG) | bigenv (150 more variables)
+ *      environ-null | setconfig (TOCTOU_GUARD_CONFIG=CONFIG) | bigenv (150 more variables) |
+ *      setaudit (LD_AUDIT=CONFIG) | setdecoy (LD_LIBRARY_PATH=CONFIG) | setpreload (LD_PRELOAD=CONFIG)
  * VIA: system popen wordexp execve execv execvp execvpe execl execl-many execlp execle posix_spawn
  *      posix_spawnp fexecve execveat
  * The calls that take an envp are given an empty one (only NULL) unless ENV is `keep`
@@ -98,7 +99,9 @@ static void mutate(const char *how, const char *config) {
     else if (!strcmp(how, "setdecoy")) { /* CONFIG names a directory with a decoy of our name */
         setenv("LD_PRELOAD", "libtoctou_guard.so", 1);
         setenv("LD_LIBRARY_PATH", config ? config : "", 1);
-    } else if (!strcmp(how, "setconfig")) {
+    } else if (!strcmp(how, "setpreload")) /* CONFIG is the LD_PRELOAD value itself */
+        setenv("LD_PRELOAD", config ? config : "", 1);
+    else if (!strcmp(how, "setconfig")) {
         snprintf(put_conf, sizeof put_conf, "TOCTOU_GUARD_CONFIG=%s", config ? config : "");
         putenv(put_conf);
     } else {
@@ -260,7 +263,7 @@ int main(int argc, char **argv) {
     const char *env = argv[1], *via = argv[2], *file = argv[3];
     mutate(env, argc > 4 ? argv[4] : NULL);
     int keep = !strcmp(env, "keep") || !strcmp(env, "setconfig") || !strcmp(env, "bigenv") ||
-               !strcmp(env, "setaudit") || !strcmp(env, "setdecoy");
+               !strcmp(env, "setaudit") || !strcmp(env, "setdecoy") || !strcmp(env, "setpreload");
     const char *where = argc > 5 ? argv[5] : "main";
     struct job job = {via, file, keep ? environ : empty_env, 0};
     fflush(stdout);

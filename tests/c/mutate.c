@@ -1,5 +1,6 @@
 /* Path-based calls that create, replace, truncate or remove, one per step:
  *   mutate OP ARG... [, OP ARG...]...
+ * (`no-getrandom` makes getrandom(2) fail as before the entropy pool is ready.)
  * Prints one line per step: "OK" or "ERR <errno name>". Nothing random is printed (the
  * tests compare runs with and without the shim line by line). */
 #define _GNU_SOURCE
@@ -11,6 +12,12 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
 
 static void report(int failed) {
     if (failed) {
@@ -37,6 +44,25 @@ static char *dup_arg(const char *s) {
 
 static unsigned octal(const char *s) { return (unsigned)strtoul(s, NULL, 8); }
 
+/* From here on, getrandom(2) behaves as before the entropy pool is ready: with
+ * GRND_NONBLOCK it fails EAGAIN; without, it would block, and a signal ends the wait with
+ * EINTR (answered at once). */
+static int no_getrandom(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_getrandom, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, GRND_NONBLOCK, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINTR),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        return 1;
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0;
+}
+
 static int step(int argc, char **a) {
     const char *op = a[0];
 #define NEED(n)                                                                 \
@@ -60,6 +86,7 @@ static int step(int argc, char **a) {
         report(renameat2(AT_FDCWD, a[1], AT_FDCWD, a[2], flags) != 0);
     }
     else if (!strcmp(op, "truncate")) { NEED(2); report(truncate(a[1], atol(a[2])) != 0); }
+    else if (!strcmp(op, "no-getrandom")) { report(no_getrandom()); }
     else if (!strcmp(op, "truncate64")) { NEED(2); report(truncate64(a[1], atol(a[2])) != 0); }
     else if (!strcmp(op, "unlink")) { NEED(1); report(unlink(a[1]) != 0); }
     else if (!strcmp(op, "unlinkat")) { NEED(1); report(unlinkat(AT_FDCWD, a[1], 0) != 0); }

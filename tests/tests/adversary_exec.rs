@@ -11,7 +11,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -425,6 +425,85 @@ fn item8_children_cannot_bring_back_an_unguarded_loader() {
     assert!(
         failures.is_empty(),
         "children read the victim's file:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Found in review: an `LD_PRELOAD` entry with a `/` counted as ours when `stat()` of its
+/// literal text found our file. ld.so expands `$PLATFORM`, `$LIB`, `$ORIGIN` (and `${...}`)
+/// first, so `BASE/$PLATFORM/libtoctou_guard.so` (the literal directory `$PLATFORM` holding a
+/// link to the guard) loads `BASE/x86_64/libtoctou_guard.so`, a decoy. Only an entry equal,
+/// byte for byte, to the path we were loaded from counts as ours; the child stays guarded.
+#[test]
+fn item8_a_preload_entry_ld_so_expands_is_not_ours() {
+    let Some(f) = Fixture::new("adv-exec-dst", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    // What ld.so substitutes here: AT_PLATFORM is the machine's name (x86_64, aarch64);
+    // `$LIB` is the multiarch directory on Debian (lib64, lib elsewhere).
+    let lib = format!("lib/{}-linux-gnu", std::env::consts::ARCH);
+    let mut values = Vec::new();
+    for (token, expanded) in [
+        ("$PLATFORM", std::env::consts::ARCH),
+        ("${PLATFORM}", std::env::consts::ARCH),
+        ("$LIB", lib.as_str()),
+        ("${LIB}", lib.as_str()),
+    ] {
+        let literal = f.base.join(format!("dst/{token}"));
+        let decoy = f.base.join(format!("dst/{expanded}"));
+        for d in [&literal, &decoy] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let _ = std::os::unix::fs::symlink(&f.so, literal.join("libtoctou_guard.so"));
+        if !decoy.join("libtoctou_guard.so").exists() {
+            let out = Command::new("cc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(decoy.join("libtoctou_guard.so"))
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/decoy.c"))
+                .output()
+                .expect("cc");
+            assert!(out.status.success(), "cc decoy: {}", text(&out));
+        }
+        let value = literal.join("libtoctou_guard.so");
+        // The precondition of the attack: the literal text is our very file.
+        let (a, b) = (fs::metadata(&value).unwrap(), fs::metadata(&f.so).unwrap());
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{}", value.display());
+        values.push(value);
+    }
+    for p in [f.base.join("dst"), f.base.join("dst/lib")] {
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
+    }
+    let victim = f.bob("secret.txt");
+    let mut failures = Vec::new();
+    for value in &values {
+        for via in ["execve", "execv", "posix_spawn", "system"] {
+            let _ = f.logs();
+            let out = f.run_as(
+                ALICE,
+                &execs,
+                &[
+                    OsStr::new("setpreload"),
+                    OsStr::new(via),
+                    victim.as_os_str(),
+                    value.as_os_str(),
+                ],
+            );
+            let logged = f
+                .logs()
+                .iter()
+                .any(|l| l.contains("action=deny") && l.contains("comm=cat"));
+            if out.status.code() != Some(1)
+                || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET")
+                || !logged
+            {
+                failures.push(format!("{} {via}: {}", value.display(), text(&out)));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "children loaded the decoy instead of the guard:\n{}",
         failures.join("\n")
     );
 }

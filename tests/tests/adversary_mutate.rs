@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::Path;
 
-use toctou_guard_tests::shim_fixture::{ALICE, BOB, Fixture, c_program};
+use toctou_guard_tests::shim_fixture::{ALICE, BOB, Fixture, SERVER, c_program};
 
 /// Every entry of a directory tree: name → (mode, uid, size, bytes of a regular file).
 fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u32, u64, Vec<u8>)> {
@@ -228,6 +228,40 @@ fn item5_own_tree_mutations_match_libc() {
     assert!(logs.is_empty(), "legal calls logged denials: {logs:?}");
 }
 
+/// Found in review: `mkstemp` in a guarded directory asked `getrandom(2)` for its letters
+/// without `GRND_NONBLOCK`: before the entropy pool is ready that blocks, and a signal then
+/// fails the call with `EINTR`, which glibc's `mkstemp` never does (it asks without blocking
+/// and falls back to the clock). With getrandom failing as before the pool is ready, every
+/// call of the family makes a new name, as glibc's does.
+#[test]
+fn item5_mkstemp_without_entropy_matches_libc() {
+    let Some(f) = Fixture::new("adv-mutate-rand", "") else {
+        return;
+    };
+    let mut list = vec![step("no-getrandom")];
+    for _ in 0..10 {
+        for s in [
+            "mkstemp XXXXXX",
+            "mkostemp XXXXXX",
+            "mkstemps XXXXXX.txt 4",
+            "mkdtemp dXXXXXX",
+        ] {
+            list.push(step(s));
+        }
+    }
+    for (name, shim) in [("bare", false), ("shim", true)] {
+        let dir = f.alice(name);
+        fs::create_dir(&dir).unwrap();
+        chown(&dir, Some(ALICE), Some(ALICE)).unwrap();
+        let got = mutate(&f, shim, ALICE, &dir, &list);
+        assert!(got.iter().all(|l| l == "OK"), "{name}: {got:?}");
+        // Forty distinct names: the fallback still varies from call to call.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), list.len() - 1, "{name}");
+    }
+    let logs = f.logs();
+    assert!(logs.is_empty(), "legal calls logged denials: {logs:?}");
+}
+
 /// Legal calls on the tenant's own files, including the kernel's errors.
 const OWN_STEPS: &[&str] = &[
     "mkdir d",
@@ -369,5 +403,277 @@ fn item5_allow_uid_opens_reads_not_writes() {
     assert_eq!(
         mutate(&f, true, 0, &f.alice(""), &[step("open-read sys/victim")]),
         ["OK"]
+    );
+}
+
+/// A file of `uid`'s with `text` (mode 0644).
+fn owned_file(p: &Path, uid: u32, text: &str) {
+    fs::write(p, text).unwrap();
+    chown(p, Some(uid), Some(uid)).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// A directory of `uid`'s with `mode`, emptied first.
+fn owned_dir(p: &Path, uid: u32, mode: u32) {
+    let _ = fs::remove_dir_all(p);
+    fs::create_dir_all(p).unwrap();
+    chown(p, Some(uid), Some(uid)).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A symlink of alice's in her docroot.
+fn alice_link(f: &Fixture, name: &str, target: &Path) {
+    let p = f.alice(name);
+    let _ = fs::remove_file(&p);
+    std::os::unix::fs::symlink(target, &p).unwrap();
+    std::os::unix::fs::lchown(&p, Some(ALICE), Some(ALICE)).unwrap();
+}
+
+/// Each step from the state `reset` makes, as `uid` in alice's docroot, with the shim or
+/// bare: one answer per step.
+fn each(f: &Fixture, shim: bool, uid: u32, steps: &[&str], reset: &dyn Fn()) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| {
+            reset();
+            mutate(f, shim, uid, &f.alice(""), &[step(s)]).remove(0)
+        })
+        .collect()
+}
+
+/// Found in review: the sticky-directory exception (a new name in `/tmp` or PHP's session
+/// directory, whose other entries the kernel protects) covered removal and rename too. With
+/// `allow_uid 0`, a server that is not root unlinked, renamed, replaced and hard-linked its
+/// *own* entries there through a tenant's symlink (`tmp` → the sticky directory). Now only a
+/// new name is let through; an existing entry is judged by its own owner. New names there,
+/// and the tenant's own entries, still get exactly libc's answers.
+#[test]
+fn item5_sticky_directory_exception_is_for_new_names_only() {
+    let Some(f) = Fixture::new("adv-mutate-sticky", "allow_uid 0\n") else {
+        return;
+    };
+    let sticky = f.base.join("sticky");
+    let reset = || {
+        owned_dir(&sticky, 0, 0o1777);
+        owned_file(&sticky.join("sess_server"), SERVER, "SERVER-SESSION\n");
+        owned_file(&sticky.join("sess_alice"), ALICE, "alice-session\n");
+        owned_dir(&sticky.join("serverdir"), SERVER, 0o755);
+        owned_file(&f.alice("uploads/mine"), SERVER, "server-upload\n");
+        for name in ["uploads/stolen", "uploads/hard"] {
+            let _ = fs::remove_file(f.alice(name));
+        }
+        alice_link(&f, "tmp", &sticky);
+    };
+    let attacks = [
+        "unlink tmp/sess_server",
+        "unlinkat tmp/sess_server",
+        "remove tmp/sess_server",
+        "rmdir tmp/serverdir",
+        "unlinkat-dir tmp/serverdir",
+        "rename tmp/sess_server tmp/moved",
+        "rename tmp/sess_server uploads/stolen",
+        "rename uploads/mine tmp/sess_server",
+        "renameat2 uploads/mine tmp/sess_server exchange",
+        "link tmp/sess_server uploads/hard",
+        "open-append tmp/sess_server",
+    ];
+    reset();
+    let before = snapshot(&sticky);
+    let bare = each(&f, false, SERVER, &attacks, &reset);
+    assert!(
+        bare.iter().all(|l| l == "OK"),
+        "without the guard the calls work: {bare:?}"
+    );
+    let mut wrong = Vec::new();
+    for s in attacks {
+        reset();
+        let got = mutate(&f, true, SERVER, &f.alice(""), &[step(s)]);
+        if got[0] != "ERR EACCES" || snapshot(&sticky) != before {
+            wrong.push(format!("{s} -> {}", got[0]));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the server's own entries changed:\n{}",
+        wrong.join("\n")
+    );
+    let logs = f.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("action=deny") && l.contains("sess_server") && l.contains("owner=42003")),
+        "no denial naming the entry and its owner: {logs:?}"
+    );
+    let legal = [
+        "creat tmp/new-by-server",
+        "mkstemp tmp/XXXXXX",
+        "mkdir tmp/newdir",
+        "mkfifo tmp/fifo",
+        "symlink x tmp/newlink",
+        "renameat2 uploads/mine tmp/fresh noreplace",
+        "rename uploads/mine tmp/fresh",
+        "link uploads/mine tmp/fresh",
+        "creat tmp/sess_server",
+        "unlink tmp/sess_alice",
+        "rename tmp/sess_alice uploads/stolen",
+        "unlink tmp/missing",
+    ];
+    let bare = each(&f, false, SERVER, &legal, &reset);
+    let shim = each(&f, true, SERVER, &legal, &reset);
+    for ((s, b), g) in legal.iter().zip(&bare).zip(&shim) {
+        assert_eq!(g, b, "{s}");
+    }
+    assert_eq!(bare[..8], ["OK"; 8], "new names are made");
+}
+
+/// Found in review: with `allow_uid <server uid>` the server could read its own files under
+/// a root but not write, `chmod` or truncate them (the write rule ignored `allow_uid`), and
+/// calls the kernel itself refuses (a link or rename out of a root-owned directory: `EXDEV`,
+/// `EPERM`) answered `EACCES`. Now an allowed owner's object may be changed when it lies in
+/// the tenant's own tree, by the kernel's name for it; every call here gets libc's answer.
+#[test]
+fn item5_allow_uid_server_writes_its_own_files_in_the_tree() {
+    let Some(f) = Fixture::new("adv-mutate-allow-server", &format!("allow_uid {SERVER}\n")) else {
+        return;
+    };
+    let shm = Path::new("/dev/shm").join(format!("tg-allow-{}", std::process::id()));
+    let reset = || {
+        owned_dir(&f.alice("uploads/sdir"), SERVER, 0o755);
+        owned_file(&f.alice("uploads/cache.txt"), SERVER, "server-cache\n");
+        owned_dir(&f.alice("rootdir"), 0, 0o755);
+        owned_file(&f.alice("rootdir/f"), 0, "root-file\n");
+        owned_dir(&f.alice("rootsticky"), 0, 0o1777);
+        owned_file(&f.alice("rootsticky/g"), 0, "root-file\n");
+        owned_dir(&f.alice("rootsticky-ro"), 0, 0o1755);
+        owned_file(&f.alice("rootsticky-ro/g"), 0, "root-file\n");
+        for name in ["uploads/h", "uploads/g2", "uploads/x"] {
+            let _ = fs::remove_file(f.alice(name));
+        }
+        owned_dir(&shm, SERVER, 0o755);
+    };
+    let steps = [
+        "open-append uploads/cache.txt",
+        "open-trunc uploads/cache.txt",
+        "chmod uploads/cache.txt 600",
+        "fchmodat uploads/cache.txt 600",
+        "truncate uploads/cache.txt 1",
+        "chown uploads/cache.txt 42003",
+        "creat uploads/sdir/new",
+        "mkstemp uploads/sdir/XXXXXX",
+        "rename uploads/cache.txt uploads/sdir/moved",
+        "unlink uploads/cache.txt",
+        "link uploads/cache.txt uploads/sdir/hard",
+    ];
+    let shm_x = shm.join("x").display().to_string();
+    let errors = [
+        format!("rename rootdir/f {shm_x}"),
+        format!("link rootdir/f {shm_x}"),
+        "link rootdir/f uploads/h".to_string(),
+        "linkat rootdir/f uploads/h".to_string(),
+        "linkat-follow rootdir/f uploads/h".to_string(),
+        "rename rootsticky/g uploads/g2".to_string(),
+        "unlink rootsticky/g".to_string(),
+        "unlink rootsticky-ro/g".to_string(),
+        "rename rootsticky-ro/g uploads/g2".to_string(),
+        "rename uploads/cache.txt rootsticky/g".to_string(),
+        "rename rootdir/missing uploads/x".to_string(),
+        "mkdir rootdir/f".to_string(),
+        "chmod rootdir/f 600".to_string(),
+        "chown rootdir/f 42003".to_string(),
+        "truncate rootdir/f 0".to_string(),
+        "unlink rootdir/f".to_string(),
+    ];
+    let errors: Vec<&str> = errors.iter().map(String::as_str).collect();
+    let all: Vec<&str> = steps.iter().copied().chain(errors.iter().copied()).collect();
+    let bare = each(&f, false, SERVER, &all, &reset);
+    let shim = each(&f, true, SERVER, &all, &reset);
+    let _ = fs::remove_dir_all(&shm);
+    let wrong: Vec<String> = all
+        .iter()
+        .zip(bare.iter().zip(&shim))
+        .filter(|(_, (b, g))| b != g)
+        .map(|(s, (b, g))| format!("{s}: libc {b}, shim {g}"))
+        .collect();
+    assert!(wrong.is_empty(), "not libc's answers:\n{}", wrong.join("\n"));
+    assert!(bare[..steps.len()].iter().all(|l| l == "OK"), "{bare:?}");
+    // The kernel's own refusals are there to be matched.
+    for errno in ["ERR EXDEV", "ERR EPERM", "ERR ENOENT", "ERR EEXIST"] {
+        assert!(bare.iter().any(|l| l == errno), "{errno} in {bare:?}");
+    }
+    let logs = f.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("uploads/")),
+        "the server's own files logged: {logs:?}"
+    );
+}
+
+/// The other side of the test above: `allow_uid <server uid>` must not let a tenant aim the
+/// server's writes, through a symlink (or a hard link) in the tenant's tree, at a file (or
+/// directory) of the server's outside that tree — its own state, or one in another
+/// tenant's docroot. Reading
+/// them is what `allow_uid` is for; every write is refused, nothing changes.
+#[test]
+fn item5_allow_uid_server_writes_cannot_be_redirected() {
+    let Some(f) = Fixture::new("adv-mutate-allow-redirect", &format!("allow_uid {SERVER}\n")) else {
+        return;
+    };
+    let srv = f.base.join("srv");
+    let reset = || {
+        owned_dir(&srv, SERVER, 0o755);
+        owned_file(&srv.join("state.txt"), SERVER, "SERVER-STATE\n");
+        owned_file(&f.bob("srvcache.txt"), SERVER, "BOB-SERVER-CACHE\n");
+        alice_link(&f, "state", &srv.join("state.txt"));
+        alice_link(&f, "srvdir", &srv);
+        alice_link(&f, "bobcache", &f.bob("srvcache.txt"));
+        owned_file(&f.alice("uploads/mine"), SERVER, "server-upload\n");
+        let _ = fs::remove_file(f.alice("uploads/x"));
+        // A hard link into the tenant's tree (root makes it: as a tenant can where
+        // `fs.protected_hardlinks` is off, or to a file it may read and write).
+        let _ = fs::remove_file(f.alice("uploads/statelink"));
+        fs::hard_link(srv.join("state.txt"), f.alice("uploads/statelink")).unwrap();
+    };
+    let attacks = [
+        "open-append state",
+        "open-trunc state",
+        "truncate state 0",
+        "chmod state 600",
+        "chown state 42003",
+        "open-append bobcache",
+        "truncate bobcache 0",
+        "creat srvdir/planted",
+        "mkdir srvdir/planted",
+        "unlink srvdir/state.txt",
+        "rename srvdir/state.txt uploads/x",
+        "rename uploads/mine srvdir/state.txt",
+        "linkat-follow state uploads/x",
+        "open-append uploads/statelink",
+        "truncate uploads/statelink 0",
+        "chmod uploads/statelink 600",
+    ];
+    let bare = each(&f, false, SERVER, &attacks, &reset);
+    assert!(
+        bare.iter().all(|l| l == "OK"),
+        "without the guard the calls work: {bare:?}"
+    );
+    reset();
+    let before = (snapshot(&srv), fs::read(f.bob("srvcache.txt")).unwrap());
+    let mut wrong = Vec::new();
+    for s in attacks {
+        reset();
+        let got = mutate(&f, true, SERVER, &f.alice(""), &[step(s)]);
+        let after = (snapshot(&srv), fs::read(f.bob("srvcache.txt")).unwrap());
+        if got[0] != "ERR EACCES" || after != before {
+            wrong.push(format!("{s} -> {}", got[0]));
+        }
+    }
+    assert!(wrong.is_empty(), "redirected writes:\n{}", wrong.join("\n"));
+    assert_eq!(
+        mutate(
+            &f,
+            true,
+            SERVER,
+            &f.alice(""),
+            &[step("open-read state"), step("open-read bobcache")]
+        ),
+        ["OK", "OK"]
     );
 }

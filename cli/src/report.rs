@@ -31,6 +31,8 @@ pub struct Event {
     pub time: Option<i64>,
     /// The pid in the line's header: the guarded process (the shim) or the FUSE daemon.
     pub pid: Option<u32>,
+    /// Written by the FUSE daemon (`toctou-guard-fs`), not by the shim in process `pid`.
+    pub fs: bool,
     pub audit: bool,
     pub reason: &'static str,
     pub uid: Option<u32>,
@@ -369,6 +371,7 @@ fn body(tag: &str, pid: Option<u32>, body: &str, time: Option<i64>) -> Line {
         Ok(d) => Line::Denial(Event {
             time,
             pid,
+            fs: tag == TAGS[1],
             audit: d.audit,
             reason: d.reason.as_str(),
             uid: d.uid,

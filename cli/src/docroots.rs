@@ -17,11 +17,57 @@ pub struct DocRoot {
     pub path: String,
     pub file: PathBuf,
     pub line: usize,
+    /// The virtual host (index into [`Parsed::vhosts`]) it is configured in, if any.
+    pub vhost: Option<usize>,
+}
+
+/// Who runs a virtual host's code, as one of its directives says (for `import`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSource {
+    /// `SuexecUserGroup USER GROUP`: the user name (or `#UID`).
+    Suexec(String),
+    /// mpm-itk's `AssignUserID USER GROUP`.
+    AssignUserId(String),
+    /// The FastCGI address it proxies to: `unix:PATH` or `HOST:PORT` (a php-fpm pool's
+    /// `listen`).
+    Fpm(String),
+}
+
+/// One such directive and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserHint {
+    pub source: UserSource,
+    pub directive: String,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// A `server {}` block / `<VirtualHost>`: its first name and where it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Vhost {
+    pub name: String,
+    pub file: PathBuf,
+    pub line: usize,
+    pub users: Vec<UserHint>,
+}
+
+/// A server's document roots and virtual hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub roots: Vec<DocRoot>,
+    pub vhosts: Vec<Vhost>,
+    /// Includes not followed (`FILE:LINE: note: ...`), for the operator.
+    pub notes: Vec<String>,
 }
 
 /// nginx's document roots, from `nginx -T` (with `-c CONF` when given): every file nginx
 /// would read, includes expanded, each headed by `# configuration file F:`.
 pub fn nginx(conf: Option<&Path>) -> Result<Vec<DocRoot>, String> {
+    Ok(nginx_parsed(conf)?.roots)
+}
+
+/// [`nginx`]'s document roots with their virtual hosts.
+pub fn nginx_parsed(conf: Option<&Path>) -> Result<Parsed, String> {
     let mut cmd = Command::new("nginx");
     cmd.arg("-T");
     if let Some(c) = conf {
@@ -36,13 +82,22 @@ pub fn nginx(conf: Option<&Path>) -> Result<Vec<DocRoot>, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(parse_nginx_dump(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_nginx(&String::from_utf8_lossy(&out.stdout)))
 }
 
-pub fn parse_nginx_dump(dump: &str) -> Vec<DocRoot> {
+/// `nginx -T`'s output: every statement, ended by `;`, `{` or `}`, with its block nesting.
+/// Each file is dumped whole after the file that includes it, so nesting restarts at each
+/// `# configuration file F:` header, and a `server {}` anywhere but in an `upstream` is a
+/// virtual host. `fastcgi_pass NAME` to an `upstream NAME { server unix:...; }` is resolved
+/// to that upstream's first server.
+pub fn parse_nginx(dump: &str) -> Parsed {
+    let mut p = Parsed::default();
     let mut file = PathBuf::new();
-    let mut line_in_file = 0;
-    let mut out = Vec::new();
+    let (mut line_in_file, mut stmt_line) = (0, 0);
+    // Open blocks: their first word and argument, and the vhost a `server` block is.
+    let mut stack: Vec<(String, String, Option<usize>)> = Vec::new();
+    let mut upstreams: Vec<(String, String)> = Vec::new();
+    let mut stmt = String::new();
     for l in dump.lines() {
         if let Some(f) = l
             .strip_prefix("# configuration file ")
@@ -50,22 +105,113 @@ pub fn parse_nginx_dump(dump: &str) -> Vec<DocRoot> {
         {
             file = PathBuf::from(f);
             line_in_file = 0;
+            stack.clear();
+            stmt.clear();
             continue;
         }
         line_in_file += 1;
         let code = l.split('#').next().unwrap_or("");
-        // A statement may follow a `{` on the same line (`location / { root /x; }`).
-        for stmt in code.split([';', '{', '}']) {
-            let mut words = stmt.split_whitespace();
-            let (Some(d @ ("root" | "alias")), Some(p)) = (words.next(), words.next()) else {
+        for c in code.chars() {
+            if !matches!(c, ';' | '{' | '}') {
+                if stmt.trim().is_empty() && !c.is_whitespace() {
+                    stmt_line = line_in_file;
+                }
+                stmt.push(c);
                 continue;
-            };
-            out.push(DocRoot {
-                directive: d.to_string(),
-                path: unquote(p).to_string(),
-                file: file.clone(),
-                line: line_in_file,
-            });
+            }
+            let words: Vec<&str> = stmt.split_whitespace().map(unquote).collect();
+            let vhost = stack.iter().rev().find_map(|b| b.2);
+            let first = words.first().copied().unwrap_or("");
+            let arg = words.get(1).copied().unwrap_or("");
+            match c {
+                '{' => {
+                    let in_upstream = stack.last().is_some_and(|b| b.0 == "upstream");
+                    let v = (first == "server" && !in_upstream).then(|| {
+                        p.vhosts.push(Vhost {
+                            file: file.clone(),
+                            line: stmt_line,
+                            ..Vhost::default()
+                        });
+                        p.vhosts.len() - 1
+                    });
+                    stack.push((first.to_string(), arg.to_string(), v));
+                }
+                '}' => {
+                    stack.pop();
+                }
+                _ => match (first, stack.last()) {
+                    ("root" | "alias", _) if !arg.is_empty() => p.roots.push(DocRoot {
+                        directive: first.to_string(),
+                        path: arg.to_string(),
+                        file: file.clone(),
+                        line: stmt_line,
+                        vhost,
+                    }),
+                    ("server", Some((up, name, _))) if up == "upstream" => {
+                        upstreams.push((name.clone(), arg.to_string()))
+                    }
+                    ("server_name", _) => {
+                        if let Some(v) = vhost.map(|v| &mut p.vhosts[v])
+                            && v.name.is_empty()
+                        {
+                            v.name = arg.to_string();
+                        }
+                    }
+                    ("fastcgi_pass", _) if !arg.is_empty() => {
+                        if let Some(v) = vhost {
+                            p.vhosts[v].users.push(UserHint {
+                                source: UserSource::Fpm(arg.to_string()),
+                                directive: first.to_string(),
+                                file: file.clone(),
+                                line: stmt_line,
+                            });
+                        }
+                    }
+                    _ => {}
+                },
+            }
+            stmt.clear();
+        }
+        stmt.push(' ');
+    }
+    for h in p.vhosts.iter_mut().flat_map(|v| v.users.iter_mut()) {
+        if let UserSource::Fpm(addr) = &mut h.source
+            && let Some((name, server)) = upstreams.iter().find(|(n, _)| n == addr)
+        {
+            h.directive = format!("{} {name} -> upstream server", h.directive);
+            *addr = server.clone();
+        }
+    }
+    p
+}
+
+/// The FastCGI address in an Apache handler or proxy target:
+/// `proxy:unix:/run/php/x.sock|fcgi://localhost` → `unix:/run/php/x.sock`,
+/// `proxy:fcgi://127.0.0.1:9000/` → `127.0.0.1:9000`.
+fn fcgi_address(arg: &str) -> Option<String> {
+    if let Some(i) = arg.find("unix:") {
+        let path = arg[i + 5..].split('|').next()?;
+        return Some(format!("unix:{path}"));
+    }
+    let rest = &arg[arg.find("fcgi://")? + 7..];
+    Some(rest.split('/').next()?.to_string())
+}
+
+/// `apache2ctl -t -D DUMP_VHOSTS`: the virtual hosts Apache really loaded, each
+/// `NAME (FILE:LINE)`, as `(name, file, line)`, once each.
+pub fn parse_dump_vhosts(text: &str) -> Vec<(String, PathBuf, usize)> {
+    let mut out: Vec<(String, PathBuf, usize)> = Vec::new();
+    for l in text.lines() {
+        let Some((before, at)) = l.trim_end().strip_suffix(')').and_then(|l| l.rsplit_once(" (")) else {
+            continue;
+        };
+        let Some((file, line)) = at.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(line) = line.parse() else { continue };
+        let name = before.split_whitespace().last().unwrap_or("").to_string();
+        if !out.iter().any(|(_, f, n)| f == Path::new(file) && *n == line) {
+            out.push((name, PathBuf::from(file), line));
         }
     }
     out
@@ -78,13 +224,33 @@ fn unquote(s: &str) -> &str {
 /// Apache's document roots: `DocumentRoot`, `Alias`, `AliasMatch`'s target and `UserDir`
 /// in `conf` (default `/etc/apache2/apache2.conf`) and every file it `Include`s.
 pub fn apache(conf: Option<&Path>) -> Result<Vec<DocRoot>, String> {
-    let conf = conf.map_or_else(|| PathBuf::from("/etc/apache2/apache2.conf"), Path::to_path_buf);
+    let p = apache_parsed(conf, &[])?;
+    for n in &p.notes {
+        eprintln!("toctou-guard: {n}");
+    }
+    Ok(p.roots)
+}
+
+/// The default `apache2.conf`, or `conf`.
+pub fn apache_conf(conf: Option<&Path>) -> PathBuf {
+    conf.map_or_else(|| PathBuf::from("/etc/apache2/apache2.conf"), Path::to_path_buf)
+}
+
+/// [`apache`]'s document roots with their `<VirtualHost>` blocks; `also` are files read too
+/// (after the includes), such as those `DUMP_VHOSTS` names but an include with a variable
+/// (`${APACHE_CONFDIR}`) hid. `<IfModule>`, `<IfDefine>` are not evaluated: every block is
+/// read as if its condition held.
+pub fn apache_parsed(conf: Option<&Path>, also: &[PathBuf]) -> Result<Parsed, String> {
+    let conf = apache_conf(conf);
     let server_root = conf
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    let mut out = Vec::new();
+    let mut out = Parsed::default();
     let mut seen = Vec::new();
     apache_file(&conf, &server_root, &mut out, &mut seen, 0)?;
+    for f in also {
+        apache_file(f, &server_root, &mut out, &mut seen, 0)?;
+    }
     Ok(out)
 }
 
@@ -92,7 +258,7 @@ pub fn apache(conf: Option<&Path>) -> Result<Vec<DocRoot>, String> {
 fn apache_file(
     file: &Path,
     server_root: &Path,
-    out: &mut Vec<DocRoot>,
+    out: &mut Parsed,
     seen: &mut Vec<PathBuf>,
     depth: usize,
 ) -> Result<(), String> {
@@ -101,14 +267,74 @@ fn apache_file(
     }
     seen.push(file.to_path_buf());
     let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // A <VirtualHost> block never spans files.
+    let mut vhost = None;
     for (i, l) in text.lines().enumerate() {
         let mut words = l.split_whitespace();
         let Some(d) = words.next() else { continue };
         let args: Vec<&str> = words.map(unquote).collect();
+        let first = args.first().copied().unwrap_or_default();
+        let hint = |source| UserHint {
+            source,
+            directive: d.to_string(),
+            file: file.to_path_buf(),
+            line: i + 1,
+        };
         let path = match d.to_ascii_lowercase().as_str() {
             "include" | "includeoptional" => {
-                for f in glob(&server_root.join(args.first().copied().unwrap_or_default())) {
+                // A variable cannot be expanded here (`import` finds such vhosts through
+                // DUMP_VHOSTS); an optional include may match nothing.
+                if first.contains("${") {
+                    out.notes.push(format!(
+                        "{}:{}: note: {d} {first} is not followed (a variable): the document roots it holds are not read",
+                        file.display(),
+                        i + 1
+                    ));
+                    continue;
+                }
+                for f in glob(&server_root.join(first)) {
+                    if d.eq_ignore_ascii_case("includeoptional") && !f.exists() {
+                        continue;
+                    }
                     apache_file(&f, server_root, out, seen, depth + 1)?;
+                }
+                continue;
+            }
+            "<virtualhost" => {
+                out.vhosts.push(Vhost {
+                    file: file.to_path_buf(),
+                    line: i + 1,
+                    ..Vhost::default()
+                });
+                vhost = Some(out.vhosts.len() - 1);
+                continue;
+            }
+            "</virtualhost>" => {
+                vhost = None;
+                continue;
+            }
+            "servername" => {
+                if let Some(v) = vhost {
+                    out.vhosts[v].name = first.to_string();
+                }
+                continue;
+            }
+            "suexecusergroup" | "assignuserid" => {
+                if let (Some(v), false) = (vhost, first.is_empty()) {
+                    let source = if d.eq_ignore_ascii_case("assignuserid") {
+                        UserSource::AssignUserId(first.to_string())
+                    } else {
+                        UserSource::Suexec(first.to_string())
+                    };
+                    out.vhosts[v].users.push(hint(source));
+                }
+                continue;
+            }
+            "sethandler" | "proxypass" | "proxypassmatch" => {
+                if let Some(v) = vhost
+                    && let Some(addr) = args.iter().find_map(|a| fcgi_address(a))
+                {
+                    out.vhosts[v].users.push(hint(UserSource::Fpm(addr)));
                 }
                 continue;
             }
@@ -117,11 +343,12 @@ fn apache_file(
             _ => None,
         };
         if let Some(p) = path {
-            out.push(DocRoot {
+            out.roots.push(DocRoot {
                 directive: d.to_string(),
                 path: p.to_string(),
                 file: file.to_path_buf(),
                 line: i + 1,
+                vhost,
             });
         }
     }
@@ -232,7 +459,7 @@ mod tests {
     fn nginx_dump_roots_with_files_and_lines() {
         let dump = "# configuration file /etc/nginx/nginx.conf:\nhttp {\n  root /var/www/html; # x\n}\n\
                     # configuration file /etc/nginx/sites-enabled/a:\nserver {\n  location /s/ { alias \"/srv/s/\"; }\n  # root /commented;\n}\n";
-        let r = parse_nginx_dump(dump);
+        let r = parse_nginx(dump).roots;
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!((r[0].path.as_str(), r[0].line), ("/var/www/html", 2));
         assert_eq!(r[0].file, PathBuf::from("/etc/nginx/nginx.conf"));
@@ -240,6 +467,81 @@ mod tests {
             (r[1].directive.as_str(), r[1].path.as_str(), r[1].line),
             ("alias", "/srv/s/", 2)
         );
+    }
+
+    #[test]
+    fn nginx_vhosts_with_fastcgi_and_upstreams() {
+        let dump = "# configuration file /n/nginx.conf:\nhttp {\n  upstream php_b { server unix:/run/b.sock; }\n  \
+                    include /n/sites/*;\n}\n# configuration file /n/sites/a:\nserver {\n  server_name a.test www.a.test;\n  \
+                    root /srv/a;\n  location ~ \\.php$ {\n    fastcgi_pass\n      unix:/run/a.sock;\n  }\n}\n\
+                    server { server_name b.test; root /srv/b; location / { fastcgi_pass php_b; } }\n";
+        let p = parse_nginx(dump);
+        assert_eq!(p.vhosts.len(), 2, "{p:#?}");
+        assert_eq!((p.vhosts[0].name.as_str(), p.vhosts[0].line), ("a.test", 1));
+        assert_eq!(
+            p.vhosts[0].users[0].source,
+            UserSource::Fpm("unix:/run/a.sock".into())
+        );
+        assert_eq!(
+            p.vhosts[0].users[0].line, 5,
+            "a statement's line is where it starts"
+        );
+        assert_eq!(
+            p.vhosts[1].users[0].source,
+            UserSource::Fpm("unix:/run/b.sock".into())
+        );
+        let r: Vec<_> = p
+            .roots
+            .iter()
+            .map(|r| (r.path.as_str(), r.vhost, r.line))
+            .collect();
+        assert_eq!(r, [("/srv/a", Some(0), 3), ("/srv/b", Some(1), 9)]);
+    }
+
+    #[test]
+    fn apache_handlers_and_dump_vhosts() {
+        assert_eq!(
+            fcgi_address("proxy:unix:/run/php/x.sock|fcgi://localhost").as_deref(),
+            Some("unix:/run/php/x.sock")
+        );
+        assert_eq!(
+            fcgi_address("proxy:fcgi://127.0.0.1:9000/").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(fcgi_address("application/x-httpd-php"), None);
+        let dump = "VirtualHost configuration:\n*:80                   is a NameVirtualHost\n         \
+                    default server a.test (/e/sites/a.conf:1)\n         port 80 namevhost a.test (/e/sites/a.conf:1)\n\
+                    \x20                alias www.a.test\n127.0.0.1:8081         b.test (/e/b.conf:3)\n";
+        assert_eq!(
+            parse_dump_vhosts(dump),
+            [
+                ("a.test".to_string(), PathBuf::from("/e/sites/a.conf"), 1),
+                ("b.test".to_string(), PathBuf::from("/e/b.conf"), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn apache_includes_with_variables_are_noted_missing_optional_ones_skipped() {
+        let d = std::env::temp_dir().join(format!("tg-docroots-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let conf = d.join("apache2.conf");
+        fs::write(
+            &conf,
+            "Include ${APACHE_CONFDIR}/x.conf\nIncludeOptional missing.conf\n<VirtualHost *:80>\n\
+             DocumentRoot /srv/a\nSuexecUserGroup a a\n</VirtualHost>\n",
+        )
+        .unwrap();
+        let p = apache_parsed(Some(&conf), &[]);
+        let _ = fs::remove_dir_all(&d);
+        let p = p.unwrap();
+        assert_eq!(p.notes.len(), 1, "{p:#?}");
+        assert!(p.notes[0].starts_with(&format!(
+            "{}:1: note: Include ${{APACHE_CONFDIR}}/x.conf",
+            conf.display()
+        )));
+        assert_eq!((p.roots.len(), p.roots[0].vhost), (1, Some(0)));
+        assert_eq!(p.vhosts[0].users[0].source, UserSource::Suexec("a".into()));
     }
 
     #[test]

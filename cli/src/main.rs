@@ -7,6 +7,9 @@
 //!                                                  root or map covers
 //! toctou-guard check --php [FILE...]               php-fpm/php.ini settings the guard cannot fix
 //! toctou-guard explain PATH [--uid UID] [--config CONFIG]
+//! toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]
+//!                                                  map lines for the server's vhosts
+//! toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]
 //! toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]
 //! toctou-guard disable SERVICE [--root DIR]
 //! toctou-guard status [--json] [--log FILE] [--pid PID]...
@@ -17,10 +20,12 @@
 
 mod docroots;
 mod explain;
+mod import;
 mod init;
 mod json;
 mod load;
 mod php;
+mod report;
 mod scan;
 mod service;
 
@@ -30,6 +35,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf FILE] [--apache | --apache-conf FILE]\n       \
                      toctou-guard check --php [FILE...]\n       \
                      toctou-guard explain PATH [--uid UID] [--config CONFIG]\n       \
+                     toctou-guard import apache|nginx [--conf FILE] [--config CONFIG] [--fpm-conf DIR]\n       \
+                     toctou-guard report [--file LOG]... [--journal] [--since TIME] [--json] [--prometheus FILE]\n       \
                      toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]\n       \
                      toctou-guard disable SERVICE [--root DIR]\n       \
                      toctou-guard status [--json] [--log FILE] [--pid PID]...\n       \
@@ -126,6 +133,14 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             let config = config.unwrap_or_else(load::default_path);
             let cfg = load::load(&config).map_err(|e| load::describe(&e))?;
             print!("{}", explain::explain(cfg, &path, uid));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("import") => {
+            import::run(&args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("report") => {
+            report::run(&args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
         Some("enable") => {

@@ -33,6 +33,9 @@ struct Pool {
     at: String,
     /// `php_value[k]` and friends: k → value.
     overrides: BTreeMap<String, Setting>,
+    /// `listen` and `user` (`$pool` expanded, as php-fpm does), for `import`.
+    listen: Option<Setting>,
+    user: Option<Setting>,
 }
 
 /// One master: its pools and the php.ini settings they inherit.
@@ -216,7 +219,20 @@ fn read_file(m: &mut Master, path: &Path, depth: u32) -> Result<(), String> {
                 .iter()
                 .filter_map(|(k, s)| override_key(k).map(|o| (o.to_string(), s.clone())))
                 .collect();
-            m.pools.push(Pool { name, at, overrides });
+            let expanded = |k: &str| {
+                keys.get(k).map(|s| Setting {
+                    value: s.value.replace("$pool", &name),
+                    at: s.at.clone(),
+                })
+            };
+            let (listen, user) = (expanded("listen"), expanded("user"));
+            m.pools.push(Pool {
+                name,
+                at,
+                overrides,
+                listen,
+                user,
+            });
         } else {
             // php.ini sections ([PHP], [opcache], ...) only group settings.
             m.ini.extend(keys);
@@ -243,6 +259,43 @@ fn default_masters() -> Result<Vec<Vec<PathBuf>>, String> {
         return Err("no /etc/php/*/fpm/php-fpm.conf found: name the files".into());
     }
     Ok(masters)
+}
+
+/// A php-fpm pool's socket and user, each with where it was set (`FILE:LINE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUser {
+    pub name: String,
+    pub listen: String,
+    pub listen_at: String,
+    /// `None`: the pool sets no `user` (it runs as the master, i.e. root: php-fpm refuses).
+    pub user: Option<(String, String)>,
+}
+
+/// Every pool of the default masters (`/etc/php/*/fpm/php-fpm.conf` and what it includes),
+/// or of every `DIR/*.conf` when `dir` is given (`import --fpm-conf DIR`).
+pub fn pool_users(dir: Option<&Path>) -> Result<Vec<PoolUser>, String> {
+    let masters = match dir {
+        Some(d) if !d.is_dir() => return Err(format!("--fpm-conf {}: not a directory", d.display())),
+        Some(d) => vec![expand(&d.join("*.conf"))?],
+        None => default_masters().unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for files in masters {
+        let mut m = Master::default();
+        for f in &files {
+            read_file(&mut m, f, 0)?;
+        }
+        out.extend(m.pools.into_iter().filter_map(|p| {
+            let listen = p.listen?;
+            Some(PoolUser {
+                name: p.name,
+                listen: listen.value,
+                listen_at: listen.at,
+                user: p.user.map(|u| (u.value, u.at)),
+            })
+        }));
+    }
+    Ok(out)
 }
 
 /// Check `files` (one master) or the default masters; `Ok(problems)`.
@@ -384,6 +437,31 @@ mod tests {
             ("php-fpm.conf", FPM),
         ]);
         assert!(check(&[f[0].clone(), f[2].clone()]).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn pool_users_with_sockets() {
+        let (d, _f) = master(&[
+            ("pool.d/a.conf", POOL_A),
+            (
+                "pool.d/c.conf",
+                "[carol]\nlisten = /run/$pool.sock\nuser = $pool\n",
+            ),
+            ("pool.d/not-a-pool.txt", POOL_B),
+        ]);
+        let p = pool_users(Some(&d.0.join("pool.d"))).unwrap();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert_eq!(
+            (p[0].name.as_str(), p[0].listen.as_str()),
+            ("alice", "/run/a.sock")
+        );
+        assert_eq!(p[0].user.as_ref().map(|u| u.0.as_str()), Some("alice"));
+        assert!(p[0].listen_at.ends_with("a.conf:3"), "{}", p[0].listen_at);
+        assert_eq!(
+            (p[1].listen.as_str(), p[1].user.as_ref().unwrap().0.as_str()),
+            ("/run/carol.sock", "carol")
+        );
+        assert!(pool_users(Some(Path::new("/nonexistent"))).is_err());
     }
 
     #[test]

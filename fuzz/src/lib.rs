@@ -903,5 +903,43 @@ pub fn check_denial(d: &Denial<'_>, tag: &str, pid: u32) -> Check {
     if tag.len() <= LONGEST_TAG.len() && d.suppressed <= u64::from(u32::MAX) {
         ensure!(s.len() < 1024, "a {}-byte line: {s:?}", s.len());
     }
+    check_parse(d, tag, pid, &s)
+}
+
+/// `line` (written from `d`) reads back with the policy's own parser (`toctou-guard
+/// report`'s) as what was written: the header's tag and pid, every fixed field, and the
+/// free fields' bytes exactly as this file's independent [`unescape`] reads them.
+fn check_parse(d: &Denial<'_>, tag: &str, pid: u32, line: &str) -> Check {
+    let (t, p, body) = logline::parse_header(line).ok_or_else(|| format!("no header in {line:?}"))?;
+    ensure!((t, p) == (tag, pid), "header read back as {t}[{p}]: {line:?}");
+    let back = logline::parse_denial(body).map_err(|e| format!("parse_denial: {e}: {line:?}"))?;
+    ensure!(
+        (
+            back.audit,
+            back.reason,
+            back.mode,
+            back.uid,
+            back.owner,
+            back.expected,
+            back.suppressed
+        ) == (
+            d.audit,
+            d.reason,
+            d.mode,
+            d.uid,
+            d.owner,
+            d.expected,
+            d.suppressed
+        ),
+        "fixed fields read back as {back:?}: {line:?}"
+    );
+    for (name, text) in [("comm", back.comm), ("tenant", back.tenant), ("path", back.path)] {
+        let ours = logline::unescape(text).ok_or_else(|| format!("{name}: unescape refused {text:?}"))?;
+        ensure!(
+            Ok(&ours) == unescape(text).as_ref(),
+            "{name}: unescape({text:?}) = {ours:?}, the oracle says {:?}",
+            unescape(text)
+        );
+    }
     Ok(())
 }

@@ -23,6 +23,13 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode a log line's word names (the inverse of [`Mode::as_str`]).
+    pub fn from_word(word: &str) -> Option<Mode> {
+        [Mode::Enforce, Mode::Audit]
+            .into_iter()
+            .find(|m| m.as_str() == word)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",

@@ -36,6 +36,22 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [DenyReason; 7] = [
+        DenyReason::OwnerMismatch,
+        DenyReason::TenantIsSymlink,
+        DenyReason::TenantMissing,
+        DenyReason::EscapesTenant,
+        DenyReason::PathTooLong,
+        DenyReason::UnresolvedDirfd,
+        DenyReason::DanglingSymlink,
+    ];
+
+    /// The reason a log line's word names (the inverse of [`DenyReason::as_str`]).
+    pub fn from_word(word: &str) -> Option<DenyReason> {
+        DenyReason::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DenyReason::OwnerMismatch => "owner-mismatch",

@@ -96,6 +96,158 @@ pub fn write_escaped(w: &mut impl Write, bytes: &[u8], max: usize) -> fmt::Resul
     Ok(())
 }
 
+/// The guards' syslog tags: the shim's and the FUSE daemon's.
+pub const TAGS: [&str; 2] = ["toctou-guard", "toctou-guard-fs"];
+
+/// `[<PRI>]TAG[PID]: BODY` → `(TAG, PID, BODY)` (the header [`write_header`] writes, with
+/// or without the priority a syslog daemon strips); `None` for any other text.
+pub fn parse_header(line: &str) -> Option<(&str, u32, &str)> {
+    let line = match line.strip_prefix('<') {
+        Some(rest) => {
+            let (pri, rest) = rest.split_once('>')?;
+            pri.bytes().all(|b| b.is_ascii_digit()).then_some(rest)?
+        }
+        None => line,
+    };
+    let (tag, rest) = line.split_once('[')?;
+    let (pid, body) = rest.split_once("]: ")?;
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    Some((tag, pid.parse().ok()?, body))
+}
+
+/// A denial line's body as read back: the fixed fields decoded, the three free fields as
+/// written (escaped, printable ASCII; [`unescape`] gives their bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedDenial<'a> {
+    pub audit: bool,
+    pub reason: DenyReason,
+    pub mode: Mode,
+    pub uid: Option<u32>,
+    pub owner: Option<u32>,
+    pub expected: Option<u32>,
+    pub suppressed: u64,
+    pub comm: &'a str,
+    pub tenant: &'a str,
+    pub path: &'a str,
+}
+
+/// Why a body that looked like one of ours is not a denial line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ten fields of [`write_denial`], in its order.
+const FIELDS: [&str; 10] = [
+    "action",
+    "reason",
+    "mode",
+    "uid",
+    "owner",
+    "expected",
+    "suppressed",
+    "comm",
+    "tenant",
+    "path",
+];
+
+/// Read back what [`write_denial`] wrote: exactly its ten `key=value` fields, in order,
+/// separated by one space (escaped text holds no space and no `=`), each value valid.
+/// Never panics; an error names the first field that is wrong.
+pub fn parse_denial(body: &str) -> Result<ParsedDenial<'_>, ParseError> {
+    let err = |m: String| Err(ParseError(m));
+    let mut values = [""; 10];
+    let mut words = body.split(' ');
+    for (i, key) in FIELDS.iter().enumerate() {
+        let Some(word) = words.next() else {
+            return err(format!("field '{key}' missing"));
+        };
+        match word.split_once('=') {
+            Some((k, v)) if k == *key && !v.contains('=') => values[i] = v,
+            _ => return err(format!("'{key}=' expected, found '{}'", word.escape_debug())),
+        }
+    }
+    if words.next().is_some() {
+        return err("text after 'path='".into());
+    }
+    let num = |i: usize| -> Result<Option<u32>, ParseError> {
+        match values[i] {
+            "-" => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ParseError(format!("{}={}: not a number or '-'", FIELDS[i], v.escape_debug()))),
+        }
+    };
+    let audit = match values[0] {
+        "deny" => false,
+        "audit" => true,
+        v => return err(format!("action={}: not deny or audit", v.escape_debug())),
+    };
+    let Some(reason) = DenyReason::from_word(values[1]) else {
+        return err(format!("reason={}: unknown", values[1].escape_debug()));
+    };
+    let Some(mode) = Mode::from_word(values[2]) else {
+        return err(format!("mode={}: unknown", values[2].escape_debug()));
+    };
+    let Ok(suppressed) = values[6].parse() else {
+        return err(format!("suppressed={}: not a number", values[6].escape_debug()));
+    };
+    for i in 7..10 {
+        if unescape(values[i]).is_none() {
+            return err(format!("{}=: not escaped as the guards write it", FIELDS[i]));
+        }
+    }
+    Ok(ParsedDenial {
+        audit,
+        reason,
+        mode,
+        uid: num(3)?,
+        owner: num(4)?,
+        expected: num(5)?,
+        suppressed,
+        comm: values[7],
+        tenant: values[8],
+        path: values[9],
+    })
+}
+
+/// The bytes [`write_escaped`] was given, and whether it cut them (`\...` at the end);
+/// `None` if `text` is not its output (a raw space, `=`, `\`, non-ASCII, a bad `\xNN`).
+pub fn unescape(text: &str) -> Option<(Vec<u8>, bool)> {
+    let (text, cut) = match text.strip_suffix(CUT) {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let hex = b.get(i + 2..i + 4).filter(|_| b.get(i + 1) == Some(&b'x'))?;
+            let h = core::str::from_utf8(hex).ok()?;
+            // Lower-case hex only, as written, so that one text means one byte string.
+            if h.bytes().any(|c| c.is_ascii_uppercase()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 4;
+        } else if b[i].is_ascii_graphic() && b[i] != b'=' {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    Some((out, cut))
+}
+
 struct Opt(Option<u32>);
 
 impl fmt::Display for Opt {
@@ -200,6 +352,63 @@ mod tests {
         let mut w = String::new();
         write_escaped(&mut w, b"a\\", 4).unwrap();
         assert_eq!(w, "a\\...", "a 4-byte escape that does not fit is cut whole");
+    }
+
+    #[test]
+    fn a_line_reads_back() {
+        let l = line(b"/home/alice/public_html/a b");
+        let (tag, pid, body) = parse_header(&l).unwrap();
+        assert_eq!((tag, pid), ("toctou-guard", 7));
+        let d = parse_denial(body).unwrap();
+        assert_eq!(
+            (
+                d.audit,
+                d.reason,
+                d.mode,
+                d.uid,
+                d.owner,
+                d.expected,
+                d.suppressed
+            ),
+            (
+                false,
+                DenyReason::OwnerMismatch,
+                Mode::Enforce,
+                Some(33),
+                Some(1002),
+                None,
+                4
+            )
+        );
+        assert_eq!((d.comm, d.tenant), ("ng\\x20inx", "/home/alice"));
+        assert_eq!(
+            unescape(d.path).unwrap(),
+            (b"/home/alice/public_html/a b".to_vec(), false)
+        );
+        assert_eq!(unescape("ab\\..."), Some((b"ab".to_vec(), true)));
+        // Without the priority, as syslog daemons store it.
+        assert_eq!(parse_header(&l[4..]).map(|h| h.0), Some("toctou-guard"));
+    }
+
+    #[test]
+    fn broken_lines_are_errors_not_panics() {
+        let l = line(b"/x");
+        let body = parse_header(&l).unwrap().2;
+        for bad in [
+            &body[..body.len() / 2],
+            "action=deny",
+            "",
+            "action=block reason=owner-mismatch",
+        ] {
+            assert!(parse_denial(bad).is_err(), "{bad}");
+        }
+        assert!(parse_denial(&body.replace("uid=33", "uid=x")).is_err());
+        assert!(parse_denial(&format!("{body} extra=1")).is_err());
+        assert!(parse_denial(&body.replace("comm=ng", "comm=\\xZZ")).is_err());
+        assert_eq!(parse_header("sshd[1]: x").map(|h| h.0), Some("sshd"));
+        assert_eq!(parse_header("no header"), None);
+        assert_eq!(parse_header("<x>t[1]: y"), None);
+        assert_eq!(parse_header("t[-1]: y"), None);
     }
 
     #[test]

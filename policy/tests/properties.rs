@@ -708,6 +708,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(cases(2000))]
+
+    /// Any text, and any damage to a real line, is read as a denial or refused with an
+    /// error: never a panic (`toctou-guard report` reads whatever a log holds).
+    #[test]
+    fn parsing_any_text_never_panics(text in ".{0,300}", cut in 0usize..400) {
+        let _ = toctou_policy::logline::parse_header(&text);
+        let _ = toctou_policy::logline::parse_denial(&text);
+        let real = "action=deny reason=owner-mismatch mode=enforce uid=33 owner=1 expected=2 suppressed=0 comm=x tenant=/t path=/t/\\x20";
+        let end = cut.min(real.len());
+        let path_at = real.find(" path=").unwrap() + " path=".len();
+        if end < path_at {
+            prop_assert!(toctou_policy::logline::parse_denial(&real[..end]).is_err());
+        }
+        prop_assert!(toctou_policy::logline::parse_denial(real).is_ok());
+    }
+}
+
 #[test]
 fn the_longest_denial_line_fits_the_shim_buffer() {
     let all = [0xffu8; 2000];

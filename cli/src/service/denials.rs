@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
 
+use crate::report::{self, Line};
+
 /// The file `status` reads by default (rsyslog's `authpriv` on Debian).
 pub const DEFAULT_LOG: &str = "/var/log/auth.log";
 
@@ -16,27 +18,19 @@ pub fn count(text: &str) -> HashMap<u32, u64> {
     count_lines(text.lines().map(str::to_string))
 }
 
-/// [`count`] line by line (a log file may be large: it is never held whole).
+/// [`count`] line by line (a log file may be large: it is never held whole). Each line is
+/// read as `report` reads it (`toctou_policy::logline` behind it); the FUSE daemon's lines
+/// (`toctou-guard-fs`) carry the daemon's pid, not a server's, and are left out.
 fn count_lines(lines: impl Iterator<Item = String>) -> HashMap<u32, u64> {
     let mut n = HashMap::new();
     for line in lines {
-        let Some(at) = line.find("toctou-guard[") else {
-            continue;
-        };
-        let rest = &line[at + "toctou-guard[".len()..];
-        let Some((pid, rest)) = rest.split_once("]: ") else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        if !(rest.starts_with("action=deny ") || rest.starts_with("action=audit ")) {
-            continue;
+        // The year of a traditional stamp does not matter to a count.
+        if let Line::Denial(e) = report::classify(&line, 0)
+            && !e.fs
+            && let Some(pid) = e.pid
+        {
+            *n.entry(pid).or_insert(0) += 1 + e.suppressed;
         }
-        let suppressed = rest
-            .split(' ')
-            .find_map(|f| f.strip_prefix("suppressed="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        *n.entry(pid).or_insert(0) += 1 + suppressed;
     }
     n
 }
@@ -89,10 +83,12 @@ mod tests {
 <84>toctou-guard-fs[7]: action=deny reason=owner-mismatch mode=enforce uid=33 owner=1 expected=2 suppressed=0 comm=x tenant= path=/x
 <83>toctou-guard[7]: action=config-error file=/x
 toctou-guard[x]: action=deny
+Dec 04 01:00:01 h toctou-guard[8]: action=deny reason=tenant-missing mode=enforce uid=33 owner=- expected=- suppressed=0 comm=x tenant= path=/x
 ";
         let n = super::count(log);
         assert_eq!(n.get(&7), Some(&7));
-        assert_eq!(n.get(&8), Some(&1));
+        // The audit line, and one as `journalctl -o short` prints it.
+        assert_eq!(n.get(&8), Some(&2));
         assert_eq!(n.len(), 2);
     }
 }

@@ -943,3 +943,95 @@ fn check_parse(d: &Denial<'_>, tag: &str, pid: u32, line: &str) -> Check {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The compiled configuration image.
+
+/// `policy`'s configuration compiled into an image and loaded back as a policy.
+pub fn compiled(policy: &Policy) -> Result<Policy, String> {
+    let stamp = toctou_policy::image::Stamp {
+        dev: 1,
+        ino: 2,
+        ..Default::default()
+    };
+    let bytes = toctou_policy::image::compile(policy.config(), stamp)?;
+    let (img, cfg) = toctou_policy::image::Image::open(std::sync::Arc::new(bytes), Path::new("t.conf.tgc"))
+        .map_err(|e| format!("a compiled image does not load: {e}"))?;
+    let mut want = policy.config().clone();
+    want.roots.clear();
+    want.source = cfg.source.clone();
+    ensure!(
+        cfg == want,
+        "the image's settings {cfg:?} are not the text's {want:?}"
+    );
+    ensure!(img.stamp() == stamp, "the image's stamp changed");
+    Ok(Policy::from_image(cfg, img))
+}
+
+/// The compiled policy answers as the parsed one: `classify` (normalised path too),
+/// `classify_clean`, `may_guard_below` and the trees it names.
+pub fn check_image_agrees(parsed: &Policy, image: &Policy, base: Option<&[u8]>, path: &[u8]) -> Check {
+    let ctx = || format!("image: classify({:?}, {})", base.map(show), show(path));
+    let (mut a, mut b) = (Scratch::new(), Scratch::new());
+    let (ta, tb) = (
+        parsed.classify(base, path, &mut a),
+        image.classify(base, path, &mut b),
+    );
+    ensure!(ta == tb, "{}: parsed {ta:?}, compiled {tb:?}", ctx());
+    ensure!(
+        matches!(ta, Target::Deny(_)) || a.as_bytes() == b.as_bytes(),
+        "{}: another normalised path",
+        ctx()
+    );
+    let (ca, cb) = (parsed.classify_clean(path), image.classify_clean(path));
+    ensure!(
+        ca == cb,
+        "image: classify_clean({}): parsed {ca:?}, compiled {cb:?}",
+        show(path)
+    );
+    if ref_is_clean(path) {
+        let (ma, mb) = (parsed.may_guard_below(path), image.may_guard_below(path));
+        ensure!(
+            ma == mb,
+            "image: may_guard_below({}): parsed {ma}, compiled {mb}",
+            show(path)
+        );
+    }
+    ensure!(
+        parsed.root_count() == image.root_count(),
+        "image: another number of trees"
+    );
+    for i in 0..parsed.root_count() {
+        ensure!(parsed.root(i) == image.root(i), "image: tree {i} differs");
+    }
+    ensure!(
+        parsed.shadowed() == image.shadowed(),
+        "image: shadowed trees differ"
+    );
+    Ok(())
+}
+
+/// Any bytes offered as an image: refused with an error naming the file, or accepted and then
+/// every lookup answers (the caller sees a panic as the failure).
+pub fn check_image_bytes(bytes: Vec<u8>, paths: &[&[u8]]) -> Check {
+    let file = Path::new("/etc/x.conf.tgc");
+    match toctou_policy::image::Image::open(std::sync::Arc::new(bytes), file) {
+        Err(e) => ensure!(
+            e.to_string().starts_with("/etc/x.conf.tgc: compiled form: "),
+            "the error does not name the file: {e}"
+        ),
+        Ok((img, cfg)) => {
+            let p = Policy::from_image(cfg, img);
+            let mut out = Scratch::new();
+            for path in paths {
+                let _ = p.classify(None, path, &mut out);
+                let _ = p.classify_clean(path);
+                let _ = p.may_guard_below(path);
+            }
+            for i in 0..p.root_count().min(64) {
+                let _ = p.root(i);
+            }
+        }
+    }
+    Ok(())
+}

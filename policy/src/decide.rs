@@ -1,6 +1,7 @@
 //! Path → tenant → expected owner → decision.
 
 use crate::config::{Config, Mode, OwnerRule};
+use crate::image::{self, Image};
 use crate::index::{Found, RootIndex};
 use crate::meta::Meta;
 use crate::path::{PathBuf, TooLong, components};
@@ -149,12 +150,31 @@ pub enum Decision {
 /// The validated configuration, ready for the hot path.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The settings; with a compiled image its `roots` are empty (the image holds them).
     config: Config,
     /// Depths at which some root can match, as a bit set (depth < 64), to skip most checks.
     depth_mask: u64,
     max_depth: usize,
     /// Every pattern in one trie: a lookup costs the path's components, not the lines.
-    index: RootIndex,
+    rules: Rules,
+}
+
+/// Where the trees are: parsed from the text, or in a compiled image walked in place.
+#[derive(Debug, Clone)]
+enum Rules {
+    Parsed(RootIndex),
+    Compiled(Image),
+}
+
+/// One configured tree, as [`Policy::root`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootInfo<'a> {
+    /// The pattern as written.
+    pub text: std::borrow::Cow<'a, str>,
+    /// `Some` for a `map`.
+    pub fixed_uid: Option<u32>,
+    /// Line of the configuration it came from.
+    pub line: usize,
 }
 
 impl Policy {
@@ -169,10 +189,81 @@ impl Policy {
             }
         }
         Policy {
-            index: RootIndex::new(config.roots.iter().map(|r| &r.pattern)),
+            rules: Rules::Parsed(RootIndex::new(config.roots.iter().map(|r| &r.pattern))),
             config,
             depth_mask,
             max_depth,
+        }
+    }
+
+    /// The policy of a compiled image and the settings [`Image::open`] read from it.
+    pub fn from_image(config: Config, image: Image) -> Self {
+        Policy {
+            depth_mask: image.depth_mask,
+            max_depth: image.max_depth,
+            rules: Rules::Compiled(image),
+            config,
+        }
+    }
+
+    /// Was this policy loaded from a compiled image?
+    pub fn is_compiled(&self) -> bool {
+        matches!(self.rules, Rules::Compiled(_))
+    }
+
+    /// Number of configured trees (indices of [`Target::Guarded`] are below it).
+    pub fn root_count(&self) -> usize {
+        match &self.rules {
+            Rules::Parsed(_) => self.config.roots.len(),
+            Rules::Compiled(img) => img.root_count(),
+        }
+    }
+
+    /// The tree at index `i` (`None` past [`Self::root_count`]).
+    pub fn root(&self, i: usize) -> Option<RootInfo<'_>> {
+        match &self.rules {
+            Rules::Parsed(_) => self.config.roots.get(i).map(|r| RootInfo {
+                text: r.pattern.as_str().into(),
+                fixed_uid: r.fixed_uid,
+                line: r.line,
+            }),
+            Rules::Compiled(img) => (i < img.root_count()).then(|| {
+                let r = img.root(i);
+                RootInfo {
+                    text: String::from_utf8_lossy(r.text),
+                    fixed_uid: r.fixed_uid,
+                    line: r.line,
+                }
+            }),
+        }
+    }
+
+    /// Tenant depth and fixed uid of root `i`.
+    #[inline]
+    fn root_facts(&self, i: usize) -> (usize, Option<u32>) {
+        match &self.rules {
+            Rules::Parsed(_) => {
+                let r = &self.config.roots[i];
+                (r.pattern.tenant_depth(), r.fixed_uid)
+            }
+            Rules::Compiled(img) => {
+                let r = img.root(i);
+                (r.tenant_depth, r.fixed_uid)
+            }
+        }
+    }
+
+    fn index_first<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        match &self.rules {
+            Rules::Parsed(i) => i.first(comps),
+            Rules::Compiled(img) => img.first(comps),
+        }
+    }
+
+    fn index_exact<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        match &self.rules {
+            Rules::Parsed(i) => i.exact(comps),
+            Rules::Compiled(img) => img.exact(comps),
         }
     }
 
@@ -208,12 +299,9 @@ impl Policy {
             return None;
         }
         // The first root a walk would enter is the shallowest match (the first line at a tie).
-        let best = match self.index.first(clean_components(path)) {
+        let best = match self.index_first(clean_components(path)) {
             Found::Nothing => None,
-            Found::Root { root, .. } => Some((
-                root,
-                prefix_len(path, self.config.roots[root].pattern.tenant_depth()),
-            )),
+            Found::Root { root, .. } => Some((root, prefix_len(path, self.root_facts(root).0))),
             Found::TooMany => self.scan_clean(path),
         };
         Some(match best {
@@ -225,11 +313,25 @@ impl Policy {
     /// [`Self::classify_clean`] by trying every pattern (`*`s too entangled for the index).
     fn scan_clean(&self, path: &[u8]) -> Option<(usize, usize)> {
         let mut best: Option<(usize, usize, usize)> = None; // (depth, root, tenant_len)
-        for (i, r) in self.config.roots.iter().enumerate() {
-            if let Some(tenant_len) = r.pattern.match_clean(path)
-                && best.is_none_or(|(d, _, _)| r.pattern.depth() < d)
-            {
-                best = Some((r.pattern.depth(), i, tenant_len));
+        match &self.rules {
+            Rules::Parsed(_) => {
+                for (i, r) in self.config.roots.iter().enumerate() {
+                    if let Some(tenant_len) = r.pattern.match_clean(path)
+                        && best.is_none_or(|(d, _, _)| r.pattern.depth() < d)
+                    {
+                        best = Some((r.pattern.depth(), i, tenant_len));
+                    }
+                }
+            }
+            Rules::Compiled(img) => {
+                for i in 0..img.root_count() {
+                    let r = img.root(i);
+                    if image::key_under(r.key, clean_components(path))
+                        && best.is_none_or(|(d, _, _)| r.depth < d)
+                    {
+                        best = Some((r.depth, i, prefix_len(path, r.tenant_depth)));
+                    }
+                }
             }
         }
         best.map(|(_, root, tenant_len)| (root, tenant_len))
@@ -239,15 +341,15 @@ impl Policy {
         match root {
             None => Target::Outside,
             Some(root) => {
-                let entry = &self.config.roots[root];
-                let expected = match (entry.fixed_uid, self.config.owner) {
+                let (tenant_depth, fixed_uid) = self.root_facts(root);
+                let expected = match (fixed_uid, self.config.owner) {
                     (Some(uid), _) => Expected::Uid(uid),
                     (None, OwnerRule::Euid) => Expected::Euid,
                     (None, OwnerRule::Tenant) => Expected::TenantOwner,
                 };
                 Target::Guarded {
                     root,
-                    tenant_len: tenant_len(entry.pattern.tenant_depth()),
+                    tenant_len: tenant_len(tenant_depth),
                     expected,
                 }
             }
@@ -278,9 +380,7 @@ impl Policy {
             }
             out.push(c)?;
             if entered.is_none() {
-                entered = self
-                    .root_at(out)
-                    .map(|i| (i, self.config.roots[i].pattern.tenant_depth()));
+                entered = self.root_at(out).map(|i| (i, self.root_facts(i).0));
             }
         }
         Ok(self.target_for(entered.map(|(i, _)| i), |tenant_depth| {
@@ -294,10 +394,15 @@ impl Policy {
         if d > self.max_depth || (d < 64 && self.depth_mask & (1 << d) == 0) {
             return None;
         }
-        match self.index.exact(out.components()) {
+        match self.index_exact(out.components()) {
             Found::Root { root, .. } => Some(root),
             Found::Nothing => None,
-            Found::TooMany => self.config.roots.iter().position(|r| r.pattern.matches(out)),
+            Found::TooMany => match &self.rules {
+                Rules::Parsed(_) => self.config.roots.iter().position(|r| r.pattern.matches(out)),
+                Rules::Compiled(img) => {
+                    (0..img.root_count()).find(|&i| image::key_matches(img.root(i).key, out.components()))
+                }
+            },
         }
     }
 
@@ -310,9 +415,15 @@ impl Policy {
             Some(Target::Outside) => {}
             _ => return true,
         }
-        self.index
-            .deeper_below(clean_components(dir))
-            .unwrap_or_else(|| self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir)))
+        let found = match &self.rules {
+            Rules::Parsed(i) => i.deeper_below(clean_components(dir)),
+            Rules::Compiled(img) => img.deeper_below(clean_components(dir)),
+        };
+        found.unwrap_or_else(|| match &self.rules {
+            Rules::Parsed(_) => self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir)),
+            Rules::Compiled(img) => (0..img.root_count())
+                .any(|i| image::key_could_lie_below(img.root(i).key, clean_components(dir))),
+        })
     }
 
     /// Trees no path can ever be judged by: a tree (typically a `map`) lying inside another
@@ -320,9 +431,13 @@ impl Policy {
     /// decides instead), as indices into [`Config::roots`].
     pub fn shadowed(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        for (i, r) in self.config.roots.iter().enumerate() {
+        for i in 0..self.root_count() {
             // A pattern's own literal spelling (stars as any name) is a path inside it.
-            let probe = r.pattern.key().replace('*', "x");
+            let key = match &self.rules {
+                Rules::Parsed(_) => self.config.roots[i].pattern.key(),
+                Rules::Compiled(img) => String::from_utf8_lossy(img.root(i).key).into_owned(),
+            };
+            let probe = key.replace('*', "x");
             if let Some(Target::Guarded { root, .. }) = self.classify_clean(probe.as_bytes())
                 && root != i
             {

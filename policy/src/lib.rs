@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod image;
 mod index;
 pub mod load;
 pub mod logline;
@@ -18,9 +19,9 @@ pub mod pattern;
 pub mod trust;
 
 pub use config::{Config, Mode, OwnerRule};
-pub use decide::{Decision, DenyReason, Expected, Policy, Target, tenant_owner};
+pub use decide::{Decision, DenyReason, Expected, Policy, RootInfo, Target, tenant_owner};
 pub use error::{Error, ErrorKind};
-pub use load::{ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
+pub use load::{Compiled, ConfigIo, LoadError, Loaded, OpenFailure, Opened, ReadFailure, Roots};
 pub use meta::Meta;
 pub use owner_cache::OwnerCache;
 pub use path::{PATH_MAX, PathBuf as ScratchPath};

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use oracle::{
     DENY_REASONS, LONGEST_TAG, RefRoot, check_classify, check_config, check_denial, check_escaped,
-    check_may_guard_below, check_pattern, ref_roots,
+    check_image_agrees, check_image_bytes, check_may_guard_below, check_pattern, compiled, ref_roots,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
@@ -379,6 +379,82 @@ proptest! {
         for p in &paths {
             check_classify(&policy, &roots, base.as_deref(), p, &mut scratch).map_err(fail)?;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compiled image (`toctou-guard compile`).
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// Random trees and settings, compiled: every lookup on the image equals the parsed
+    /// policy's, and both equal the reference walk.
+    #[test]
+    fn a_compiled_image_answers_as_the_text(
+        trees in prop::collection::vec((pattern_text(), any::<bool>()), 1..6),
+        euid in any::<bool>(),
+        audit in any::<bool>(),
+        allow in prop::collection::vec(any::<u32>().prop_filter("a uid", |u| *u != u32::MAX), 0..3),
+        base in prop::option::of(any_path()),
+        paths in prop::collection::vec(any_path(), 1..8),
+    ) {
+        let mut c = policy_of(&trees).config().clone();
+        prop_assume!(!c.roots.is_empty());
+        if euid {
+            c.owner = toctou_policy::OwnerRule::Euid;
+        }
+        if audit {
+            c.mode = Mode::Audit;
+        }
+        c.allow_uids = allow;
+        c.programs = vec!["nginx".into(), "php-fpm*".into()];
+        let parsed = Policy::new(c);
+        let image = compiled(&parsed).map_err(fail)?;
+        prop_assert!(image.is_compiled() && !parsed.is_compiled());
+        let roots = ref_roots(parsed.config());
+        let mut scratch = ScratchPath::new();
+        for p in &paths {
+            check_image_agrees(&parsed, &image, base.as_deref(), p).map_err(fail)?;
+            check_classify(&image, &roots, base.as_deref(), p, &mut scratch).map_err(fail)?;
+        }
+        prop_assert_eq!(image.decide(5, 6), parsed.decide(5, 6));
+    }
+
+    /// A valid image with bytes changed, cut or appended is refused with an error naming the
+    /// file, or loads and answers every lookup: never a panic.
+    #[test]
+    fn a_malformed_image_is_refused_not_crashed(
+        trees in prop::collection::vec((pattern_text(), any::<bool>()), 1..6),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        tail in prop::collection::vec(any::<u8>(), 0..4),
+        paths in prop::collection::vec(any_path(), 1..4),
+    ) {
+        let c = policy_of(&trees).config().clone();
+        prop_assume!(!c.roots.is_empty());
+        let mut bytes = toctou_policy::image::compile(&c, Default::default()).map_err(fail)?;
+        for (at, b) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] = *b;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        bytes.extend_from_slice(&tail);
+        let paths: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        check_image_bytes(bytes, &paths).map_err(fail)?;
+    }
+
+    #[test]
+    fn any_bytes_as_an_image(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut b = bytes;
+        // Most random bytes die at the magic: give half of them a good header start.
+        if b.len() >= 16 && b[0] & 1 == 0 {
+            b[..8].copy_from_slice(&toctou_policy::image::MAGIC);
+            b[8..12].copy_from_slice(&toctou_policy::image::VERSION.to_le_bytes());
+        }
+        check_image_bytes(b, &[b"/home/a/public_html/x", b"/srv/shop"]).map_err(fail)?;
     }
 }
 

@@ -3,7 +3,9 @@
 //! same lookup the guards use. (A test of results, not of time: the cost is in `bench/`.)
 
 use std::path::Path;
+use std::sync::Arc;
 
+use toctou_policy::image;
 use toctou_policy::{Config, Expected, PATH_MAX, Policy, ScratchPath, Target};
 
 const VHOSTS: u32 = 100_000;
@@ -25,7 +27,36 @@ fn a_hundred_thousand_maps_load_and_each_is_honoured() {
     assert!(text.len() > 4 << 20, "about 5 MB");
     let cfg = Config::parse(&text, Path::new("big.conf")).expect("parses");
     assert_eq!(cfg.roots.len(), VHOSTS as usize + 1);
-    let policy = Policy::new(cfg);
+    honours_every_map(&Policy::new(cfg));
+}
+
+#[test]
+fn a_hundred_thousand_maps_compiled_are_honoured_in_place() {
+    let cfg = Config::parse(&big(), Path::new("big.conf")).expect("parses");
+    let bytes = image::compile(&cfg, image::Stamp::default()).expect("compiles");
+    assert!(
+        (bytes.len() as u64) < image::MAX_IMAGE_BYTES,
+        "{} bytes",
+        bytes.len()
+    );
+    let (img, settings) = image::Image::open(Arc::new(bytes), Path::new("big.conf.tgc")).expect("loads");
+    let policy = Policy::from_image(settings, img);
+    assert_eq!(policy.root_count(), VHOSTS as usize + 1);
+    assert_eq!(policy.config().allow_uids, [0]);
+    let last = policy.root(VHOSTS as usize - 1).unwrap();
+    assert_eq!(
+        (last.text.as_ref(), last.fixed_uid, last.line),
+        (
+            format!("/var/www/vhosts/d{}.example/httpdocs", VHOSTS - 1).as_str(),
+            Some(10_000 + VHOSTS - 1),
+            VHOSTS as usize + 2
+        )
+    );
+    honours_every_map(&policy);
+}
+
+/// Every 97th vhost, the first and the last, near misses, and the `root` line.
+fn honours_every_map(policy: &Policy) {
     // Every 97th vhost, the first and the last: the map's uid, through both lookups.
     for i in (0..VHOSTS).step_by(97).chain([0, VHOSTS - 1]) {
         let path = format!("/var/www/vhosts/d{i}.example/httpdocs/wp-config.php");

@@ -1,0 +1,704 @@
+//! The compiled configuration (`CONFIG.tgc`, written by `toctou-guard compile`): a flat,
+//! position-independent, read-only image a guard can map and walk in place, so that a
+//! process with a 100,000-`map` configuration starts without parsing 100,000 lines or
+//! building 100,000 patterns, and 100 workers share one copy in the page cache.
+//!
+//! Layout (all integers little-endian, offsets from the start of the image):
+//!
+//! | at | what |
+//! |---|---|
+//! | 0 | magic `TGUARDC\0`, format version (u32), header length (u32, 128), image length (u64) |
+//! | 24 | the text file's `st_dev`, `st_ino`, `st_size`, `st_mtime` ns, `st_ctime` ns (5 × u64) |
+//! | 64 | (offset, length) of: settings text, roots, nodes, hash table, string pool (5 × 2 × u32) |
+//! | 104 | longest probe of the hash table (u32), deepest pattern (u32), depth bit set (u64), 0 (u64) |
+//!
+//! * settings: the non-tree directives as configuration text, parsed at load (a few lines);
+//! * roots, 32 bytes each, in [`Config::roots`] order: key (offset, length in the pool: the
+//!   normalised pattern, `/home/*/public_html`), the text as written (offset, length), the
+//!   `map` uid (`u32::MAX` for a `root`), line, depth, tenant depth;
+//! * nodes of the trie of path components, 12 bytes each: `*` child, lowest root ending here
+//!   (`u32::MAX`: none), number of literal children. A child's index is always greater than
+//!   its parent's, so the trie has no cycle;
+//! * a hash table with linear probing of (parent node, component) → child, 16 bytes a slot:
+//!   parent, child (`u32::MAX`: empty slot), name (offset, length in the pool). A lookup
+//!   probes at most the longest probe the compiler saw: its cost depends on the path, not on
+//!   the number of lines.
+//!
+//! Freshness is decided by the text's `fstat` (device, inode, size, mtime, ctime), not a
+//! hash of its bytes: hashing the text means reading 5 MB in every process, which is what
+//! the image exists to avoid. Every write to the text changes its ctime (which no one but the
+//! kernel sets), a replacement by rename changes its inode.
+//!
+//! [`Image::open`] checks every offset, count and index once at load; a malformed image is
+//! an error naming the file, never a crash. Reads after that are still checked (a value out
+//! of bounds reads as "nothing here", never as a panic), so no byte pattern can crash a guard.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, Mode, OwnerRule};
+use crate::error::{Error, ErrorKind};
+use crate::index::Found;
+
+pub const MAGIC: [u8; 8] = *b"TGUARDC\0";
+/// Bumped on any change of the layout; an image of another version is not used.
+pub const VERSION: u32 = 1;
+/// The largest image accepted (100,000 `map` lines of long vhost paths compile to ~20 MiB).
+pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// The suffix the loader looks for next to the text: `CONFIG.tgc`.
+pub const SUFFIX: &str = ".tgc";
+
+const HEADER: usize = 128;
+const ROOT_REC: usize = 32;
+const NODE_REC: usize = 12;
+const SLOT_REC: usize = 16;
+const NONE: u32 = u32::MAX;
+/// Nodes a walk may have active at once (as [`crate::index`]).
+const MAX_ACTIVE: usize = 16;
+
+/// What `fstat` says of the text file: an image is fresh when all of it is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    /// An implementation of [`crate::ConfigIo`] that cannot say leaves it zero: never fresh.
+    pub fn is_known(&self) -> bool {
+        self.ino != 0
+    }
+}
+
+/// The image's bytes: a `Vec` read from the file, or the shim's read-only mapping.
+pub trait Bytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Bytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// The image path for the configuration `text`: `text` + [`SUFFIX`].
+pub fn path_for(text: &Path) -> std::path::PathBuf {
+    let mut s = text.as_os_str().to_os_string();
+    s.push(SUFFIX);
+    s.into()
+}
+
+/// The settings of `cfg` (everything but its trees) as configuration text that parses back
+/// to the same values.
+fn settings_text(cfg: &Config) -> String {
+    let mut s = String::new();
+    if cfg.mode == Mode::Audit {
+        s.push_str("mode audit\n");
+    }
+    if cfg.owner == OwnerRule::Euid {
+        s.push_str("owner euid\n");
+    }
+    for uid in &cfg.allow_uids {
+        let _ = writeln!(s, "allow_uid {uid}");
+    }
+    for p in &cfg.programs {
+        let _ = writeln!(s, "programs {p}");
+    }
+    let _ = writeln!(s, "log_socket {}", cfg.log_socket.display());
+    let _ = writeln!(
+        s,
+        "log_rate {}\ncache_ttl_ms {}\ncache_slots {}",
+        cfg.log_rate, cfg.cache_ttl_ms, cfg.cache_slots
+    );
+    s
+}
+
+fn fnv(parent: u32, name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parent.to_le_bytes().iter().chain(name) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Compile a parsed configuration (read from a text whose `fstat` gave `stamp`).
+pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
+    let mut pool: Vec<u8> = Vec::new();
+    let put = |pool: &mut Vec<u8>, b: &[u8]| {
+        let off = pool.len() as u64;
+        pool.extend_from_slice(b);
+        (off, b.len() as u64)
+    };
+    // The trie, as RootIndex builds it: nodes in creation order, so a child > its parent.
+    let mut nodes: Vec<[u32; 3]> = vec![[NONE, NONE, 0]];
+    let mut edges: HashMap<(u32, &[u8]), u32> = HashMap::new();
+    let mut edge_list: Vec<(u32, u32, &[u8])> = Vec::new();
+    let mut roots = Vec::with_capacity(cfg.roots.len() * ROOT_REC);
+    let (mut depth_mask, mut max_depth) = (0u64, 0usize);
+    for (i, r) in cfg.roots.iter().enumerate() {
+        let mut at = 0u32;
+        for part in r.pattern.parts() {
+            let next = nodes.len() as u32;
+            let child = match part {
+                Some(lit) => *edges.entry((at, lit)).or_insert_with(|| {
+                    edge_list.push((at, next, lit));
+                    next
+                }),
+                None => {
+                    let star = &mut nodes[at as usize][0];
+                    if *star == NONE {
+                        *star = next;
+                    }
+                    *star
+                }
+            };
+            if child == next {
+                if part.is_some() {
+                    nodes[at as usize][2] += 1;
+                }
+                nodes.push([NONE, NONE, 0]);
+            }
+            at = child;
+        }
+        let root = &mut nodes[at as usize][1];
+        *root = (*root).min(i as u32);
+        let d = r.pattern.depth();
+        max_depth = max_depth.max(d);
+        if d < 64 {
+            depth_mask |= 1 << d;
+        }
+        let key = put(&mut pool, r.pattern.key().as_bytes());
+        let text = put(&mut pool, r.pattern.as_str().as_bytes());
+        let uid = r.fixed_uid.unwrap_or(NONE);
+        for v in [
+            key.0,
+            key.1,
+            text.0,
+            text.1,
+            u64::from(uid),
+            r.line as u64,
+            d as u64,
+            r.pattern.tenant_depth() as u64,
+        ] {
+            roots.extend_from_slice(&u32::try_from(v).map_err(|_| too_large())?.to_le_bytes());
+        }
+    }
+    let slots = (edge_list.len() * 2).max(8).next_power_of_two();
+    let mut table = vec![[0u32, NONE, 0, 0]; slots];
+    let mut max_probe = 0usize;
+    for &(parent, child, name) in &edge_list {
+        let (off, len) = put(&mut pool, name);
+        let mut s = fnv(parent, name) as usize & (slots - 1);
+        let mut probe = 0;
+        while table[s][1] != NONE {
+            s = (s + 1) & (slots - 1);
+            probe += 1;
+        }
+        max_probe = max_probe.max(probe);
+        let off = u32::try_from(off).map_err(|_| too_large())?;
+        table[s] = [parent, child, off, len as u32];
+    }
+    let settings = settings_text(cfg);
+    let sections = [
+        settings.len(),
+        roots.len(),
+        nodes.len() * NODE_REC,
+        slots * SLOT_REC,
+        pool.len(),
+    ];
+    let total: usize = HEADER + sections.iter().sum::<usize>();
+    if total as u64 > MAX_IMAGE_BYTES {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(HEADER as u32).to_le_bytes());
+    out.extend_from_slice(&(total as u64).to_le_bytes());
+    for v in [
+        stamp.dev,
+        stamp.ino,
+        stamp.size,
+        stamp.mtime_ns as u64,
+        stamp.ctime_ns as u64,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut off = HEADER;
+    for (len, count) in sections
+        .iter()
+        .zip([settings.len(), cfg.roots.len(), nodes.len(), slots, pool.len()])
+    {
+        out.extend_from_slice(&(off as u32).to_le_bytes());
+        out.extend_from_slice(&(count as u32).to_le_bytes());
+        off += len;
+    }
+    out.extend_from_slice(&(max_probe as u32).to_le_bytes());
+    out.extend_from_slice(&(max_depth as u32).to_le_bytes());
+    out.extend_from_slice(&depth_mask.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    debug_assert_eq!(out.len(), HEADER);
+    out.extend_from_slice(settings.as_bytes());
+    out.extend_from_slice(&roots);
+    for n in &nodes {
+        for v in n {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for s in &table {
+        for v in s {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&pool);
+    Ok(out)
+}
+
+fn too_large() -> String {
+    format!(
+        "the compiled form would be larger than {} MiB, the limit",
+        MAX_IMAGE_BYTES >> 20
+    )
+}
+
+/// One root of an image, as [`crate::Policy::root`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RootRec<'a> {
+    pub key: &'a [u8],
+    pub text: &'a [u8],
+    pub fixed_uid: Option<u32>,
+    pub line: usize,
+    pub depth: usize,
+    pub tenant_depth: usize,
+}
+
+/// A validated image.
+#[derive(Clone)]
+pub struct Image {
+    data: Arc<dyn Bytes>,
+    stamp: Stamp,
+    roots: (usize, usize),
+    nodes: (usize, usize),
+    table: (usize, usize),
+    pool: (usize, usize),
+    max_probe: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) depth_mask: u64,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("len", &self.data.bytes().len())
+            .field("roots", &self.roots.1)
+            .field("nodes", &self.nodes.1)
+            .finish()
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(NONE, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(b, at)) | u64::from(u32_at(b, at + 4)) << 32
+}
+
+impl Image {
+    /// Validate `data` (read from `path`) and parse its settings: the configuration without
+    /// its trees, and the image that holds them.
+    pub fn open(data: Arc<dyn Bytes>, path: &Path) -> Result<(Image, Config), Error> {
+        let bad = |msg: String| Error::new(ErrorKind::Invalid, path, None, format!("compiled form: {msg}"));
+        let b = data.bytes();
+        if b.len() < HEADER || b[..8] != MAGIC {
+            return Err(bad("not a toctou-guard compiled configuration (bad magic)".into()));
+        }
+        let version = u32_at(b, 8);
+        if version != VERSION {
+            return Err(bad(format!(
+                "format version {version}, this guard reads version {VERSION} (run toctou-guard compile)"
+            )));
+        }
+        if u32_at(b, 12) as usize != HEADER || u64_at(b, 16) != b.len() as u64 {
+            return Err(bad(format!(
+                "truncated or extended: the header says {} bytes, the file has {}",
+                u64_at(b, 16),
+                b.len()
+            )));
+        }
+        let stamp = Stamp {
+            dev: u64_at(b, 24),
+            ino: u64_at(b, 32),
+            size: u64_at(b, 40),
+            mtime_ns: u64_at(b, 48) as i64,
+            ctime_ns: u64_at(b, 56) as i64,
+        };
+        // Each section: (offset, count) with its record size, inside the image.
+        let section = |i: usize, rec: usize, what: &str| -> Result<(usize, usize), Error> {
+            let off = u32_at(b, 64 + 8 * i) as usize;
+            let count = u32_at(b, 68 + 8 * i) as usize;
+            let end = (count as u64) * rec as u64 + off as u64;
+            if off < HEADER || end > b.len() as u64 {
+                return Err(bad(format!("the {what} lie outside the file")));
+            }
+            Ok((off, count))
+        };
+        let settings = section(0, 1, "settings")?;
+        let roots = section(1, ROOT_REC, "roots")?;
+        let nodes = section(2, NODE_REC, "nodes")?;
+        let table = section(3, SLOT_REC, "hash table")?;
+        let pool = section(4, 1, "strings")?;
+        let max_probe = u32_at(b, 104) as usize;
+        let img = Image {
+            stamp,
+            roots,
+            nodes,
+            table,
+            pool,
+            max_probe,
+            max_depth: u32_at(b, 108) as usize,
+            depth_mask: u64_at(b, 112),
+            data: data.clone(),
+        };
+        if roots.1 == 0 || nodes.1 == 0 {
+            return Err(bad("no root and no map".into()));
+        }
+        if !table.1.is_power_of_two() || max_probe >= table.1 {
+            return Err(bad("the hash table's size or probe length is wrong".into()));
+        }
+        let in_pool = |off: u32, len: u32| u64::from(off) + u64::from(len) <= pool.1 as u64;
+        for i in 0..nodes.1 {
+            let [star, root, nlit] = img.node(i as u32);
+            if (star != NONE && (star as usize >= nodes.1 || star as usize <= i))
+                || (root != NONE && root as usize >= roots.1)
+                || nlit as usize > table.1
+            {
+                return Err(bad(format!("node {i} is malformed")));
+            }
+        }
+        for s in 0..table.1 {
+            let [parent, child, off, len] = img.slot(s);
+            if child != NONE
+                && (parent as usize >= nodes.1
+                    || child as usize >= nodes.1
+                    || child <= parent
+                    || len == 0
+                    || !in_pool(off, len))
+            {
+                return Err(bad(format!("hash slot {s} is malformed")));
+            }
+        }
+        let (mut depth_mask, mut max_depth) = (0u64, 0usize);
+        for i in 0..roots.1 {
+            let at = roots.0 + i * ROOT_REC;
+            let f = |k: usize| u32_at(b, at + 4 * k);
+            let (depth, tenant_depth) = (f(6) as usize, f(7) as usize);
+            if !in_pool(f(0), f(1))
+                || !in_pool(f(2), f(3))
+                || tenant_depth > depth
+                || depth > crate::path::PATH_MAX
+                || img.pool_bytes(f(0), f(1)).first() != Some(&b'/')
+            {
+                return Err(bad(format!("root {i} is malformed")));
+            }
+            max_depth = max_depth.max(depth);
+            if depth < 64 {
+                depth_mask |= 1 << depth;
+            }
+        }
+        // The depth filter skips lookups: it must cover every root, or a root would be missed.
+        if (depth_mask, max_depth) != (img.depth_mask, img.max_depth) {
+            return Err(bad("the depth summary disagrees with the roots".into()));
+        }
+        let text = &b[settings.0..settings.0 + settings.1];
+        let cfg = Config::parse_settings_bytes(text, path)
+            .map_err(|e| bad(format!("its settings do not parse ({})", e.message())))?;
+        if !cfg.roots.is_empty() {
+            return Err(bad("its settings name trees".into()));
+        }
+        Ok((img, cfg))
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn root_count(&self) -> usize {
+        self.roots.1
+    }
+
+    fn pool_bytes(&self, off: u32, len: u32) -> &[u8] {
+        let start = self.pool.0 + off as usize;
+        self.data
+            .bytes()
+            .get(start..start + len as usize)
+            .unwrap_or_default()
+    }
+
+    fn node(&self, n: u32) -> [u32; 3] {
+        let at = self.nodes.0 + n as usize * NODE_REC;
+        let b = self.data.bytes();
+        if n as usize >= self.nodes.1 {
+            return [NONE, NONE, 0];
+        }
+        [u32_at(b, at), u32_at(b, at + 4), u32_at(b, at + 8)]
+    }
+
+    fn slot(&self, s: usize) -> [u32; 4] {
+        let at = self.table.0 + s * SLOT_REC;
+        let b = self.data.bytes();
+        [0, 4, 8, 12].map(|k| u32_at(b, at + k))
+    }
+
+    pub(crate) fn root(&self, i: usize) -> RootRec<'_> {
+        let at = self.roots.0 + i * ROOT_REC;
+        let b = self.data.bytes();
+        let f = |k: usize| u32_at(b, at + 4 * k);
+        let uid = f(4);
+        RootRec {
+            key: self.pool_bytes(f(0), f(1)),
+            text: self.pool_bytes(f(2), f(3)),
+            fixed_uid: (uid != NONE).then_some(uid),
+            line: f(5) as usize,
+            depth: f(6) as usize,
+            tenant_depth: f(7) as usize,
+        }
+    }
+
+    /// The child of node `parent` named `name`.
+    fn literal(&self, parent: u32, name: &[u8]) -> Option<u32> {
+        let mask = self.table.1 - 1;
+        let mut s = fnv(parent, name) as usize & mask;
+        for _ in 0..=self.max_probe {
+            let [p, child, off, len] = self.slot(s);
+            if child == NONE {
+                return None;
+            }
+            if p == parent && len as usize == name.len() && self.pool_bytes(off, len) == name {
+                return Some(child);
+            }
+            s = (s + 1) & mask;
+        }
+        None
+    }
+
+    fn step(&self, active: &Active, comp: &[u8]) -> Option<Active> {
+        let mut next = Active::empty();
+        for &n in &active.nodes[..active.len] {
+            let star = self.node(n)[0];
+            for child in [self.literal(n, comp), (star != NONE).then_some(star)]
+                .into_iter()
+                .flatten()
+            {
+                *next.nodes.get_mut(next.len)? = child;
+                next.len += 1;
+            }
+        }
+        Some(next)
+    }
+
+    fn root_of(&self, active: &Active) -> Option<usize> {
+        active.nodes[..active.len]
+            .iter()
+            .map(|&n| self.node(n)[1])
+            .filter(|&r| r != NONE)
+            .min()
+            .map(|r| r as usize)
+    }
+
+    /// As [`crate::index::RootIndex::first`].
+    pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        let mut active = Active::start();
+        let mut depth = 0;
+        loop {
+            if let Some(root) = self.root_of(&active) {
+                return Found::Root { depth, root };
+            }
+            if active.len == 0 {
+                return Found::Nothing;
+            }
+            let Some(c) = comps.next() else {
+                return Found::Nothing;
+            };
+            match self.step(&active, c) {
+                Some(next) => active = next,
+                None => return Found::TooMany,
+            }
+            depth += 1;
+        }
+    }
+
+    /// As [`crate::index::RootIndex::exact`].
+    pub(crate) fn exact<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        let mut active = Active::start();
+        let mut depth = 0;
+        for c in comps {
+            match self.step(&active, c) {
+                Some(next) if next.len == 0 => return Found::Nothing,
+                Some(next) => active = next,
+                None => return Found::TooMany,
+            }
+            depth += 1;
+        }
+        self.root_of(&active)
+            .map_or(Found::Nothing, |root| Found::Root { depth, root })
+    }
+
+    /// As [`crate::index::RootIndex::deeper_below`].
+    pub(crate) fn deeper_below<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Option<bool> {
+        let mut active = Active::start();
+        for c in comps {
+            active = self.step(&active, c)?;
+            if active.len == 0 {
+                return Some(false);
+            }
+        }
+        Some(active.nodes[..active.len].iter().any(|&n| {
+            let [star, _, nlit] = self.node(n);
+            star != NONE || nlit > 0
+        }))
+    }
+}
+
+struct Active {
+    nodes: [u32; MAX_ACTIVE],
+    len: usize,
+}
+
+impl Active {
+    fn empty() -> Active {
+        Active {
+            nodes: [0; MAX_ACTIVE],
+            len: 0,
+        }
+    }
+    fn start() -> Active {
+        Active {
+            nodes: [0; MAX_ACTIVE],
+            len: 1,
+        }
+    }
+}
+
+/// The components of a pattern key (`/home/*/x`): `None` for a `*`.
+fn key_parts(key: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    key.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(|c| (c != b"*").then_some(c))
+}
+
+/// Does the path `comps` match the pattern `key` exactly (as deep as it)?
+pub(crate) fn key_matches<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> bool {
+    let mut parts = key_parts(key);
+    for c in comps {
+        match parts.next() {
+            Some(None) => {}
+            Some(Some(l)) if l == c => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
+}
+
+/// Is the path `comps` under the pattern `key` (it or below)?
+pub(crate) fn key_under<'p>(key: &[u8], mut comps: impl Iterator<Item = &'p [u8]>) -> bool {
+    key_parts(key).all(|p| match (p, comps.next()) {
+        (None, Some(_)) => true,
+        (Some(l), Some(c)) => l == c,
+        (_, None) => false,
+    })
+}
+
+/// Could a path matching `key` lie strictly below the directory `comps`?
+pub(crate) fn key_could_lie_below<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> bool {
+    let mut parts = key_parts(key);
+    for c in comps {
+        match parts.next() {
+            Some(None) => {}
+            Some(Some(l)) if l == c => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Policy, ScratchPath, Target};
+
+    fn both(text: &str) -> (Policy, Policy) {
+        let cfg = Config::parse(text, Path::new("t.conf")).unwrap();
+        let bytes = compile(&cfg, Stamp::default()).unwrap();
+        let (img, settings) = Image::open(Arc::new(bytes), Path::new("t.conf.tgc")).unwrap();
+        (Policy::new(cfg), Policy::from_image(settings, img))
+    }
+
+    #[test]
+    fn too_many_star_ways_fall_back_the_same() {
+        // As index.rs's test: 32 ways live at once down /b/b/b/b/b, so both try each pattern.
+        let mut text = String::new();
+        for m in 0..32u32 {
+            let parts: String = (0..5)
+                .map(|k| if m & (1 << k) != 0 { "/*" } else { "/b" })
+                .collect();
+            text.push_str(&format!("root {parts}/end\n"));
+        }
+        let (parsed, image) = both(&text);
+        for p in [
+            "/b/b/b/b/b/end",
+            "/b/b/b/b/b/end/x",
+            "/c/c/c/c/c/end",
+            "/b/b/b/b/b",
+            "/b/b/b/b/b/../b/end",
+        ] {
+            let (mut a, mut b) = (ScratchPath::new(), ScratchPath::new());
+            assert_eq!(
+                parsed.classify(None, p.as_bytes(), &mut a),
+                image.classify(None, p.as_bytes(), &mut b),
+                "{p}"
+            );
+            assert_eq!(
+                parsed.classify_clean(p.as_bytes()),
+                image.classify_clean(p.as_bytes()),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            image.classify_clean(b"/b/b/b/b/b/end"),
+            Some(Target::Guarded { root: 0, .. })
+        ));
+        assert_eq!(
+            parsed.may_guard_below(b"/b/b/b/b"),
+            image.may_guard_below(b"/b/b/b/b")
+        );
+    }
+
+    #[test]
+    fn a_node_pointing_back_is_refused() {
+        let cfg = Config::parse("root /a/*/b\n", Path::new("t.conf")).unwrap();
+        let mut bytes = compile(&cfg, Stamp::default()).unwrap();
+        let nodes = u32_at(&bytes, 80) as usize;
+        // Node 1's `*` child pointed at node 0: a cycle a walk could go round.
+        bytes[nodes + NODE_REC..nodes + NODE_REC + 4].copy_from_slice(&0u32.to_le_bytes());
+        let e = Image::open(Arc::new(bytes), Path::new("/etc/t.conf.tgc")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/t.conf.tgc: compiled form: node 1 is malformed"
+        );
+    }
+}

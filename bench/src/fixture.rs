@@ -65,6 +65,19 @@ impl Micro {
         Ok(p)
     }
 
+    /// [`Self::config_many_maps`]' text under another name, with its compiled form beside it
+    /// (`NAME.tgc`, what `toctou-guard compile` writes): the guard maps it instead of parsing.
+    /// Compiled again whenever the text is newer than the image.
+    pub fn config_many_maps_compiled(&self) -> Result<PathBuf, String> {
+        let p = self.base.join("guard-100k-maps-compiled.conf");
+        if !p.exists() {
+            let text = std::fs::read(self.config_many_maps()?).map_err(|e| e.to_string())?;
+            mk_file(&p, &text, geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
+        }
+        compile_beside(&p)?;
+        Ok(p)
+    }
+
     /// The guard configuration text, with `cache_slots` when given.
     fn config_text(&self, slots: Option<u32>) -> String {
         let b = self.base.display();
@@ -76,6 +89,33 @@ impl Micro {
         }
         s
     }
+}
+
+/// Write `conf`'s compiled form beside it (`CONF.tgc`, as `toctou-guard compile` does) unless
+/// the one there is fresh.
+pub fn compile_beside(conf: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    use toctou_policy::image;
+    let m = std::fs::metadata(conf).map_err(|e| e.to_string())?;
+    let stamp = image::Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    };
+    let out = image::path_for(conf);
+    let fresh = std::fs::read(&out)
+        .ok()
+        .and_then(|b| image::Image::open(std::sync::Arc::new(b), &out).ok())
+        .is_some_and(|(img, _)| img.stamp() == stamp);
+    if !fresh {
+        let text = std::fs::read(conf).map_err(|e| e.to_string())?;
+        let cfg = toctou_policy::Config::parse_bytes(&text, conf).map_err(|e| e.to_string())?;
+        let bytes = image::compile(&cfg, stamp)?;
+        mk_file(&out, &bytes, geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The owner of tenant `i`'s files: its own uid as root, else ours (no chown possible).

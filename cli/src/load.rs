@@ -39,7 +39,13 @@ impl ConfigIo for StdIo {
             .map_err(|e| OpenFailure::from_errno(e.raw_os_error().unwrap_or(0), e.to_string()))?;
         let m = file.metadata().map_err(|e| OpenFailure::Other(e.to_string()))?;
         self.file = Some(file);
-        Ok(Opened::new(m.uid(), m.mode(), m.size()))
+        let ns = |s: i64, n: i64| s.wrapping_mul(1_000_000_000).wrapping_add(n);
+        Ok(Opened::new(m.uid(), m.mode(), m.size()).with_stamp(
+            m.dev(),
+            m.ino(),
+            ns(m.mtime(), m.mtime_nsec()),
+            ns(m.ctime(), m.ctime_nsec()),
+        ))
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {
@@ -60,6 +66,16 @@ impl ConfigIo for StdIo {
 
 pub fn load(path: &Path) -> Result<Config, Error> {
     load::load(&mut StdIo::default(), path, euid(), Roots::Required).map_err(|e| e.error().clone())
+}
+
+/// [`load`] with the `fstat` of the text parsed, for `compile`.
+pub fn load_stamped(path: &Path) -> Result<(Config, toctou_policy::image::Stamp), String> {
+    load::load_stamped(&mut StdIo::default(), path, euid()).map_err(|e| describe(e.error()))
+}
+
+/// Is the compiled form of `path` there and fresh? (`check`, and `compile` after writing.)
+pub fn compiled_status(path: &Path) -> Result<load::Compiled, String> {
+    load::compiled_status(&mut StdIo::default(), path, euid()).map_err(|e| describe(e.error()))
 }
 
 /// An error for the operator: the guards' message, then the offending line itself. The CLI

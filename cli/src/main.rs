@@ -15,9 +15,11 @@
 //! toctou-guard status [--json] [--log FILE] [--pid PID]...
 //! toctou-guard init --layout PANEL [--prefix DIR] [--output FILE [--force]]
 //! toctou-guard scan [--config FILE] [--json] [--quiet]
+//! toctou-guard compile [CONFIG] [--output FILE]  the compiled form guards map (CONFIG.tgc)
 //! ```
 #![forbid(unsafe_code)]
 
+mod compile;
 mod docroots;
 mod explain;
 mod import;
@@ -41,7 +43,8 @@ const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf 
                      toctou-guard disable SERVICE [--root DIR]\n       \
                      toctou-guard status [--json] [--log FILE] [--pid PID]...\n       \
                      toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--prefix DIR] [--output FILE [--force]]\n       \
-                     toctou-guard scan [--config FILE] [--json] [--quiet]\n";
+                     toctou-guard scan [--config FILE] [--json] [--quiet]\n       \
+                     toctou-guard compile [CONFIG] [--output FILE]\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -108,6 +111,14 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 cfg.owner,
                 cfg.allow_uids
             );
+            match compiled_line(&path)? {
+                Ok(line) => println!("{line}"),
+                Err(warning) => eprintln!("toctou-guard: warning: {warning}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("compile") => {
+            println!("{}", compile::run(&args[1..])?);
             Ok(ExitCode::SUCCESS)
         }
         Some("explain") => {
@@ -168,6 +179,24 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         }
         _ => Err(USAGE.trim_end().to_string()),
     }
+}
+
+/// `check`'s line on the compiled form: what a guard will load (`Err`: a warning, when it
+/// will parse the text although a compiled form is there).
+fn compiled_line(path: &Path) -> Result<Result<String, String>, String> {
+    use toctou_policy::load::Compiled;
+    let image = toctou_policy::image::path_for(path);
+    Ok(match load::compiled_status(path)? {
+        Compiled::Fresh => Ok(format!(
+            "{}: compiled form is fresh: the guards map it",
+            image.display()
+        )),
+        Compiled::Absent => Ok(format!(
+            "{}: no compiled form: the guards parse the text (toctou-guard compile makes one)",
+            image.display()
+        )),
+        c => Err(c.note(path).unwrap_or_default()),
+    })
 }
 
 /// The configuration at `path`, loaded as the guards load it (an error shows the line), with

@@ -19,8 +19,9 @@
 //! * nodes of the trie of path components, 12 bytes each: `*` child, lowest root ending here
 //!   (`u32::MAX`: none), number of literal children. A child's index is always greater than
 //!   its parent's, so the trie has no cycle;
-//! * a hash table with linear probing of (parent node, component) → child, 16 bytes a slot:
-//!   parent, child (`u32::MAX`: empty slot), name (offset, length in the pool). A lookup
+//! * a hash table with linear probing of (parent node, component) → child, 16 bytes a slot,
+//!   1.5 slots per edge: parent, child (`u32::MAX`: empty slot), name (offset, length in the
+//!   pool: the component inside a root's key, not a copy). A lookup
 //!   probes at most the longest probe the compiler saw: its cost depends on the path, not on
 //!   the number of lines.
 //!
@@ -118,6 +119,11 @@ fn settings_text(cfg: &Config) -> String {
     s
 }
 
+/// The home slot of a hash in a table of `slots` (multiply-shift: no modulo, any size).
+fn slot_of(hash: u64, slots: usize) -> usize {
+    ((u128::from(hash) * slots as u128) >> 64) as usize
+}
+
 fn fnv(parent: u32, name: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in parent.to_le_bytes().iter().chain(name) {
@@ -137,16 +143,26 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
     // The trie, as RootIndex builds it: nodes in creation order, so a child > its parent.
     let mut nodes: Vec<[u32; 3]> = vec![[NONE, NONE, 0]];
     let mut edges: HashMap<(u32, &[u8]), u32> = HashMap::new();
-    let mut edge_list: Vec<(u32, u32, &[u8])> = Vec::new();
+    let mut edge_list: Vec<(u32, u32, u64, &[u8])> = Vec::new();
     let mut roots = Vec::with_capacity(cfg.roots.len() * ROOT_REC);
     let (mut depth_mask, mut max_depth) = (0u64, 0usize);
     for (i, r) in cfg.roots.iter().enumerate() {
+        let key_text = r.pattern.key();
+        let key = put(&mut pool, key_text.as_bytes());
+        // Most patterns are written as their key: store the text once.
+        let text = if key_text == r.pattern.as_str() {
+            key
+        } else {
+            put(&mut pool, r.pattern.as_str().as_bytes())
+        };
+        // An edge's name is the component's bytes inside this key (1 + the `/` before it).
+        let mut name_at = key.0 + 1;
         let mut at = 0u32;
         for part in r.pattern.parts() {
             let next = nodes.len() as u32;
             let child = match part {
                 Some(lit) => *edges.entry((at, lit)).or_insert_with(|| {
-                    edge_list.push((at, next, lit));
+                    edge_list.push((at, next, name_at, lit));
                     next
                 }),
                 None => {
@@ -157,6 +173,7 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
                     *star
                 }
             };
+            name_at += part.map_or(1, <[u8]>::len) as u64 + 1;
             if child == next {
                 if part.is_some() {
                     nodes[at as usize][2] += 1;
@@ -172,8 +189,6 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
         if d < 64 {
             depth_mask |= 1 << d;
         }
-        let key = put(&mut pool, r.pattern.key().as_bytes());
-        let text = put(&mut pool, r.pattern.as_str().as_bytes());
         let uid = r.fixed_uid.unwrap_or(NONE);
         for v in [
             key.0,
@@ -188,20 +203,22 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
             roots.extend_from_slice(&u32::try_from(v).map_err(|_| too_large())?.to_le_bytes());
         }
     }
-    let slots = (edge_list.len() * 2).max(8).next_power_of_two();
+    // Two slots for every three edges at most: short probes, no power of two to round to.
+    let slots = (edge_list.len() * 3 / 2).max(8);
     let mut table = vec![[0u32, NONE, 0, 0]; slots];
     let mut max_probe = 0usize;
-    for &(parent, child, name) in &edge_list {
-        let (off, len) = put(&mut pool, name);
-        let mut s = fnv(parent, name) as usize & (slots - 1);
+    for &(parent, child, off, name) in &edge_list {
+        debug_assert_eq!(&pool[off as usize..off as usize + name.len()], name);
+        let mut s = slot_of(fnv(parent, name), slots);
         let mut probe = 0;
         while table[s][1] != NONE {
-            s = (s + 1) & (slots - 1);
+            s = if s + 1 == slots { 0 } else { s + 1 };
             probe += 1;
         }
         max_probe = max_probe.max(probe);
         let off = u32::try_from(off).map_err(|_| too_large())?;
-        table[s] = [parent, child, off, len as u32];
+        let len = u32::try_from(name.len()).map_err(|_| too_large())?;
+        table[s] = [parent, child, off, len];
     }
     let settings = settings_text(cfg);
     let sections = [
@@ -259,6 +276,10 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+fn bad(path: &Path, msg: String) -> Error {
+    Error::new(ErrorKind::Invalid, path, None, format!("compiled form: {msg}"))
+}
+
 fn too_large() -> String {
     format!(
         "the compiled form would be larger than {} MiB, the limit",
@@ -314,7 +335,16 @@ impl Image {
     /// Validate `data` (read from `path`) and parse its settings: the configuration without
     /// its trees, and the image that holds them.
     pub fn open(data: Arc<dyn Bytes>, path: &Path) -> Result<(Image, Config), Error> {
-        let bad = |msg: String| Error::new(ErrorKind::Invalid, path, None, format!("compiled form: {msg}"));
+        let (img, cfg) = Self::open_header(data, path)?;
+        img.validate(path)?;
+        Ok((img, cfg))
+    }
+
+    /// The first half of [`Self::open`]: the header, the sections' bounds and the settings,
+    /// so that a program the `programs` lines leave unguarded reads nothing more. The image
+    /// must not be used before [`Self::validate`] passed.
+    pub(crate) fn open_header(data: Arc<dyn Bytes>, path: &Path) -> Result<(Image, Config), Error> {
+        let bad = |msg: String| bad(path, msg);
         let b = data.bytes();
         if b.len() < HEADER || b[..8] != MAGIC {
             return Err(bad("not a toctou-guard compiled configuration (bad magic)".into()));
@@ -369,9 +399,24 @@ impl Image {
         if roots.1 == 0 || nodes.1 == 0 {
             return Err(bad("no root and no map".into()));
         }
-        if !table.1.is_power_of_two() || max_probe >= table.1 {
+        if table.1 == 0 || max_probe >= table.1 {
             return Err(bad("the hash table's size or probe length is wrong".into()));
         }
+        let text = &b[settings.0..settings.0 + settings.1];
+        let cfg = Config::parse_settings_bytes(text, path)
+            .map_err(|e| bad(format!("its settings do not parse ({})", e.message())))?;
+        if !cfg.roots.is_empty() {
+            return Err(bad("its settings name trees".into()));
+        }
+        Ok((img, cfg))
+    }
+
+    /// The second half of [`Self::open`]: every node, hash slot and root, once (linear in
+    /// the image; after it no index read can leave its section).
+    pub(crate) fn validate(&self, path: &Path) -> Result<(), Error> {
+        let bad = |msg: String| bad(path, msg);
+        let (img, b) = (self, self.data.bytes());
+        let (roots, nodes, table, pool) = (self.roots, self.nodes, self.table, self.pool);
         let in_pool = |off: u32, len: u32| u64::from(off) + u64::from(len) <= pool.1 as u64;
         for i in 0..nodes.1 {
             let [star, root, nlit] = img.node(i as u32);
@@ -416,13 +461,7 @@ impl Image {
         if (depth_mask, max_depth) != (img.depth_mask, img.max_depth) {
             return Err(bad("the depth summary disagrees with the roots".into()));
         }
-        let text = &b[settings.0..settings.0 + settings.1];
-        let cfg = Config::parse_settings_bytes(text, path)
-            .map_err(|e| bad(format!("its settings do not parse ({})", e.message())))?;
-        if !cfg.roots.is_empty() {
-            return Err(bad("its settings name trees".into()));
-        }
-        Ok((img, cfg))
+        Ok(())
     }
 
     pub fn stamp(&self) -> Stamp {
@@ -481,8 +520,8 @@ impl Image {
 
     /// The child of node `parent` named `name`.
     fn literal(&self, parent: u32, name: &[u8]) -> Option<u32> {
-        let mask = self.table.1 - 1;
-        let mut s = fnv(parent, name) as usize & mask;
+        let slots = self.table.1;
+        let mut s = slot_of(fnv(parent, name), slots);
         for _ in 0..=self.max_probe {
             let [p, child, off, len] = self.slot(s);
             if child == NONE {
@@ -491,7 +530,7 @@ impl Image {
             if p == parent && len as usize == name.len() && self.pool_bytes(off, len) == name {
                 return Some(child);
             }
-            s = (s + 1) & mask;
+            s = if s + 1 == slots { 0 } else { s + 1 };
         }
         None
     }

@@ -284,13 +284,15 @@ pub struct Loaded {
 }
 
 /// Open the compiled form of the text whose `fstat` gave `text`, with the text's own trust
-/// checks, and validate it.
+/// checks, and validate it. `Ok(None)`: fresh, but its `programs` lines leave `program`
+/// unguarded.
 fn open_image(
     io: &mut impl ConfigIo,
     text_path: &Path,
     euid: u32,
     text: Stamp,
-) -> Result<(Image, Config), Compiled> {
+    program: Option<&[u8]>,
+) -> Result<Option<(Image, Config)>, Compiled> {
     let path = &image::path_for(text_path);
     let refuse = |kind, msg: String| Compiled::Refused(Error::new(kind, path, None, msg));
     let opened = match io.open(path) {
@@ -315,19 +317,24 @@ fn open_image(
     let bytes = io
         .image(opened.size)
         .map_err(|e| refuse(ErrorKind::Io, format!("cannot read: {e}")))?;
-    let (img, mut cfg) = Image::open(bytes, path).map_err(Compiled::Refused)?;
+    let (img, mut cfg) = Image::open_header(bytes, path).map_err(Compiled::Refused)?;
     if !text.is_known() || img.stamp() != text {
         return Err(Compiled::Stale);
     }
     cfg.source = text_path.to_path_buf(); // messages name the file the operator edits
-    Ok((img, cfg))
+    // A program the `programs` lines leave out stops here, before the image is read through.
+    if program.is_some_and(|p| !cfg.guards_program(p)) {
+        return Ok(None);
+    }
+    img.validate(path).map_err(Compiled::Refused)?;
+    Ok(Some((img, cfg)))
 }
 
 /// Is there a compiled form of the configuration at `path`, and is it fresh? (The text is
 /// checked as [`load`] does; it is not read.)
 pub fn compiled_status(io: &mut impl ConfigIo, path: &Path, euid: u32) -> Result<Compiled, LoadError> {
     let text = open_checked(io, path, euid)?;
-    Ok(match open_image(io, path, euid, text.stamp) {
+    Ok(match open_image(io, path, euid, text.stamp, None) {
         Ok(_) => Compiled::Fresh,
         Err(c) => c,
     })
@@ -342,12 +349,9 @@ pub fn load_policy_for(
     program: Option<&[u8]>,
 ) -> Result<Option<Loaded>, LoadError> {
     let text = open_checked(io, path, euid)?;
-    let compiled = match open_image(io, path, euid, text.stamp) {
-        Ok((img, cfg)) => {
-            if program.is_some_and(|p| !cfg.guards_program(p)) {
-                return Ok(None);
-            }
-            return Ok(Some(Loaded {
+    let compiled = match open_image(io, path, euid, text.stamp, program) {
+        Ok(loaded) => {
+            return Ok(loaded.map(|(img, cfg)| Loaded {
                 policy: Policy::from_image(cfg, img),
                 compiled: Compiled::Fresh,
             }));

@@ -296,6 +296,61 @@ impl Drop for Mapped {
     }
 }
 
+/// A file's bytes mapped read-only and private (`MAP_PRIVATE`, `PROT_READ`): the compiled
+/// configuration, shared through the page cache by every process that maps it, so each one
+/// pays only for the pages its lookups touch. `toctou-guard compile` replaces the file by
+/// `rename` (a new inode) and never writes an existing one, so the mapped bytes never change
+/// under us and never shrink (a truncation would raise SIGBUS on access).
+pub struct MappedFile {
+    ptr: core::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and never written through or unmapped while a `&[u8]`
+// of it is alive (unmapped only on drop, which needs the last owner); reading it from any
+// thread is as safe as reading an immutable slice.
+unsafe impl Send for MappedFile {}
+// SAFETY: as above: only `&[u8]` reads are handed out.
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    pub fn map(fd: &std::os::fd::OwnedFd, len: usize) -> Result<MappedFile, rustix::io::Errno> {
+        if len == 0 {
+            return Err(rustix::io::Errno::INVAL);
+        }
+        // SAFETY: a new read-only private mapping of `len` bytes of the file at an address the
+        // kernel chooses (no MAP_FIXED): it aliases no Rust object.
+        let p = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::PRIVATE,
+                fd,
+                0,
+            )
+        }?;
+        Ok(MappedFile {
+            ptr: core::ptr::NonNull::new(p.cast()).ok_or(rustix::io::Errno::INVAL)?,
+            len,
+        })
+    }
+}
+
+impl toctou_policy::image::Bytes for MappedFile {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes mapped in `map`, never written, alive until drop.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`; no borrow of it outlives self.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
 /// This thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: `__errno_location` returns this thread's errno, always valid to read.

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 use toctou_policy::config::{SERVER_PROGRAMS, program_matches};
-use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure, Roots};
+use toctou_policy::image::Bytes;
+use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure};
 use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
 
 use crate::ffi;
@@ -117,8 +118,9 @@ fn load() {
     // A server always parses the whole file (its errors must stop it); any other program
     // the `programs` lines leave out does not parse it at all.
     let prescan = if server { None } else { program };
-    let config = match load::load_for(&mut RawIo::default(), path, euid, Roots::Required, prescan) {
-        Ok(Some(c)) => c,
+    // A fresh compiled form (CONFIG.tgc) is mapped, not parsed: see `load::load_policy_for`.
+    let loaded = match load::load_policy_for(&mut RawIo::default(), path, euid, prescan) {
+        Ok(Some(l)) => l,
         Ok(None) => return,
         // Installed, not configured, not a server, not asked for: inert.
         Err(LoadError::Missing(_)) if !env.explicit && !server => return,
@@ -133,6 +135,7 @@ fn load() {
             return;
         }
     };
+    let config = loaded.policy.config();
     // A name that cannot be read is guarded (fail closed).
     if program.is_some_and(|p| !config.guards_program(p)) {
         return;
@@ -142,8 +145,11 @@ fn load() {
     let state = State {
         owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms, ffi::at_random()),
         log: Logger::new(&config.log_socket, config.log_rate),
-        policy: Policy::new(config),
+        policy: loaded.policy,
     };
+    if let Some(note) = loaded.compiled.note(path) {
+        state.log.config_error(&note);
+    }
     // Before STATE: a hook that sees the state guarded finds what children need.
     crate::exec::prepare(env.preloaded, env.config);
     let _ = STATE.set(state);
@@ -249,7 +255,20 @@ impl ConfigIo for RawIo {
         let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(fail)?;
         let st = rustix::fs::fstat(&fd).map_err(fail)?;
         self.fd = Some(fd);
-        Ok(Opened::new(st.st_uid, st.st_mode, st.st_size as u64))
+        let ns = |s: i64, n: u64| s.wrapping_mul(1_000_000_000).wrapping_add(n as i64);
+        Ok(Opened::new(st.st_uid, st.st_mode, st.st_size as u64).with_stamp(
+            st.st_dev,
+            st.st_ino,
+            ns(st.st_mtime, st.st_mtime_nsec as u64),
+            ns(st.st_ctime, st.st_ctime_nsec as u64),
+        ))
+    }
+
+    fn image(&mut self, size: u64) -> Result<std::sync::Arc<dyn Bytes>, String> {
+        let fd = self.fd.as_ref().ok_or("not open")?;
+        let len = usize::try_from(size).map_err(|_| "too large")?;
+        let map = ffi::MappedFile::map(fd, len).map_err(|e| e.to_string())?;
+        Ok(std::sync::Arc::new(map))
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadFailure> {

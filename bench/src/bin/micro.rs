@@ -71,6 +71,7 @@ fn real_main() -> Result<(), String> {
     let conf = fx.config();
     let big = fx.config_big_cache();
     let maps = fx.config_many_maps()?;
+    let compiled = fx.config_many_maps_compiled()?;
     type Row<'a> = (&'static str, &'a str, &'a str, u64, bool, Option<&'a PathBuf>);
     let mut rows: Vec<Row<'_>> = vec![
         ("1t bare", &prefix, fixture::Micro::SUFFIX, 1, false, None),
@@ -100,6 +101,22 @@ fn real_main() -> Result<(), String> {
             0,
             false,
             Some(&maps),
+        ),
+        (
+            "1t +shim, 100k maps compiled",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            1,
+            false,
+            Some(&compiled),
+        ),
+        (
+            "outside root +shim, 100k maps compiled",
+            &outside,
+            "",
+            0,
+            false,
+            Some(&compiled),
         ),
         (
             "outside root, relative +shim",
@@ -307,6 +324,33 @@ fn real_main() -> Result<(), String> {
             median(&extra1),
             median(&extra100k),
             fmt_ratio(&ratios(&ratios(&shim100k, &bare100k), &ratios(&shim1, &bare1)))
+        );
+    }
+    // Issue 13's goal: a 100,000-map configuration costs an open what a one-line one does.
+    let find = |name: &str| -> Vec<f64> {
+        variants
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.ns_per_iter.clone())
+            .unwrap_or_default()
+    };
+    let shim_out = find("outside root +shim");
+    for (name, inside, outside) in [
+        (
+            "text",
+            "1t +shim, 100k map lines",
+            "outside root +shim, 100k map lines",
+        ),
+        (
+            "compiled",
+            "1t +shim, 100k maps compiled",
+            "outside root +shim, 100k maps compiled",
+        ),
+    ] {
+        println!(
+            "\n100k map lines, {name}, vs a one-line config: inside a root {}, outside every root {}",
+            fmt_ratio(&ratios(&find(inside), &shim1)),
+            fmt_ratio(&ratios(&find(outside), &shim_out))
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -246,10 +246,7 @@ impl Policy {
                 let r = &self.config.roots[i];
                 (r.pattern.tenant_depth(), r.fixed_uid)
             }
-            Rules::Compiled(img) => {
-                let r = img.root(i);
-                (r.tenant_depth, r.fixed_uid)
-            }
+            Rules::Compiled(img) => img.tenant_and_uid(i),
         }
     }
 

@@ -10,7 +10,7 @@
 //! | 0 | magic `TGUARDC\0`, format version (u32), header length (u32, 128), image length (u64) |
 //! | 24 | the text file's `st_dev`, `st_ino`, `st_size`, `st_mtime` ns, `st_ctime` ns (5 × u64) |
 //! | 64 | (offset, length) of: settings text, roots, nodes, hash table, string pool (5 × 2 × u32) |
-//! | 104 | longest probe of the hash table (u32), deepest pattern (u32), depth bit set (u64), 0 (u64) |
+//! | 104 | longest probe of the hash table (u32), deepest pattern (u32), depth bit set (u64), the hash of a fixed probe (u64) |
 //!
 //! * settings: the non-tree directives as configuration text, parsed at load (a few lines);
 //! * roots, 32 bytes each, in [`Config::roots`] order: key (offset, length in the pool: the
@@ -119,17 +119,36 @@ fn settings_text(cfg: &Config) -> String {
     s
 }
 
+/// The table is laid out by [`fnv`]: an image hashed another way (a build whose hash changed
+/// without a new [`VERSION`]) would find no edge and guard nothing, so the header carries
+/// this and an image whose probe differs is refused.
+fn hash_probe() -> u64 {
+    fnv(0x7467, b"toctou-guard compiled configuration")
+}
+
 /// The home slot of a hash in a table of `slots` (multiply-shift: no modulo, any size).
 fn slot_of(hash: u64, slots: usize) -> usize {
     ((u128::from(hash) * slots as u128) >> 64) as usize
 }
 
+/// The hash of an edge: eight bytes of the name per multiply (the FxHash step), then one
+/// avalanche; part of the format (the table is laid out by it).
 fn fnv(parent: u32, name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in parent.to_le_bytes().iter().chain(name) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut h = mix(u64::from(parent), name.len() as u64);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(
+            h,
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
     }
-    h
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = mix(h, u64::from_le_bytes(tail));
+    // The table's slot comes from the high bits: spread the low ones up.
+    (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
 }
 
 /// Compile a parsed configuration (read from a text whose `fstat` gave `stamp`).
@@ -258,7 +277,7 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&(max_probe as u32).to_le_bytes());
     out.extend_from_slice(&(max_depth as u32).to_le_bytes());
     out.extend_from_slice(&depth_mask.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&hash_probe().to_le_bytes());
     debug_assert_eq!(out.len(), HEADER);
     out.extend_from_slice(settings.as_bytes());
     out.extend_from_slice(&roots);
@@ -396,6 +415,11 @@ impl Image {
             depth_mask: u64_at(b, 112),
             data: data.clone(),
         };
+        if u64_at(b, 120) != hash_probe() {
+            return Err(bad(
+                "laid out with another hash function (run toctou-guard compile)".into(),
+            ));
+        }
         if roots.1 == 0 || nodes.1 == 0 {
             return Err(bad("no root and no map".into()));
         }
@@ -415,11 +439,11 @@ impl Image {
     /// the image; after it no index read can leave its section).
     pub(crate) fn validate(&self, path: &Path) -> Result<(), Error> {
         let bad = |msg: String| bad(path, msg);
-        let (img, b) = (self, self.data.bytes());
+        let (img, b, w) = (self, self.data.bytes(), self.walk());
         let (roots, nodes, table, pool) = (self.roots, self.nodes, self.table, self.pool);
         let in_pool = |off: u32, len: u32| u64::from(off) + u64::from(len) <= pool.1 as u64;
         for i in 0..nodes.1 {
-            let [star, root, nlit] = img.node(i as u32);
+            let [star, root, nlit] = w.node(i as u32);
             if (star != NONE && (star as usize >= nodes.1 || star as usize <= i))
                 || (root != NONE && root as usize >= roots.1)
                 || nlit as usize > table.1
@@ -428,7 +452,7 @@ impl Image {
             }
         }
         for s in 0..table.1 {
-            let [parent, child, off, len] = img.slot(s);
+            let [parent, child, off, len] = w.slot(s);
             if child != NONE
                 && (parent as usize >= nodes.1
                     || child as usize >= nodes.1
@@ -448,7 +472,7 @@ impl Image {
                 || !in_pool(f(2), f(3))
                 || tenant_depth > depth
                 || depth > crate::path::PATH_MAX
-                || img.pool_bytes(f(0), f(1)).first() != Some(&b'/')
+                || w.pool(f(0), f(1)).first() != Some(&b'/')
             {
                 return Err(bad(format!("root {i} is malformed")));
             }
@@ -480,54 +504,147 @@ impl Image {
         self.roots.1
     }
 
-    fn pool_bytes(&self, off: u32, len: u32) -> &[u8] {
-        let start = self.pool.0 + off as usize;
-        self.data
-            .bytes()
-            .get(start..start + len as usize)
-            .unwrap_or_default()
-    }
-
-    fn node(&self, n: u32) -> [u32; 3] {
-        let at = self.nodes.0 + n as usize * NODE_REC;
-        let b = self.data.bytes();
-        if n as usize >= self.nodes.1 {
-            return [NONE, NONE, 0];
+    /// The bytes, fetched once for a whole lookup (they sit behind a `dyn Bytes`).
+    fn walk(&self) -> Walk<'_> {
+        Walk {
+            b: self.data.bytes(),
+            img: self,
         }
-        [u32_at(b, at), u32_at(b, at + 4), u32_at(b, at + 8)]
-    }
-
-    fn slot(&self, s: usize) -> [u32; 4] {
-        let at = self.table.0 + s * SLOT_REC;
-        let b = self.data.bytes();
-        [0, 4, 8, 12].map(|k| u32_at(b, at + k))
     }
 
     pub(crate) fn root(&self, i: usize) -> RootRec<'_> {
-        let at = self.roots.0 + i * ROOT_REC;
-        let b = self.data.bytes();
-        let f = |k: usize| u32_at(b, at + 4 * k);
-        let uid = f(4);
+        let w = self.walk();
+        let [
+            key_off,
+            key_len,
+            text_off,
+            text_len,
+            uid,
+            line,
+            depth,
+            tenant_depth,
+        ] = rec::<8>(w.b, self.roots.0 + i * ROOT_REC);
         RootRec {
-            key: self.pool_bytes(f(0), f(1)),
-            text: self.pool_bytes(f(2), f(3)),
+            key: w.pool(key_off, key_len),
+            text: w.pool(text_off, text_len),
             fixed_uid: (uid != NONE).then_some(uid),
-            line: f(5) as usize,
-            depth: f(6) as usize,
-            tenant_depth: f(7) as usize,
+            line: line as usize,
+            depth: depth as usize,
+            tenant_depth: tenant_depth as usize,
         }
     }
 
+    /// Tenant depth and `map` uid of root `i`: all the hot path needs of it.
+    #[inline]
+    pub(crate) fn tenant_and_uid(&self, i: usize) -> (usize, Option<u32>) {
+        let [uid, _, _, tenant_depth] = rec::<4>(self.data.bytes(), self.roots.0 + i * ROOT_REC + 16);
+        (tenant_depth as usize, (uid != NONE).then_some(uid))
+    }
+
+    /// As [`crate::index::RootIndex::first`].
+    pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        let w = self.walk();
+        let mut active = Active::start();
+        let mut depth = 0;
+        loop {
+            if let Some(root) = w.root_of(&active) {
+                return Found::Root { depth, root };
+            }
+            if active.len == 0 {
+                return Found::Nothing;
+            }
+            let Some(c) = comps.next() else {
+                return Found::Nothing;
+            };
+            match w.step(&active, c) {
+                Some(next) => active = next,
+                None => return Found::TooMany,
+            }
+            depth += 1;
+        }
+    }
+
+    /// As [`crate::index::RootIndex::exact`].
+    pub(crate) fn exact<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        let w = self.walk();
+        let mut active = Active::start();
+        let mut depth = 0;
+        for c in comps {
+            match w.step(&active, c) {
+                Some(next) if next.len == 0 => return Found::Nothing,
+                Some(next) => active = next,
+                None => return Found::TooMany,
+            }
+            depth += 1;
+        }
+        w.root_of(&active)
+            .map_or(Found::Nothing, |root| Found::Root { depth, root })
+    }
+
+    /// As [`crate::index::RootIndex::deeper_below`].
+    pub(crate) fn deeper_below<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Option<bool> {
+        let w = self.walk();
+        let mut active = Active::start();
+        for c in comps {
+            active = w.step(&active, c)?;
+            if active.len == 0 {
+                return Some(false);
+            }
+        }
+        Some(active.nodes[..active.len].iter().any(|&n| {
+            let [star, _, nlit] = w.node(n);
+            star != NONE || nlit > 0
+        }))
+    }
+}
+
+/// An image's bytes for the length of one lookup.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    b: &'a [u8],
+    img: &'a Image,
+}
+
+/// `N` little-endian `u32`s at `at` (all `u32::MAX` if they are not all there).
+#[inline]
+fn rec<const N: usize>(b: &[u8], at: usize) -> [u32; N] {
+    match b.get(at..at + 4 * N) {
+        Some(r) => {
+            std::array::from_fn(|k| u32::from_le_bytes([r[4 * k], r[4 * k + 1], r[4 * k + 2], r[4 * k + 3]]))
+        }
+        None => [NONE; N],
+    }
+}
+
+impl<'a> Walk<'a> {
+    fn pool(self, off: u32, len: u32) -> &'a [u8] {
+        let start = self.img.pool.0 + off as usize;
+        self.b.get(start..start + len as usize).unwrap_or_default()
+    }
+
+    #[inline]
+    fn node(self, n: u32) -> [u32; 3] {
+        if n as usize >= self.img.nodes.1 {
+            return [NONE, NONE, 0];
+        }
+        rec(self.b, self.img.nodes.0 + n as usize * NODE_REC)
+    }
+
+    #[inline]
+    fn slot(self, s: usize) -> [u32; 4] {
+        rec(self.b, self.img.table.0 + s * SLOT_REC)
+    }
+
     /// The child of node `parent` named `name`.
-    fn literal(&self, parent: u32, name: &[u8]) -> Option<u32> {
-        let slots = self.table.1;
+    fn literal(self, parent: u32, name: &[u8]) -> Option<u32> {
+        let slots = self.img.table.1;
         let mut s = slot_of(fnv(parent, name), slots);
-        for _ in 0..=self.max_probe {
+        for _ in 0..=self.img.max_probe {
             let [p, child, off, len] = self.slot(s);
             if child == NONE {
                 return None;
             }
-            if p == parent && len as usize == name.len() && self.pool_bytes(off, len) == name {
+            if p == parent && len as usize == name.len() && self.pool(off, len) == name {
                 return Some(child);
             }
             s = if s + 1 == slots { 0 } else { s + 1 };
@@ -535,7 +652,7 @@ impl Image {
         None
     }
 
-    fn step(&self, active: &Active, comp: &[u8]) -> Option<Active> {
+    fn step(self, active: &Active, comp: &[u8]) -> Option<Active> {
         let mut next = Active::empty();
         for &n in &active.nodes[..active.len] {
             let star = self.node(n)[0];
@@ -550,66 +667,13 @@ impl Image {
         Some(next)
     }
 
-    fn root_of(&self, active: &Active) -> Option<usize> {
+    fn root_of(self, active: &Active) -> Option<usize> {
         active.nodes[..active.len]
             .iter()
             .map(|&n| self.node(n)[1])
             .filter(|&r| r != NONE)
             .min()
             .map(|r| r as usize)
-    }
-
-    /// As [`crate::index::RootIndex::first`].
-    pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
-        let mut active = Active::start();
-        let mut depth = 0;
-        loop {
-            if let Some(root) = self.root_of(&active) {
-                return Found::Root { depth, root };
-            }
-            if active.len == 0 {
-                return Found::Nothing;
-            }
-            let Some(c) = comps.next() else {
-                return Found::Nothing;
-            };
-            match self.step(&active, c) {
-                Some(next) => active = next,
-                None => return Found::TooMany,
-            }
-            depth += 1;
-        }
-    }
-
-    /// As [`crate::index::RootIndex::exact`].
-    pub(crate) fn exact<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
-        let mut active = Active::start();
-        let mut depth = 0;
-        for c in comps {
-            match self.step(&active, c) {
-                Some(next) if next.len == 0 => return Found::Nothing,
-                Some(next) => active = next,
-                None => return Found::TooMany,
-            }
-            depth += 1;
-        }
-        self.root_of(&active)
-            .map_or(Found::Nothing, |root| Found::Root { depth, root })
-    }
-
-    /// As [`crate::index::RootIndex::deeper_below`].
-    pub(crate) fn deeper_below<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Option<bool> {
-        let mut active = Active::start();
-        for c in comps {
-            active = self.step(&active, c)?;
-            if active.len == 0 {
-                return Some(false);
-            }
-        }
-        Some(active.nodes[..active.len].iter().any(|&n| {
-            let [star, _, nlit] = self.node(n);
-            star != NONE || nlit > 0
-        }))
     }
 }
 

@@ -90,9 +90,7 @@ fn vhost_maps(base: &Path, samples: &[u32]) -> String {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
-    for d in ["vhosts"] {
-        fs::set_permissions(base.join(d), fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    fs::set_permissions(base.join("vhosts"), fs::Permissions::from_mode(0o755)).unwrap();
     maps
 }
 

@@ -153,6 +153,11 @@ fn fnv(parent: u32, name: &[u8]) -> u64 {
 
 /// Compile a parsed configuration (read from a text whose `fstat` gave `stamp`).
 pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
+    compile_within(cfg, stamp, MAX_IMAGE_BYTES)
+}
+
+/// [`compile`], refusing an image larger than `limit` bytes.
+fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, String> {
     let mut pool: Vec<u8> = Vec::new();
     let put = |pool: &mut Vec<u8>, b: &[u8]| {
         let off = pool.len() as u64;
@@ -248,7 +253,7 @@ pub fn compile(cfg: &Config, stamp: Stamp) -> Result<Vec<u8>, String> {
         pool.len(),
     ];
     let total: usize = HEADER + sections.iter().sum::<usize>();
-    if total as u64 > MAX_IMAGE_BYTES {
+    if total as u64 > limit {
         return Err(too_large());
     }
     let mut out = Vec::with_capacity(total);
@@ -788,6 +793,17 @@ mod tests {
         assert_eq!(
             parsed.may_guard_below(b"/b/b/b/b"),
             image.may_guard_below(b"/b/b/b/b")
+        );
+    }
+
+    #[test]
+    fn past_the_size_cap_is_a_clear_error() {
+        let cfg = Config::parse("root /a/*/b\nmap /srv/x 5\n", Path::new("t.conf")).unwrap();
+        let size = compile(&cfg, Stamp::default()).unwrap().len() as u64;
+        assert!(compile_within(&cfg, Stamp::default(), size).is_ok());
+        assert_eq!(
+            compile_within(&cfg, Stamp::default(), size - 1).unwrap_err(),
+            "the compiled form would be larger than 64 MiB, the limit"
         );
     }
 

@@ -202,9 +202,28 @@ fn a_compiled_hundred_thousand_maps_config_is_mapped_and_every_map_honoured() {
             |l| l.contains(&format!("{}: refusing to trust it", image.display()))
                 && l.contains("parsing text")
         ),
-        "the refusal is logged: {:?}",
-        logs.iter()
-            .filter(|l| l.contains("config-error"))
-            .collect::<Vec<_>>()
+        "the refusal is logged"
+    );
+
+    // A symlink in its place, to an image compiled from this very text, is refused too.
+    let elsewhere = f.base.join("etc/elsewhere.tgc");
+    let out = run_cli(&[
+        OsStr::new("compile"),
+        f.conf.as_os_str(),
+        OsStr::new("--output"),
+        elsewhere.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    fs::remove_file(&image).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &image).unwrap();
+    honoured(&f, &few, Some(moved));
+    // (/proc/PID/maps would name the file the link leads to.)
+    assert!(!maps_the_image(&f, &elsewhere), "a symlinked image is not used");
+    let logs = f.logs();
+    assert!(
+        logs.iter().any(
+            |l| l.contains(&format!("{}: is a symbolic link", image.display())) && l.contains("parsing text")
+        ),
+        "the refusal is logged"
     );
 }

@@ -23,7 +23,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
         }
     }
     let config = config.unwrap_or_else(load::default_path);
-    let (cfg, stamp) = load::load_stamped(&config)?;
+    let (cfg, stamp) = settled(&config)?;
     let bytes = image::compile(&cfg, stamp).map_err(|e| format!("{}: {e}", config.display()))?;
     let default = image::path_for(&config);
     let out = output.unwrap_or_else(|| default.clone());
@@ -45,6 +45,34 @@ pub fn run(args: &[String]) -> Result<String, String> {
         cfg.roots.len(),
         config.display(),
         bytes.len()
+    ))
+}
+
+/// The configuration and the `fstat` stamp it was read with, once no later write could leave
+/// that stamp as it is. File times advance by the kernel's clock tick (milliseconds): a write
+/// in the same tick as the read, same size, would keep the ctime and pass an image of the old
+/// text for fresh. So, as git does for a racily clean index: wait until the clock is past
+/// that tick, read again, and accept only if both reads agree; any write after that gets a
+/// later ctime.
+fn settled(config: &Path) -> Result<(toctou_policy::Config, image::Stamp), String> {
+    const TICK_NS: i64 = 50_000_000; // above any HZ's jiffy
+    for _ in 0..3 {
+        let (cfg, stamp) = load::load_stamped(config)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let wait = (stamp.ctime_ns.max(stamp.mtime_ns) + TICK_NS).saturating_sub(now);
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(wait.min(TICK_NS) as u64));
+        }
+        let (again, stamp_again) = load::load_stamped(config)?;
+        if stamp_again == stamp && again == cfg {
+            return Ok((cfg, stamp));
+        }
+    }
+    Err(format!(
+        "{}: changed while it was being compiled (three times): run toctou-guard compile again",
+        config.display()
     ))
 }
 

@@ -28,7 +28,10 @@
 //! Freshness is decided by the text's `fstat` (device, inode, size, mtime, ctime), not a
 //! hash of its bytes: hashing the text means reading 5 MB in every process, which is what
 //! the image exists to avoid. Every write to the text changes its ctime (which no one but the
-//! kernel sets), a replacement by rename changes its inode.
+//! kernel sets), a replacement by rename changes its inode. File times advance by a clock
+//! tick, so `toctou-guard compile` records a stamp only once the clock is past the text's
+//! ctime tick and a second read agrees with the first (a same-size write in the tick of the
+//! read would otherwise keep the stamp).
 //!
 //! [`Image::open`] checks every offset, count and index once at load; a malformed image is
 //! an error naming the file, never a crash. Reads after that are still checked (a value out

@@ -241,3 +241,73 @@ fn item3_check_warns_of_document_roots_no_root_covers() {
         "{err}"
     );
 }
+
+#[test]
+fn compile_then_check_says_fresh_and_after_an_edit_stale() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("compile");
+    let conf = write_conf(&d, "root /home/*/public_html\nmap /srv/shop 1005\n");
+    let c = conf.to_str().unwrap();
+    let image = d.join("toctou-guard.conf.tgc");
+    let out = run(&bin, &["check", c]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{}: no compiled form", image.display())),
+        "{out:?}"
+    );
+    let out = run(&bin, &["compile", c]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!(
+            "{}: compiled 2 guarded tree(s) from {c} (",
+            image.display()
+        )),
+        "{out:?}"
+    );
+    assert_eq!(fs::metadata(&image).unwrap().permissions().mode() & 0o7777, 0o644);
+    let out = run(&bin, &["check", c]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("compiled form is fresh: the guards map it"),
+        "{out:?}"
+    );
+    fs::write(&conf, "root /home/*/public_html\nmap /srv/shop 1006\n").unwrap();
+    let out = run(&bin, &["check", c]);
+    assert!(out.status.success(), "a stale image is a warning: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "toctou-guard: warning: {}: compiled form stale, parsing text",
+            image.display()
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn compile_refuses_a_broken_or_unsafe_config_and_writes_nothing() {
+    let Some(bin) = cli() else { return };
+    let d = scratch("compile-bad");
+    let conf = write_conf(&d, "root /home/*/public_html\nmap /srv/shop alice\n");
+    let image = d.join("toctou-guard.conf.tgc");
+    let out = run(&bin, &["compile", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2: 'map': a UID is not numeric", conf.display()))
+            && stderr.contains("\n  2 | map /srv/shop alice"),
+        "{stderr}"
+    );
+    fs::write(&conf, "root /home/*/public_html\n").unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run(&bin, &["compile", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writable by group or others"),
+        "{out:?}"
+    );
+    assert!(!image.exists(), "nothing written");
+    assert!(
+        fs::read_dir(&d)
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("tmp")),
+        "no temporary file left"
+    );
+}

@@ -301,10 +301,12 @@ fn callgrind_run(
 }
 
 /// The shim's functions in a listing, by name. `callgrind_annotate` names the object only
-/// on a function's own line; the lines of code inlined from other files (`sip.rs:…`) carry
-/// none, and are the shim's when their function's only named object is the shim. With
-/// `home_only`, just the named lines: an inclusive listing counts a call once there.
-fn shim_costs(fns: &[FnCost], home_only: bool) -> BTreeMap<String, u64> {
+/// on one line of a function; the lines of code inlined into it from other files (`sip.rs:…`)
+/// carry none, and are the shim's when their function's only named object is the shim.
+/// Exclusive costs of those parts add up (`inclusive == false`); an inclusive listing gives
+/// the part holding the function's calls the whole function's cost, so the largest part is
+/// the function's (`inclusive == true`).
+fn shim_costs(fns: &[FnCost], inclusive: bool) -> BTreeMap<String, u64> {
     let mut objects: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for f in fns.iter().filter(|f| !f.object.is_empty()) {
         let o = objects.entry(f.function.as_str()).or_default();
@@ -316,15 +318,15 @@ fn shim_costs(fns: &[FnCost], home_only: bool) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for f in fns {
         let shim = if f.object.is_empty() {
-            !home_only
-                && objects
-                    .get(f.function.as_str())
-                    .is_some_and(|o| o.len() == 1 && is_shim(o[0]))
+            objects
+                .get(f.function.as_str())
+                .is_some_and(|o| o.len() == 1 && is_shim(o[0]))
         } else {
             is_shim(&f.object)
         };
         if shim {
-            *m.entry(f.function.clone()).or_insert(0) += f.cost;
+            let e = m.entry(f.function.clone()).or_insert(0);
+            *e = if inclusive { (*e).max(f.cost) } else { *e + f.cost };
         }
     }
     m
@@ -469,6 +471,7 @@ mod tests {
         let all = shim_costs(&v, false);
         assert_eq!((all["f"], all["open"]), (140, 20));
         assert_eq!(shim_costs(&v, true)["f"], 100);
+        assert_eq!(shim_costs(&v, true)["open"], 20);
     }
 
     #[test]

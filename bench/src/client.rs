@@ -39,9 +39,9 @@ pub fn get_n(
                 })
             })
             .collect();
+        // The scope joins the rest if one fails.
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("client thread panicked".into())))
-            .collect::<Result<(), String>>()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err("client thread panicked".into())))
     })
 }

@@ -335,20 +335,33 @@ impl Spawner {
             line.push_str(&a.to_string_lossy());
         }
         let reply = self.ask(&line)?;
-        let f: Vec<&str> = reply.split_whitespace().collect();
-        let parse = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-        let (Some(ms), Some(rss), Some(status)) = (parse(0), parse(1), parse(2)) else {
-            return Err(format!("spawner: {reply}"));
-        };
-        if status != 0.0 {
+        let (ms, rss, status) = parse_reply(&reply).ok_or_else(|| format!("spawner: {reply}"))?;
+        if status != 0 {
             let text = std::fs::read_to_string(err_file).unwrap_or_default();
             return Err(format!(
                 "{argv:?} exited with wait status {status}: {}",
                 text.trim()
             ));
         }
-        Ok((ms, rss as u64))
+        Ok((ms, rss))
     }
+}
+
+/// The spawner's `MS MAXRSS_KIB STATUS`.
+fn parse_reply(reply: &str) -> Option<(f64, u64, i32)> {
+    let mut f = reply.split_whitespace();
+    let ms = f.next()?.parse().ok()?;
+    let rss = f.next()?.parse().ok()?;
+    let status = f.next()?.parse().ok()?;
+    f.next().is_none().then_some((ms, rss, status))
+}
+
+/// Mean instructions from `perf stat -x,` output (`VALUE,UNIT,EVENT,…`).
+fn parse_perf(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.contains("instructions"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|v| v.parse::<f64>().ok())
 }
 
 /// Per program and `/etc`: start times (ms) and maximum RSS (KiB).
@@ -388,7 +401,7 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
                 .map(|_| Cell {
                     times: Vec::new(),
                     rss: Vec::new(),
-                    instructions: String::new(),
+                    instructions: "–".into(),
                 })
                 .collect()
         })
@@ -487,12 +500,7 @@ fn perf_instructions(argv: &[OsString], runs: usize) -> Result<String, String> {
         .output()
         .map_err(|e| format!("perf: {e}"))?;
     let text = String::from_utf8_lossy(&out.stderr);
-    let n = text
-        .lines()
-        .find(|l| l.contains("instructions"))
-        .and_then(|l| l.split(',').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("perf stat: {}", text.trim()))?;
+    let n = parse_perf(&text).ok_or_else(|| format!("perf stat: {}", text.trim()))?;
     Ok(format!("{n:.0} (perf, mean of {runs})"))
 }
 
@@ -520,4 +528,23 @@ fn callgrind_instructions(argv: &[OsString], err_file: &Path) -> Result<String, 
         "no shim"
     };
     Ok(format!("{ir} (callgrind; {shim})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_spawner_replies_and_perf() {
+        assert_eq!(parse_reply("2.5 6816 0"), Some((2.5, 6816, 0)));
+        assert_eq!(parse_reply("2.5 6816 256"), Some((2.5, 6816, 256)));
+        assert_eq!(parse_reply("2.5 6816"), None);
+        assert_eq!(parse_reply("2.5 6816 0 extra"), None);
+        assert_eq!(parse_reply("rss 2264"), None);
+        assert_eq!(
+            parse_perf("8343260,,instructions:u,1000,100.00,,\n"),
+            Some(8343260.0)
+        );
+        assert_eq!(parse_perf("<not supported>,,instructions:u,0,100.00,,\n"), None);
+    }
 }

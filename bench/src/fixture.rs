@@ -54,12 +54,7 @@ impl Micro {
         let p = self.base.join("guard-100k-maps.conf");
         if !p.exists() {
             let mut text = self.config_text(None);
-            for i in 0..100_000u32 {
-                text.push_str(&format!(
-                    "map /var/www/vhosts/d{i}.example/httpdocs {}\n",
-                    10_000 + i
-                ));
-            }
+            text.push_str(&map_lines(100_000));
             mk_file(&p, text.as_bytes(), geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
         }
         Ok(p)
@@ -76,6 +71,19 @@ impl Micro {
         }
         s
     }
+}
+
+/// `n` `map` lines, one per vhost (`map /var/www/vhosts/dI.example/httpdocs 10000+I`): what
+/// an operator generates from the server's configuration on a box of `n` vhosts.
+pub fn map_lines(n: u32) -> String {
+    let mut text = String::with_capacity(n as usize * 52);
+    for i in 0..n {
+        text.push_str(&format!(
+            "map /var/www/vhosts/d{i}.example/httpdocs {}\n",
+            10_000 + i
+        ));
+    }
+    text
 }
 
 /// The owner of tenant `i`'s files: its own uid as root, else ours (no chown possible).

@@ -677,3 +677,51 @@ fn item5_allow_uid_server_writes_cannot_be_redirected() {
         ["OK", "OK"]
     );
 }
+
+/// Found in review: a directory the server holds keeps the tenant it was entered under (the
+/// expected owner, see item 3), but "lies in the tenant's tree" was judged against the tree
+/// its path names *now*. Moved by its tenant into the victim's world-writable docroot,
+/// `openat(held, "../srvcache.txt", O_WRONLY)` reached a server-owned file of the victim's
+/// with alice's expected owner and bob's tree: `allow_uid <server uid>` let the write
+/// through. A held directory moved within its own tree still writes the server's files.
+#[test]
+fn item5_allow_uid_writes_stay_in_the_tree_a_held_directory_was_entered_under() {
+    let Some(f) = Fixture::new("adv-mutate-allow-moved", &format!("allow_uid {SERVER}\n")) else {
+        return;
+    };
+    let moved = f.bob("mv");
+    let reset = || {
+        let _ = fs::remove_dir_all(&moved);
+        let _ = fs::remove_dir_all(f.alice("uploads/mv2"));
+        // 0777: the helper (the server's uid) stands in for alice moving her directory.
+        owned_dir(&f.alice("uploads/mv"), ALICE, 0o777);
+        owned_file(&f.bob("srvcache.txt"), SERVER, "BOB-SERVER-CACHE\n");
+        owned_file(&f.alice("uploads/srvown.txt"), SERVER, "server-own\n");
+    };
+    let attack = format!("moved-append uploads/mv {} ../srvcache.txt", moved.display());
+    let own = "moved-append uploads/mv uploads/mv2 ../srvown.txt";
+    let bare = each(&f, false, SERVER, &[&attack, own], &reset);
+    assert_eq!(bare, ["OK", "OK"], "without the guard both writes land");
+    reset();
+    assert_eq!(
+        mutate(&f, true, SERVER, &f.alice(""), &[step(&attack)]),
+        ["ERR EACCES"]
+    );
+    assert_eq!(
+        fs::read_to_string(f.bob("srvcache.txt")).unwrap(),
+        "BOB-SERVER-CACHE\n",
+        "the victim's server-owned file was written through the moved directory"
+    );
+    reset();
+    assert_eq!(mutate(&f, true, SERVER, &f.alice(""), &[step(own)]), ["OK"]);
+    assert_eq!(
+        fs::read_to_string(f.alice("uploads/srvown.txt")).unwrap(),
+        "server-own\nMOVED-DIR\n"
+    );
+    let logs = f.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("owner-mismatch") && l.contains("srvcache.txt")),
+        "no denial logged: {logs:?}"
+    );
+}

@@ -255,13 +255,9 @@ fn apply<C: PathCall>(st: &State, target: Target, normalized: &[u8], req: &C) ->
         } => (tenant_len, expected),
     };
     let tenant = &normalized[..tenant_len];
-    let expected_uid = match expected {
-        Expected::Uid(uid) => uid,
-        Expected::Euid => rustix::process::geteuid().as_raw(),
-        Expected::TenantOwner => match cached_tenant_owner(st, tenant) {
-            Ok(uid) => uid,
-            Err(reason) => return refuse_unopened(st, reason, normalized, tenant, req),
-        },
+    let expected_uid = match expected_uid(st, expected, tenant) {
+        Ok(uid) => uid,
+        Err(reason) => return refuse_unopened(st, reason, normalized, tenant, req),
     };
     req.judged(&Check {
         st,
@@ -269,6 +265,15 @@ fn apply<C: PathCall>(st: &State, target: Target, normalized: &[u8], req: &C) ->
         path: normalized,
         tenant,
     })
+}
+
+/// The uid a tree's files must belong to, `tenant` its tenant directory.
+fn expected_uid(st: &State, expected: Expected, tenant: &[u8]) -> Result<u32, DenyReason> {
+    match expected {
+        Expected::Uid(uid) => Ok(uid),
+        Expected::Euid => Ok(rustix::process::geteuid().as_raw()),
+        Expected::TenantOwner => cached_tenant_owner(st, tenant),
+    }
 }
 
 /// The expected owner and the names to log, for one guarded call.
@@ -438,8 +443,13 @@ impl Check<'_> {
             _ => return false,
         };
         match self.st.policy.classify_clean(real) {
-            Some(Target::Guarded { tenant_len, .. }) => {
-                tenant_len > 1 && real.get(..tenant_len) == Some(self.tenant)
+            // The tree's own expected owner too: a directory entered under one tenant's root
+            // keeps that tenant's owner wherever it is moved (`entered_under_a_root`), so a
+            // tenant who moves it into another's tree must not get that tree's writes.
+            Some(Target::Guarded {
+                tenant_len, expected, ..
+            }) if tenant_len > 1 && real.get(..tenant_len) == Some(self.tenant) => {
+                expected_uid(self.st, expected, self.tenant) == Ok(self.expected)
             }
             _ => false,
         }

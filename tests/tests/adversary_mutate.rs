@@ -725,3 +725,55 @@ fn item5_allow_uid_writes_stay_in_the_tree_a_held_directory_was_entered_under() 
         "no denial logged: {logs:?}"
     );
 }
+
+/// Found in review: the sticky-directory exception (a new name in `/tmp` or PHP's session
+/// directory of an `allow_uid` owner) also covered such a directory inside *another
+/// tenant's* tree. Through alice's symlink (`btmp` → bob's root-owned 1777 `tmp/`) the
+/// server created server-owned files there, which bob's tree then serves as allowed. The
+/// exception is for sticky directories outside every root, or in the tenant's own tree.
+#[test]
+fn item5_sticky_exception_is_not_for_another_tenants_tree() {
+    let Some(f) = Fixture::new("adv-mutate-sticky-other", "allow_uid 0\n") else {
+        return;
+    };
+    let sticky = f.base.join("sticky");
+    let reset = || {
+        owned_dir(&f.bob("tmp"), 0, 0o1777);
+        owned_dir(&f.alice("tmp"), 0, 0o1777);
+        owned_dir(&sticky, 0, 0o1777);
+        alice_link(&f, "btmp", &f.bob("tmp"));
+        alice_link(&f, "stmp", &sticky);
+    };
+    let attacks = [
+        "creat btmp/planted.php",
+        "mkstemp btmp/XXXXXX",
+        "mkdir btmp/planted",
+        "symlink /etc/passwd btmp/planted-link",
+        "rename uploads/mine btmp/planted",
+    ];
+    let legal = [
+        "creat tmp/new",
+        "creat stmp/new",
+        "mkstemp stmp/XXXXXX",
+        "mkdir tmp/newdir",
+    ];
+    let with_mine = || {
+        reset();
+        owned_file(&f.alice("uploads/mine"), ALICE, "alice-upload\n");
+    };
+    let all: Vec<&str> = attacks.iter().chain(&legal).copied().collect();
+    let bare = each(&f, false, SERVER, &all, &with_mine);
+    assert!(bare.iter().all(|l| l == "OK"), "without the guard: {bare:?}");
+    let shim = each(&f, true, SERVER, &all, &with_mine);
+    let want: Vec<&str> = attacks
+        .iter()
+        .map(|_| "ERR EACCES")
+        .chain(legal.iter().map(|_| "OK"))
+        .collect();
+    assert_eq!(shim, want, "{all:?}");
+    with_mine();
+    for s in attacks {
+        mutate(&f, true, SERVER, &f.alice(""), &[step(s)]);
+    }
+    assert_eq!(snapshot(&f.bob("tmp")), BTreeMap::new(), "created in bob's tree");
+}

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 /// Slots per bucket.
 pub const WAYS: usize = 8;
 /// A slot busy for longer than this (its writer died or was stopped) may be taken over.
-pub const RECLAIM_MS: u64 = 200;
+pub const RECLAIM_MS: u64 = 1000;
 
 const BUSY: u64 = 1;
 const STAMP_MASK: u64 = 0x7fff_ffff;

@@ -64,6 +64,7 @@ pub fn c_program(name: &str) -> PathBuf {
             ("listing", &[][..]),
             ("execs", &["-pthread"][..]),
             ("audit", &["-shared", "-fPIC"][..]),
+            ("ownercache", &[][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

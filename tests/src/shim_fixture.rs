@@ -65,6 +65,7 @@ pub fn c_program(name: &str) -> PathBuf {
             ("execs", &["-pthread"][..]),
             ("audit", &["-shared", "-fPIC"][..]),
             ("ownercache", &[][..]),
+            ("cwd", &["-pthread"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

@@ -202,8 +202,8 @@ pub unsafe trait Zeroable {}
 
 // SAFETY: two `usize`s and a byte array (`toctou_policy::path::PathBuf`) plus byte arrays.
 unsafe impl Zeroable for crate::scratch::LongPath {}
-// SAFETY: `#[repr(C)]`, four `AtomicU64`s (all zeroes: an empty slot).
-unsafe impl Zeroable for toctou_policy::owner_cache::Slot {}
+// SAFETY: `#[repr(C, align(64))]`, eight `AtomicU64`s (all zeroes: an empty bucket).
+unsafe impl Zeroable for toctou_policy::owner_cache::Bucket {}
 // SAFETY: `#[repr(C)]`, one `AtomicU64`.
 unsafe impl Zeroable for crate::owners::Header {}
 

@@ -19,20 +19,20 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
-use toctou_policy::owner_cache::{SLOT_BYTES, Slot};
+use toctou_policy::owner_cache::{BUCKET_BYTES, Bucket};
 use toctou_policy::{Config, OwnerCache};
 
 use crate::ffi::{self, SharedRegion};
 
-/// The first bytes of the shared mapping; the slots follow at [`SLOTS_AT`].
+/// The first bytes of the shared mapping; the buckets follow at [`BUCKETS_AT`].
 #[repr(C)]
 pub struct Header {
     /// The effective uid allowed to use the table, plus one; 0 until the first claims it.
     claimed_by: AtomicU64,
 }
 
-/// Where the slots start in the mapping (a cache line of its own for the header).
-const SLOTS_AT: usize = 64;
+/// Where the buckets start in the mapping (a cache line of its own for the header).
+const BUCKETS_AT: usize = 64;
 
 const SHARING: u8 = 0;
 const PRIVATE: u8 = 1;
@@ -60,11 +60,11 @@ impl Owners {
         if !config.cache_shared || config.cache_ttl_ms == 0 {
             return private();
         }
-        let n = OwnerCache::slots_for(config.cache_slots);
-        let made = SharedRegion::new(SLOTS_AT + n * SLOT_BYTES).and_then(|region| {
+        let n = OwnerCache::buckets_for(config.cache_slots);
+        let made = SharedRegion::new(BUCKETS_AT + n * BUCKET_BYTES).and_then(|region| {
             let header = region.slice::<Header>(0, 1)?.first()?;
-            let slots = region.slice::<Slot>(SLOTS_AT, n)?;
-            let cache = OwnerCache::over(slots, config.cache_ttl_ms, seed)?;
+            let buckets = region.slice::<Bucket>(BUCKETS_AT, n)?;
+            let cache = OwnerCache::over(buckets, config.cache_ttl_ms, seed)?;
             Some(Owners {
                 cache,
                 shared: Some(Shared { region, header }),

@@ -7,10 +7,10 @@
  * tenant directory) with a raw fchownat between workers: a worker that still accepts
  * FILE (ALICE's) after DOCROOT became BOB's used a cached entry.
  *
- * `killed` plays a writer killed mid-update: a worker marks every slot of the shared table
- * busy, stores BOB as its owner (half an update), and SIGKILLs itself. The layout written
- * is policy/src/owner_cache.rs `Slot` (lock, tag, owner, expires_ms: 4 x u64, repr(C)) after
- * the 64-byte header of shim/src/owners.rs. */
+ * `killed` plays a writer killed mid-update: a worker marks every bucket of the shared table
+ * busy, stores BOB as the owner of each entry (half an update), and SIGKILLs itself. The
+ * layout written is policy/src/owner_cache.rs `Bucket` (64 bytes: lock, referenced, then 3
+ * entries of tag and `uid << 32 | expiry`) after the 64-byte header of shim/src/owners.rs. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -75,18 +75,18 @@ static uint64_t now_ms(void) {
     return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
-/* Every slot busy since now, BOB stored as its owner; then die without finishing. */
+/* Every bucket busy since now, BOB stored as each entry's owner; then die unfinished. */
 static void die_mid_update(void) {
     uintptr_t a = 0, b = 0;
     if (shared_maps(&a, &b) != 1) { printf("ERR no shared table\n"); fflush(stdout); _exit(2); }
-    size_t len = b - a, n = 8;
-    while (64 + 2 * n * 32 <= len) n *= 2;
-    volatile uint64_t *slot = (volatile uint64_t *)(a + 64);
-    uint64_t stamp = now_ms() & 0x7fffffff;
-    for (size_t i = 0; i < n; i++, slot += 4) {
-        uint64_t lock = __atomic_load_n(&slot[0], __ATOMIC_ACQUIRE);
-        __atomic_store_n(&slot[0], (lock & ~0xffffffffULL) | (stamp << 1) | 1, __ATOMIC_RELEASE);
-        slot[2] = bob;
+    size_t len = b - a, n = 1;
+    while (64 + 2 * n * 64 <= len) n *= 2;
+    volatile uint64_t *bucket = (volatile uint64_t *)(a + 64);
+    uint64_t now = now_ms(), stamp = now & 0x7fffffff;
+    for (size_t i = 0; i < n; i++, bucket += 8) {
+        uint64_t lock = __atomic_load_n(&bucket[0], __ATOMIC_ACQUIRE);
+        __atomic_store_n(&bucket[0], (lock & ~0xffffffffULL) | (stamp << 1) | 1, __ATOMIC_RELEASE);
+        for (int w = 0; w < 3; w++) bucket[3 + 2 * w] = (uint64_t)bob << 32 | ((now + 60000) & 0xffffffff);
     }
     raise(SIGKILL);
 }

@@ -51,8 +51,14 @@ impl Micro {
     pub fn config_slots(&self, n: u32) -> Result<PathBuf, String> {
         let p = self.base.join(format!("guard-{n}.conf"));
         if !p.exists() {
-            mk_file(&p, self.config_text(Some(n)).as_bytes(), geteuid(), getegid(), 0o644)
-                .map_err(|e| e.to_string())?;
+            mk_file(
+                &p,
+                self.config_text(Some(n)).as_bytes(),
+                geteuid(),
+                getegid(),
+                0o644,
+            )
+            .map_err(|e| e.to_string())?;
         }
         Ok(p)
     }

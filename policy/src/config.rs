@@ -464,7 +464,11 @@ mod tests {
         assert!(err_at("root /a/*\nmap /b\n").1.contains("takes 2 argument"));
         assert!(err_at("root /a/*\nallow_uid -1\n").1.contains(":2:"));
         assert!(err_at("root /a/*\ncache_slots 1000\n").1.contains("power of two"));
-        assert!(err_at("root /a/*\ncache_shared yes\n").1.contains("expected on or off"));
+        assert!(
+            err_at("root /a/*\ncache_shared yes\n")
+                .1
+                .contains("expected on or off")
+        );
         assert!(
             err_at("root /a/*\nroot /a/*/\n")
                 .1

@@ -191,7 +191,8 @@ impl OwnerCache {
     pub fn get(&self, key: u64, now_ms: u64) -> Option<u32> {
         let b = self.bucket(key);
         let snap = self.read(b).ok()?;
-        let i = (0..WAYS).find(|&i| snap.keys[i] == Some(key) && Self::fresh(snap.lock, snap.words[i], now_ms))?;
+        let i = (0..WAYS)
+            .find(|&i| snap.keys[i] == Some(key) && Self::fresh(snap.lock, snap.words[i], now_ms))?;
         if b.referenced.load(Ordering::Relaxed) & (1 << i) == 0 {
             b.referenced.fetch_or(1 << i, Ordering::Relaxed);
         }
@@ -310,12 +311,10 @@ impl Pending<'_> {
             .fetch_and(!(1 << self.way), Ordering::Relaxed);
         // A compare-and-swap, not a store: if the bucket was taken over while this writer was
         // stopped, the new holder's lock stays (and the tags sort out the words).
-        let _ = self.bucket.lock.compare_exchange(
-            self.busy,
-            self.released,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.bucket
+                .lock
+                .compare_exchange(self.busy, self.released, Ordering::Release, Ordering::Relaxed);
     }
 
     /// Store only the owner half of the entry (as a writer killed half-way through would
@@ -324,7 +323,6 @@ impl Pending<'_> {
     pub fn write_owner_only(self, uid: u32) {
         let w = &self.bucket.ways[self.way];
         w.word.store((u64::from(uid) << 32) | self.exp, Ordering::Relaxed);
-        core::mem::forget(self);
     }
 }
 
@@ -336,9 +334,7 @@ mod tests {
     const SEED: [u64; 2] = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
 
     fn keys(c: &OwnerCache, n: usize) -> Vec<u64> {
-        (0..n)
-            .map(|i| c.key(format!("/home/t{i}").as_bytes()))
-            .collect()
+        (0..n).map(|i| c.key(format!("/home/t{i}").as_bytes())).collect()
     }
 
     #[test]
@@ -449,8 +445,15 @@ mod tests {
         assert_eq!(c.get(k, 1000), Some(1001));
         // Dies mid-update of alice's own entry, having stored the attacker's uid.
         c.begin_put(k, 1001).unwrap().write_owner_only(666);
-        assert_eq!(c.get(k, 1002), None, "busy is a miss, never the half-written owner");
-        assert!(c.begin_put(k, 1002).is_none(), "a freshly busy bucket is left to its writer");
+        assert_eq!(
+            c.get(k, 1002),
+            None,
+            "busy is a miss, never the half-written owner"
+        );
+        assert!(
+            c.begin_put(k, 1002).is_none(),
+            "a freshly busy bucket is left to its writer"
+        );
         // Past RECLAIM_MS one writer takes it over; the half-written entry never reads.
         let later = 1001 + RECLAIM_MS + 1;
         let other = keys(&c, 2);

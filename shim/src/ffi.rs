@@ -243,7 +243,7 @@ impl SharedRegion {
     /// `n` values of `T` from byte `offset`; `None` if they do not fit or are misaligned.
     pub fn slice<T: Zeroable + Sync>(&self, offset: usize, n: usize) -> Option<&'static [T]> {
         let end = n.checked_mul(core::mem::size_of::<T>())?.checked_add(offset)?;
-        if end > self.len || offset % core::mem::align_of::<T>() != 0 {
+        if end > self.len || !offset.is_multiple_of(core::mem::align_of::<T>()) {
             return None;
         }
         // SAFETY: in bounds and aligned (mmap is page-aligned); zeroed at first and only

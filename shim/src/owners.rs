@@ -119,14 +119,15 @@ impl Owners {
 
     fn claim(&self, shared: &Shared) -> bool {
         let me = u64::from(rustix::process::geteuid().as_raw()) + 1;
-        let owner = match shared
-            .header
-            .claimed_by
-            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => return true,
-            Err(owner) => owner,
-        };
+        let owner =
+            match shared
+                .header
+                .claimed_by
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(owner) => owner,
+            };
         if owner == me {
             return true;
         }
@@ -187,6 +188,10 @@ pub mod symbols {
     /// C `setresuid`.
     #[unsafe(no_mangle)]
     pub extern "C" fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t) -> libc::c_int {
-        after(ffi::real_set_id(c"setresuid", &SETRESUID, Ids::Three(ruid, euid, suid)))
+        after(ffi::real_set_id(
+            c"setresuid",
+            &SETRESUID,
+            Ids::Three(ruid, euid, suid),
+        ))
     }
 }

@@ -152,7 +152,14 @@ fn real_main() -> Result<(), String> {
             Some(&big),
         ),
         // The same tenants drawn Zipf(1): a few sites get most requests.
-        ("100kt zipf bare", &prefix, fixture::Micro::SUFFIX, tenants, false, None),
+        (
+            "100kt zipf bare",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            false,
+            None,
+        ),
         (
             "100kt zipf +fstat (limit)",
             &prefix,
@@ -353,7 +360,11 @@ fn real_main() -> Result<(), String> {
         .map(|v| (v.name, v.ns_per_iter.clone()))
         .collect();
     for (name, shim100k) in per_tenant_rows {
-        let bare_t = if name.contains("zipf") { &bare_zipf } else { &bare100k };
+        let bare_t = if name.contains("zipf") {
+            &bare_zipf
+        } else {
+            &bare100k
+        };
         let shim1 = if name.contains("shim B") { &shim1_b } else { &shim1 };
         let per_open: Vec<f64> = ratios(&shim100k, shim1);
         let guard_cost =

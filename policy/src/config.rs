@@ -68,7 +68,7 @@ pub struct Config {
     pub log_rate: u32,
     /// How long a tenant's owner is cached.
     pub cache_ttl_ms: u32,
-    /// Slots in the tenant owner cache (a power of two).
+    /// Entries in the tenant owner cache (a power of two; rounded up to whole buckets).
     pub cache_slots: usize,
     /// One owner cache for all the workers a server's master forks (same uid only).
     pub cache_shared: bool,

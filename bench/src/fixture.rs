@@ -47,6 +47,22 @@ impl Micro {
         self.base.join("guard-131072.conf")
     }
 
+    /// Guard configuration with `cache_slots n`, written on first use.
+    pub fn config_slots(&self, n: u32) -> Result<PathBuf, String> {
+        let p = self.base.join(format!("guard-{n}.conf"));
+        if !p.exists() {
+            mk_file(
+                &p,
+                self.config_text(Some(n)).as_bytes(),
+                geteuid(),
+                getegid(),
+                0o644,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(p)
+    }
+
     /// The default configuration plus 100,000 `map` lines (one per vhost, none of them in
     /// the fixture's tree): what a lookup costs with a configuration that large. Written on
     /// first use.

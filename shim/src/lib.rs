@@ -21,6 +21,7 @@ mod fmtbuf;
 mod guard;
 mod listing;
 mod mutate;
+mod owners;
 mod scratch;
 mod state;
 mod stdio_mode;

@@ -311,6 +311,8 @@ fn panel(layout: &str) {
         &["init", "--layout", layout, "--prefix", &b, "--output", conf_s],
     );
     assert!(out.status.success(), "init: {}", describe(&out));
+    // Audit by default (the rollout's trial day); the test needs enforce, as after that day.
+    assert!(fs::read_to_string(&conf).unwrap().contains("\nmode audit\n"));
     let handlers = String::from_utf8_lossy(&out.stderr);
     assert!(
         handlers.contains("  yes ") && handlers.contains("  no "),
@@ -331,7 +333,7 @@ fn panel(layout: &str) {
     let forced = run(
         &bin,
         &[
-            "init", "--layout", layout, "--prefix", &b, "--output", conf_s, "--force",
+            "init", "--layout", layout, "--mode", "enforce", "--prefix", &b, "--output", conf_s, "--force",
         ],
     );
     assert!(forced.status.success(), "init --force: {}", describe(&forced));
@@ -341,7 +343,11 @@ fn panel(layout: &str) {
         (0, 0, 0o644),
         "root's 0644"
     );
-    assert!(fs::read_to_string(&conf).unwrap().contains(&format!("root {b}/")));
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains(&format!("root {b}/")) && text.contains("\nmode enforce\n"),
+        "{text}"
+    );
     let log = LogListener::bind(&run_dir.join("log.sock")).expect("log socket");
     let mut f = fs::OpenOptions::new().append(true).open(&conf).unwrap();
     writeln!(f, "log_socket {}\nlog_rate 1000", log.path.display()).unwrap();

@@ -22,7 +22,6 @@ mod docroots;
 mod explain;
 mod import;
 mod init;
-mod json;
 mod load;
 mod php;
 mod report;

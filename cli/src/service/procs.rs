@@ -131,7 +131,8 @@ fn config_env(pid: u32) -> Option<PathBuf> {
     })
 }
 
-fn is_server(name: &str) -> bool {
+/// Is `name` (a program's file name) one of the servers the guard is for?
+pub fn is_server(name: &str) -> bool {
     SERVER_PROGRAMS
         .iter()
         .any(|p| program_matches(p, name.as_bytes()))

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::guardconf::LogListener;
 use toctou_attack::http::Conn;
 use toctou_attack::process::{ServerProcess, free_port, wait_http};
 use toctou_attack::targets::{apache, nginx};
@@ -23,11 +23,6 @@ use toctou_attack::{TargetKind, Tenants, Tools};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::shim_fixture::c_program;
 use toctou_guard_tests::{describe, heavy, prereq};
-
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    prereq::require(bin.is_some(), "toctou-guard (cargo build --release --workspace)").then_some(bin?)
-}
 
 fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin)
@@ -75,9 +70,26 @@ fn enable_prereqs() -> Option<(PathBuf, PathBuf)> {
     if !prereq::root() {
         return None;
     }
-    let bin = cli()?;
+    let bin = toctou_guard_tests::artifacts::guard_cli()?;
     toctou_guard_tests::shim_fixture::prerequisites()?;
     Some((bin, c_program("libtoctou_guard.so")))
+}
+
+/// `enable SERVICE --root ROOT --config CONF --library SO`.
+fn enable(bin: &Path, service: &str, root: &str, conf: &str, so: &str) -> Output {
+    run(
+        bin,
+        &[
+            "enable",
+            service,
+            "--root",
+            root,
+            "--config",
+            conf,
+            "--library",
+            so,
+        ],
+    )
 }
 
 fn stdout(o: &Output) -> String {
@@ -102,19 +114,7 @@ fn enable_and_disable_with_root_write_and_remove_exactly_the_dropin() {
         so.to_str().unwrap(),
         root.to_str().unwrap(),
     );
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            conf_s,
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, conf_s, so_s);
     assert!(out.status.success(), "{}", describe(&out));
     let dropin = "etc/systemd/system/nginx.service.d/toctou-guard.conf";
     assert_eq!(
@@ -177,19 +177,7 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
         so.to_str().unwrap(),
         root.to_str().unwrap(),
     );
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            conf_s,
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, conf_s, so_s);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -202,19 +190,7 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
     // A config others may write would let a tenant switch the guard off: refused too.
     let good = write_conf(&d, "root /home/*/public_html\n");
     fs::set_permissions(&good, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            good.to_str().unwrap(),
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, good.to_str().unwrap(), so_s);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains(good.to_str().unwrap()));
     fs::set_permissions(&good, fs::Permissions::from_mode(0o644)).unwrap();
@@ -232,19 +208,29 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'sshd': not a web server or php-fpm service"));
+    // Names that would put the drop-in elsewhere (../../, a hidden or odd file): refused.
+    for bad in [
+        "../../../tmp/php-fpm",
+        "..php-fpm",
+        "php-fpm\nx",
+        ".php-fpm",
+        "nginx/.",
+    ] {
+        let out = enable(&bin, bad, root_s, good.to_str().unwrap(), so_s);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a web server or php-fpm service"),
+            "{bad:?}: {}",
+            describe(&out)
+        );
+    }
     let missing = d.join("no-such.so");
-    let out = run(
+    let out = enable(
         &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            good.to_str().unwrap(),
-            "--library",
-            missing.to_str().unwrap(),
-        ],
+        "nginx",
+        root_s,
+        good.to_str().unwrap(),
+        missing.to_str().unwrap(),
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
@@ -268,18 +254,12 @@ fn generated_dropins_pass_systemd_analyze_verify_with_the_real_units() {
         if !prereq::file(Path::new(&unit), &format!("{service}'s unit file")) {
             return;
         }
-        let out = run(
+        let out = enable(
             &bin,
-            &[
-                "enable",
-                service,
-                "--root",
-                root.to_str().unwrap(),
-                "--config",
-                conf.to_str().unwrap(),
-                "--library",
-                so.to_str().unwrap(),
-            ],
+            service,
+            root.to_str().unwrap(),
+            conf.to_str().unwrap(),
+            so.to_str().unwrap(),
         );
         assert!(out.status.success(), "{service}: {}", describe(&out));
         assert!(
@@ -305,18 +285,10 @@ struct Servers {
 impl Servers {
     fn new(kinds: &[TargetKind]) -> Option<Servers> {
         let tools = tools_for(kinds)?;
-        let bin = cli()?;
+        let bin = toctou_guard_tests::artifacts::guard_cli()?;
         let tenants = Tenants::create(&Default::default()).expect("tenants");
         let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");
-        let gc = GuardConfig {
-            root: tenants.root_pattern(),
-            owner_euid: false,
-            allow_root: true,
-            audit: false,
-            log_socket: log.path.clone(),
-            log_rate: 1000,
-        };
-        let conf = gc.write(&tenants.run, "guard.conf").expect("config");
+        let conf = toctou_guard_tests::harness::enforcing_config(&tenants, &log);
         let link = tenants.attacker.docroot.join("status-hard.txt");
         fs::hard_link(&tenants.secret, &link).expect("hard link");
         Some(Servers {
@@ -337,18 +309,12 @@ impl Servers {
         ));
         mk_dir(&root, 0, 0, 0o755).expect("root");
         let so = c_program("libtoctou_guard.so");
-        let out = run(
+        let out = enable(
             &self.bin,
-            &[
-                "enable",
-                service,
-                "--root",
-                root.to_str().unwrap(),
-                "--config",
-                conf.to_str().unwrap(),
-                "--library",
-                so.to_str().unwrap(),
-            ],
+            service,
+            root.to_str().unwrap(),
+            conf.to_str().unwrap(),
+            so.to_str().unwrap(),
         );
         assert!(out.status.success(), "{}", describe(&out));
         let text = fs::read_to_string(root.join(format!(
@@ -598,8 +564,9 @@ fn status_reports_a_library_its_config_leaves_out_as_unguarded() {
     );
 }
 
-/// Kills the child processes it holds when the test ends, pass or fail.
-struct Children(Vec<std::process::Child>);
+/// Kills the child processes it holds, then removes their directory, when the test ends,
+/// pass or fail.
+struct Children(Vec<std::process::Child>, PathBuf);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -607,6 +574,7 @@ impl Drop for Children {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = fs::remove_dir_all(&self.1);
     }
 }
 
@@ -621,7 +589,9 @@ fn status_ignores_a_tenant_process_named_like_a_server() {
     if !prereq::root() {
         return;
     }
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     const TENANT: u32 = 42331;
     // Outside the checkout (a private directory in CI): the tenant runs programs from here.
     let d = std::env::temp_dir().join(format!("tg-fake-servers-{}", std::process::id()));
@@ -640,7 +610,7 @@ fn status_ignores_a_tenant_process_named_like_a_server() {
     let root_copy = d.join("apache2");
     fs::copy(&sleep, &root_copy).unwrap();
     fs::set_permissions(&root_copy, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut kids = Children(Vec::new());
+    let mut kids = Children(Vec::new(), d.clone());
     for exe in [&copy, &link, &root_copy] {
         let child = Command::new(exe)
             .arg("60")
@@ -700,5 +670,4 @@ fn status_ignores_a_tenant_process_named_like_a_server() {
         (Some(0), Some(2)),
         "{json}"
     );
-    let _ = fs::remove_dir_all(&d);
 }

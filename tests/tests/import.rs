@@ -27,15 +27,6 @@ use toctou_attack::targets::{apache, nginx, set_preload, with_port_retries};
 use toctou_guard_tests::shim_fixture::c_program;
 use toctou_guard_tests::{describe, heavy, prereq};
 
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    prereq::require(
-        bin.is_some(),
-        "toctou-guard (cargo build --release -p toctou-guard)",
-    )
-    .then_some(bin?)
-}
-
 /// Named users for the test (`useradd`), removed on drop.
 struct Users(Vec<String>);
 
@@ -245,7 +236,9 @@ fn assert_served(addr: SocketAddr, log: &LogListener, sample: &[(&Tenant, String
 
 #[test]
 fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     if !prereq::root() {
         return;
     }
@@ -444,7 +437,9 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
 
 #[test]
 fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     if !prereq::root() {
         return;
     }

@@ -8,27 +8,18 @@
 //! Needs root, nginx, apache2 and the shim (`SKIP:` locally, a failure when `CI` is set).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::guardconf::LogListener;
 use toctou_attack::http::Conn;
 use toctou_attack::target::{StartEnv, start};
 use toctou_attack::tenants::{mk_dir, mk_symlink};
 use toctou_attack::{TargetKind, Tenants};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::{describe, heavy, poll};
-
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    toctou_guard_tests::prereq::require(
-        bin.is_some(),
-        "toctou-guard (cargo build --release -p toctou-guard)",
-    )
-    .then_some(bin?)
-}
 
 /// What the servers were made to deny, and the lines they sent.
 struct Run {
@@ -54,16 +45,7 @@ fn produce() -> Option<Run> {
     let _g = heavy();
     let tenants = Tenants::create(&Default::default()).expect("tenants");
     let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");
-    let conf = GuardConfig {
-        root: tenants.root_pattern(),
-        owner_euid: false,
-        allow_root: true,
-        audit: false,
-        log_socket: log.path.clone(),
-        log_rate: 1000,
-    }
-    .write(&tenants.run, "guard.conf")
-    .expect("config");
+    let conf = toctou_guard_tests::harness::enforcing_config(&tenants, &log);
     let (a, v) = (&tenants.attacker, &tenants.victim);
     let link = a.add_symlink("evil-link.txt", &tenants.secret).expect("symlink");
     let hard = a.docroot.join("evil-hard.txt");
@@ -211,7 +193,9 @@ fn assert_counts(j: &Value, run: &Run) {
 
 #[test]
 fn report_counts_what_real_servers_denied_from_auth_log_files() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     let Some(run) = produce() else { return };
     let dir = run.tenants.run.join("report");
     fs::create_dir_all(&dir).unwrap();
@@ -327,7 +311,9 @@ fn report_counts_what_real_servers_denied_from_auth_log_files() {
 /// counted.
 #[test]
 fn report_reads_journal_json_of_real_denial_lines() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     let Some(run) = produce() else { return };
     let dir = run.tenants.run.join("journal");
     fs::create_dir_all(&dir).unwrap();

@@ -766,7 +766,7 @@ fn scan_survives_hostile_names_depth_and_special_files() {
     let locked = d.join("locked");
     mk_dir(&locked, a, a, 0o755).unwrap();
     mk_file(&locked.join("inside"), b"own\n", a, a, 0o644).unwrap();
-    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let many = d.join("many");
     mk_dir(&many, a, a, 0o755).unwrap();
     for i in 0..20_000 {

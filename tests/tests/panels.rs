@@ -846,5 +846,9 @@ fn scan_survives_hostile_names_depth_and_special_files() {
             .any(|l| l.starts_with(&format!("unreadable {} {} ", home.display(), locked.display()))),
         "{text}"
     );
+    assert!(
+        text.contains("when enforcing in what was scanned; 1 part(s) not scanned (other-mount, unreadable)"),
+        "{text}"
+    );
     drop(sock);
 }

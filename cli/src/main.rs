@@ -13,7 +13,7 @@
 //! toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]
 //! toctou-guard disable SERVICE [--root DIR]
 //! toctou-guard status [--json] [--log FILE] [--pid PID]...
-//! toctou-guard init --layout PANEL [--prefix DIR] [--output FILE [--force]]
+//! toctou-guard init --layout PANEL [--mode audit|enforce] [--prefix DIR] [--output FILE [--force]]
 //! toctou-guard scan [--config FILE] [--json] [--quiet]
 //! ```
 #![forbid(unsafe_code)]
@@ -22,7 +22,6 @@ mod docroots;
 mod explain;
 mod import;
 mod init;
-mod json;
 mod load;
 mod php;
 mod report;
@@ -40,7 +39,7 @@ const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf 
                      toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]\n       \
                      toctou-guard disable SERVICE [--root DIR]\n       \
                      toctou-guard status [--json] [--log FILE] [--pid PID]...\n       \
-                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--prefix DIR] [--output FILE [--force]]\n       \
+                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--mode audit|enforce] [--prefix DIR] [--output FILE [--force]]\n       \
                      toctou-guard scan [--config FILE] [--json] [--quiet]\n";
 
 fn main() -> ExitCode {

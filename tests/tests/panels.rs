@@ -283,6 +283,38 @@ impl Drop for Cleanup {
     }
 }
 
+/// A scan test's scratch tree: `BASE/home` and `BASE/run` (root's 0755) and
+/// `BASE/run/toctou-guard.conf` guarding `BASE/home/*/public_html`; removed on drop. Needs
+/// root and the CLI (`None` after a `SKIP:`).
+struct ScanBase {
+    bin: PathBuf,
+    base: PathBuf,
+    conf: PathBuf,
+    _cleanup: Cleanup,
+}
+
+fn scan_base(name: &str) -> Option<ScanBase> {
+    if !prereq::root() {
+        return None;
+    }
+    let bin = artifacts::guard_cli()?;
+    let base = std::env::temp_dir().join(format!("tg-scan-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let _cleanup = Cleanup(base.clone());
+    for d in ["", "home", "run"] {
+        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
+    }
+    let conf = base.join("run/toctou-guard.conf");
+    let rule = format!("root {}/home/*/public_html\n", base.display());
+    mk_file(&conf, rule.as_bytes(), 0, 0, 0o644).unwrap();
+    Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    })
+}
+
 fn panel(layout: &str) {
     let Some(_) = prerequisites() else { return };
     let Some(bin) = artifacts::guard_cli() else { return };
@@ -311,6 +343,8 @@ fn panel(layout: &str) {
         &["init", "--layout", layout, "--prefix", &b, "--output", conf_s],
     );
     assert!(out.status.success(), "init: {}", describe(&out));
+    // Audit by default (the rollout's trial day); the test needs enforce, as after that day.
+    assert!(fs::read_to_string(&conf).unwrap().contains("\nmode audit\n"));
     let handlers = String::from_utf8_lossy(&out.stderr);
     assert!(
         handlers.contains("  yes ") && handlers.contains("  no "),
@@ -331,7 +365,7 @@ fn panel(layout: &str) {
     let forced = run(
         &bin,
         &[
-            "init", "--layout", layout, "--prefix", &b, "--output", conf_s, "--force",
+            "init", "--layout", layout, "--mode", "enforce", "--prefix", &b, "--output", conf_s, "--force",
         ],
     );
     assert!(forced.status.success(), "init --force: {}", describe(&forced));
@@ -341,7 +375,11 @@ fn panel(layout: &str) {
         (0, 0, 0o644),
         "root's 0644"
     );
-    assert!(fs::read_to_string(&conf).unwrap().contains(&format!("root {b}/")));
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains(&format!("root {b}/")) && text.contains("\nmode enforce\n"),
+        "{text}"
+    );
     let log = LogListener::bind(&run_dir.join("log.sock")).expect("log socket");
     let mut f = fs::OpenOptions::new().append(true).open(&conf).unwrap();
     writeln!(f, "log_socket {}\nlog_rate 1000", log.path.display()).unwrap();
@@ -518,16 +556,15 @@ fn virtualmin() {
 /// never walked through.
 #[test]
 fn scan_reports_a_symlinked_directory_and_never_enters_it() {
-    if !prereq::root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("swap")
+    else {
         return;
-    }
-    let Some(bin) = artifacts::guard_cli() else { return };
-    let base = std::env::temp_dir().join(format!("tg-scan-swap-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&base);
-    let _cleanup = Cleanup(base.clone());
-    for d in ["", "home", "run"] {
-        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
-    }
+    };
     let (a, v) = (ATTACKER, VICTIM);
     let alice = base.join("home/alice/public_html");
     let bob = base.join("home/bob/public_html");
@@ -553,15 +590,6 @@ fn scan_reports_a_symlinked_directory_and_never_enters_it() {
     }
     mk_symlink(&bob, &alice.join("bobdir"), a, a).unwrap();
     mk_symlink(Path::new("."), &alice.join("loop"), a, a).unwrap();
-    let conf = base.join("run/toctou-guard.conf");
-    mk_file(
-        &conf,
-        format!("root {}/home/*/public_html\n", base.display()).as_bytes(),
-        0,
-        0,
-        0o644,
-    )
-    .unwrap();
     let conf_s = conf.to_str().unwrap();
     let scan = || {
         let out = run(&bin, &["scan", "--config", conf_s, "--json"]);
@@ -647,16 +675,15 @@ fn scan_exits_2_on_error() {
 /// reported as `other-mount` and not entered; it denies nothing by itself (exit 0).
 #[test]
 fn scan_reports_another_mount_and_does_not_enter_it() {
-    if !prereq::root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("mount")
+    else {
         return;
-    }
-    let Some(bin) = artifacts::guard_cli() else { return };
-    let base = std::env::temp_dir().join(format!("tg-scan-mount-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&base);
-    let _cleanup = Cleanup(base.clone());
-    for d in ["", "home", "run"] {
-        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
-    }
+    };
     let docroot = base.join("home/alice/public_html");
     mk_dir(&base.join("home/alice"), ATTACKER, ATTACKER, 0o755).unwrap();
     mk_dir(&docroot, ATTACKER, ATTACKER, 0o755).unwrap();
@@ -685,18 +712,143 @@ fn scan_reports_another_mount_and_does_not_enter_it() {
     let _unmount = Unmount(mnt.clone());
     // Root's file on the other file system: it would be a finding if the walk went in.
     fs::write(mnt.join("root-owned.txt"), "x\n").unwrap();
-    let conf = base.join("run/toctou-guard.conf");
-    mk_file(
-        &conf,
-        format!("root {}/home/*/public_html\n", base.display()).as_bytes(),
-        0,
-        0,
-        0o644,
-    )
-    .unwrap();
     let out = run(&bin, &["scan", "--config", conf.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let want: BTreeSet<(String, String)> = [("other-mount".to_string(), mnt.display().to_string())].into();
     assert_eq!(text_findings(&text), want, "{text}");
+}
+
+/// What a hostile tenant can put in its tree: names with a newline, a tab, a space, a `\`
+/// and bytes that are not UTF-8 (root-owned, so each is a finding), FIFOs, a socket and a
+/// device, 600 directories of 255-byte names (far past PATH_MAX), 20,000 entries in one
+/// directory, a 0000 directory. The scan ends (bounded), exits 1, prints each name escaped as
+/// the denial line does (one line per finding, nothing raw), stops at PATH_MAX with one
+/// `path-too-long`, and as the tenant itself reports the 0000 directory `unreadable`.
+#[test]
+fn scan_survives_hostile_names_depth_and_special_files() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("hostile")
+    else {
+        return;
+    };
+    let a = ATTACKER;
+    let home = base.join("home/alice");
+    let d = home.join("public_html");
+    mk_dir(&home, a, a, 0o755).unwrap();
+    mk_dir(&d, a, a, 0o755).unwrap();
+    let odd: [&[u8]; 5] = [
+        b"new\nline",
+        b"tab\there",
+        b"sp ace",
+        b"back\\slash",
+        b"bad\xff\xfe",
+    ];
+    for n in odd {
+        fs::write(d.join(std::ffi::OsStr::from_bytes(n)), "root's\n").unwrap();
+    }
+    for (name, kind) in [("fifo", "p"), ("null", "c")] {
+        let mut c = Command::new("mknod");
+        c.arg(d.join(name)).arg(kind);
+        if kind == "c" {
+            c.args(["1", "3"]);
+        }
+        assert!(c.status().unwrap().success(), "mknod {name}");
+        std::os::unix::fs::lchown(d.join(name), Some(a), Some(a)).unwrap();
+    }
+    let sock = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+    std::os::unix::fs::lchown(d.join("sock"), Some(a), Some(a)).unwrap();
+    let locked = d.join("locked");
+    mk_dir(&locked, a, a, 0o755).unwrap();
+    mk_file(&locked.join("inside"), b"own\n", a, a, 0o644).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let many = d.join("many");
+    mk_dir(&many, a, a, 0o755).unwrap();
+    for i in 0..20_000 {
+        mk_file(&many.join(format!("f{i}")), b"", a, a, 0o644).unwrap();
+    }
+    // 600 levels, each made relative to its parent's descriptor (no path from / could be).
+    let deep = "import os, sys\n\
+                fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                for _ in range(600):\n\
+                \x20   os.mkdir('d' * 255, dir_fd=fd)\n\
+                \x20   os.chown('d' * 255, int(sys.argv[2]), int(sys.argv[2]), dir_fd=fd)\n\
+                \x20   fd = os.open('d' * 255, os.O_RDONLY, dir_fd=fd)\n";
+    let out = Command::new("python3")
+        .args(["-c", deep])
+        .arg(&d)
+        .arg(a.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the deep tree: {}", describe(&out));
+
+    let conf_s = conf.to_str().unwrap();
+    let out = Command::new("timeout")
+        .args(["60"])
+        .arg(&bin)
+        .args(["scan", "--config", conf_s])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout.clone()).expect("the output is ASCII");
+    let ds = d.display().to_string();
+    for shown in [
+        "new\\x0aline",
+        "tab\\x09here",
+        "sp\\x20ace",
+        "back\\x5cslash",
+        "bad\\xff\\xfe",
+    ] {
+        let line = format!(
+            "owner-mismatch {} {ds}/{shown} owner uid 0, expected uid {a}",
+            home.display()
+        );
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    let findings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split(' ').nth(2).is_some_and(|p| p.starts_with(&ds)))
+        .collect();
+    assert_eq!(findings.len(), 6, "the five names and one path-too-long:\n{text}");
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|l| l.starts_with("path-too-long "))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.is_ascii() && !text.contains('\t'), "{text}");
+
+    // The tenant's own scan (a copy of the CLI it can run: target/ may be private): its 0000
+    // directory is unreadable, reported, not fatal.
+    let tg = base.join("run/toctou-guard");
+    fs::copy(&bin, &tg).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            format!("--reuid={a}"),
+            format!("--regid={a}"),
+            "--clear-groups".into(),
+        ])
+        .arg(&tg)
+        .args(["scan", "--config", conf_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("unreadable {} {} ", home.display(), locked.display()))),
+        "{text}"
+    );
+    assert!(
+        text.contains("when enforcing in what was scanned; 1 part(s) not scanned (other-mount, unreadable)"),
+        "{text}"
+    );
+    drop(sock);
 }

@@ -112,15 +112,11 @@ pub fn scan(policy: &Policy, counters: &Counters, threads: usize) -> Result<Vec<
         ex.tenant_depth = entry.pattern.tenant_depth();
         let tenant = (ex.tenant_depth == 0).then(|| (Vec::new(), root_st));
         if ex.comps.is_empty() {
-            ex.findings.push(Finding {
-                kind: Kind::Unreadable,
-                tenant: Vec::new(),
-                path: b"/".to_vec(),
-                detail: format!(
-                    "'{key}' (line {}) is the whole file system: not scanned",
-                    entry.line
-                ),
-            });
+            let why = format!(
+                "'{key}' (line {}) is the whole file system: not scanned",
+                entry.line
+            );
+            ex.findings.push(Finding::new(Kind::Unreadable, &[], b"/", why));
             continue;
         }
         ex.expand(&root, &[], 0, tenant);
@@ -147,12 +143,7 @@ pub fn scan(policy: &Policy, counters: &Counters, threads: usize) -> Result<Vec<
         for w in workers {
             match w.join() {
                 Ok(f) => findings.extend(f),
-                Err(_) => findings.push(Finding {
-                    kind: Kind::Unreadable,
-                    tenant: Vec::new(),
-                    path: Vec::new(),
-                    detail: "a worker thread failed".into(),
-                }),
+                Err(_) => findings.push(Finding::new(Kind::Unreadable, &[], &[], "a worker thread failed")),
             }
         }
     });
@@ -178,12 +169,7 @@ impl Expand<'_> {
     }
 
     fn find(&mut self, kind: Kind, tenant: &[u8], path: &[u8], detail: String) {
-        self.findings.push(Finding {
-            kind,
-            tenant: tenant.to_vec(),
-            path: path.to_vec(),
-            detail,
-        });
+        self.findings.push(Finding::new(kind, tenant, path, detail));
     }
 
     /// `dir` (at `path`, `depth` components deep) matched the pattern so far; `tenant` is the
@@ -426,12 +412,7 @@ impl<'a> Worker<'a> {
     }
 
     fn find(&mut self, kind: Kind, tenant: &[u8], path: &[u8], detail: String) {
-        self.findings.push(Finding {
-            kind,
-            tenant: tenant.to_vec(),
-            path: path.to_vec(),
-            detail,
-        });
+        self.findings.push(Finding::new(kind, tenant, path, detail));
     }
 
     /// List one directory: judge each entry, return its subdirectories to list.

@@ -507,3 +507,86 @@ fn item8_a_preload_entry_ld_so_expands_is_not_ours() {
         failures.join("\n")
     );
 }
+
+/// The dynamic loader on this machine, by the name programs carry (`PT_INTERP`, a symlink on
+/// Debian), by its real path, and by a hard link of the test's own: the guard must know the
+/// file, not a name.
+fn loader_names(f: &Fixture) -> Vec<std::path::PathBuf> {
+    let interp = Path::new(match std::env::consts::ARCH {
+        "aarch64" => "/lib/ld-linux-aarch64.so.1",
+        _ => "/lib64/ld-linux-x86-64.so.2",
+    });
+    let real = fs::canonicalize(interp).expect("the loader");
+    let dir = f.base.join("ldso");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let hard = dir.join("myld");
+    fs::hard_link(&real, &hard).expect("a hard link to the loader (same file system as TMPDIR)");
+    vec![interp.to_path_buf(), real, hard]
+}
+
+/// Found in review (R3): ld.so run as a program takes `--audit LIST` on its command line,
+/// past the `LD_AUDIT` the guard drops from the environment: `ld.so --audit audit.so
+/// /bin/cat LINK` from a guarded process read the victim's file (the auditor rebinds `open`
+/// to raw system calls, or could drop the guard from the preload list in `la_objsearch`).
+/// Every way to start a program refuses it with `EACCES` and a `reason=loader-options`
+/// line, whatever name or hard link reaches the loader; the loader run without options
+/// still runs `cat` guarded (ld.so honours `LD_PRELOAD`).
+#[test]
+fn r3_the_loader_run_as_a_program_cannot_take_an_auditor() {
+    let Some(f) = Fixture::new("adv-exec-ldso", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let audit = c_program("audit");
+    let victim = f.bob("secret.txt");
+    let own = f.alice("index.html");
+    let vias: Vec<&str> = VIAS.iter().copied().filter(|v| *v != "execl-many").collect();
+    let mut failures = Vec::new();
+    for loader in loader_names(&f) {
+        for via in &vias {
+            let run = |file: &Path, auditor: Option<&Path>| {
+                let mut cmd = f.command(&execs);
+                cmd.env("TG_LOADER", &loader);
+                if let Some(a) = auditor {
+                    cmd.env("TG_AUDIT", a);
+                }
+                cmd.args([OsStr::new("keep"), OsStr::new(via), file.as_os_str()])
+                    .uid(ALICE)
+                    .gid(ALICE)
+                    .output()
+                    .expect("run execs")
+            };
+            let case = format!("{} {via}", loader.display());
+            let _ = f.logs();
+            let out = run(&victim, Some(&audit));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let logged = f
+                .logs()
+                .iter()
+                .any(|l| l.contains("action=deny reason=loader-options"));
+            // The exec itself fails with EACCES (execs prints the errno); a shell reports
+            // 126 (found, not executable); `$(...)` expands to nothing.
+            let eacces = match *via {
+                "system" | "popen" => out.status.code() == Some(126),
+                "wordexp" => out.status.code() == Some(1) && stdout.is_empty(),
+                _ => stdout.contains("failed 13"),
+            };
+            if stdout.contains("BOB-SECRET") || !eacces || !logged {
+                failures.push(format!("--audit {case}: logged {logged}: {}", text(&out)));
+            }
+            let out = run(&victim, None);
+            let logged = f.logs().iter().any(|l| {
+                l.contains("action=deny reason=owner-mismatch") && l.contains(&format!("path={}", victim.display()))
+            });
+            if out.status.code() != Some(1) || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET") || !logged {
+                failures.push(format!("no options {case}: logged {logged}: {}", text(&out)));
+            }
+            let out = run(&own, None);
+            if out.status.code() != Some(0) || out.stdout != b"alice-own\n" {
+                failures.push(format!("no options {case}: own file not served ({})", text(&out)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

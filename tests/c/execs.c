@@ -16,7 +16,7 @@
  *        91: exec may follow fork() while another thread holds malloc's lock) |
  *        smallstack (on a thread with a PTHREAD_STACK_MIN stack)
  * With TG_LOADER=LDSO in the environment the program started is the dynamic loader itself,
- * `LDSO [--audit TG_AUDIT] /bin/cat FILE` (the p variants get LDSO too, a path). */
+ * `LDSO [TG_OPT1 [TG_OPT2]] /bin/cat FILE` (the p variants get LDSO too, a path). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +56,15 @@ void *aligned_alloc(size_t a, size_t n) { check(); return __libc_memalign(a, n);
 void free(void *p) { __libc_free(p); }
 
 static char *empty_env[] = {NULL};
+
+/* "WHAT ERRNO" to fd 1 with no stdio buffer: stdout's first use allocates, and this also
+ * runs in a `forked` child. */
+static void say_failed(const char *what, int e) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s failed %d\n", what, e);
+    if (n > 0)
+        write(1, line, (size_t)n);
+}
 
 static int relay_wait(pid_t pid) {
     int st;
@@ -118,19 +127,20 @@ static int run(const char *via, const char *file, char **envp) {
     const char *prog = "/bin/cat", *bare = "cat";
     static char cmd[8400];
     snprintf(cmd, sizeof cmd, "cat '%s'", file);
-    char *ldso = getenv("TG_LOADER"), *audit = getenv("TG_AUDIT");
+    char *ldso = getenv("TG_LOADER"), *opt1 = getenv("TG_OPT1"), *opt2 = getenv("TG_OPT2");
     if (ldso) {
         int i = 0;
         argv[i++] = ldso;
-        if (audit) {
-            argv[i++] = "--audit";
-            argv[i++] = audit;
-        }
+        if (opt1)
+            argv[i++] = opt1;
+        if (opt1 && opt2)
+            argv[i++] = opt2;
         argv[i++] = "/bin/cat";
         argv[i++] = (char *)file;
         prog = bare = ldso;
-        snprintf(cmd, sizeof cmd, "'%s' %s%s%s /bin/cat '%s'", ldso, audit ? "--audit '" : "",
-                 audit ? audit : "", audit ? "'" : "", file);
+        size_t at = 0; /* each argument quoted, for the shell */
+        for (int k = 0; k < i && at < sizeof cmd; k++)
+            at += snprintf(cmd + at, sizeof cmd - at, "%s'%s'", k ? " " : "", argv[k]);
     }
     if (!strcmp(via, "system")) {
         int st = system(cmd);
@@ -164,7 +174,7 @@ static int run(const char *via, const char *file, char **envp) {
         int e = via[11] == 'p' ? posix_spawnp(&pid, bare, NULL, NULL, argv, envp)
                                : posix_spawn(&pid, prog, NULL, NULL, argv, envp);
         if (e) {
-            printf("spawn failed %d\n", e);
+            say_failed("spawn", e);
             return 95;
         }
         return relay_wait(pid);
@@ -201,7 +211,7 @@ static int run(const char *via, const char *file, char **envp) {
         printf("bad VIA %s\n", via);
         return 2;
     }
-    printf("exec failed %d\n", errno);
+    say_failed("exec", errno);
     return 93;
 }
 

@@ -656,3 +656,37 @@ fn r3_the_loader_run_as_a_program_cannot_take_an_auditor() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `mode audit`: the loader with `--audit` is logged (`action=audit reason=loader-options`)
+/// and started, as every refusal in audit mode is.
+#[test]
+fn r3_audit_mode_logs_the_loader_and_lets_it_run() {
+    let Some(f) = Fixture::new("adv-exec-ldso-audit", "owner euid\nmode audit\n") else {
+        return;
+    };
+    let (execs, audit) = (c_program("execs"), c_program("audit"));
+    let loader = &loader_names(&f)[0];
+    let own = f.alice("index.html");
+    let mut failures = Vec::new();
+    for via in ["execve", "execvp", "posix_spawn", "fexecve", "system"] {
+        let _ = f.logs();
+        let out = f
+            .command(&execs)
+            .env("TG_LOADER", loader)
+            .env("TG_OPT1", "--audit")
+            .env("TG_OPT2", &audit)
+            .args([OsStr::new("keep"), OsStr::new(via), own.as_os_str()])
+            .uid(ALICE)
+            .gid(ALICE)
+            .output()
+            .expect("run execs");
+        let logged = f
+            .logs()
+            .iter()
+            .any(|l| l.contains("action=audit reason=loader-options") && l.contains(&format!("uid={ALICE}")));
+        if out.status.code() != Some(0) || out.stdout != b"alice-own\n" || !logged {
+            failures.push(format!("{via}: logged {logged}: {}", text(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -176,6 +176,33 @@ pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+/// The program interpreter the main program names (`PT_INTERP`: the dynamic loader running
+/// it), read from its program headers in memory (`AT_PHDR`): no system call, no lock, so it
+/// may be called after a `fork()` from a threaded parent. ld.so run as a program
+/// (`ld.so PROG`) points `AT_PHDR` at PROG's headers before PROG runs.
+pub fn program_interpreter() -> Option<&'static CStr> {
+    // SAFETY: as above.
+    let (phdr, phnum) = unsafe { (libc::getauxval(libc::AT_PHDR), libc::getauxval(libc::AT_PHNUM)) };
+    if phdr == 0 || phnum == 0 || phnum > 4096 {
+        return None;
+    }
+    // SAFETY: the kernel's AT_PHDR/AT_PHNUM describe the main program's program headers,
+    // mapped (read-only) for the life of the process; 64-bit targets only (exec.rs).
+    let headers = unsafe { core::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum as usize) };
+    // The load bias: where PT_PHDR says the headers are, against where they are (a
+    // non-PIE program without PT_PHDR is loaded at its link addresses).
+    let bias = headers
+        .iter()
+        .find(|h| h.p_type == libc::PT_PHDR)
+        .map_or(0, |h| (phdr as usize).wrapping_sub(h.p_vaddr as usize));
+    let interp = headers.iter().find(|h| h.p_type == libc::PT_INTERP)?;
+    let at = bias.wrapping_add(interp.p_vaddr as usize) as *const u8;
+    // SAFETY: PT_INTERP lies in the program's first loadable segment, mapped for the life of
+    // the process; `p_filesz` bytes, of which the last is its NUL (checked below).
+    let bytes = unsafe { core::slice::from_raw_parts(at, interp.p_filesz as usize) };
+    CStr::from_bytes_until_nul(bytes).ok()
+}
+
 /// The 16 random bytes the kernel gave this process at exec (`AT_RANDOM`): a hash key with
 /// no system call. Zero if absent (then the cache still works, with a guessable key).
 pub fn at_random() -> [u64; 2] {

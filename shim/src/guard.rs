@@ -651,7 +651,7 @@ fn writable(flags: OFlags) -> bool {
 }
 
 /// One denial line (or audit line) to syslog.
-fn log(
+pub(crate) fn log(
     st: &State,
     audit: bool,
     reason: DenyReason,

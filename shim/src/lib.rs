@@ -20,6 +20,7 @@ mod ffi;
 mod fmtbuf;
 mod guard;
 mod listing;
+mod loader;
 mod mutate;
 mod owners;
 mod scratch;

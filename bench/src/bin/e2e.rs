@@ -52,6 +52,9 @@ struct Args {
     retries: u32,
     budget: f64,
     bindfs: Vec<String>,
+    /// Another `toctou-guard-fs` (e.g. the build before a change), mounted `noopen` as
+    /// row `+fuse noopen B` in the same interleaved rounds.
+    compare_fs: Option<PathBuf>,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -60,7 +63,7 @@ fn words(s: &str) -> Vec<String> {
 
 fn usage() -> String {
     format!(
-        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")]\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
+        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")] [--compare-fs DAEMON]\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
     )
 }
 
@@ -78,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         retries: 2,
         budget: 290.0,
         bindfs: words(BINDFS_FASTEST),
+        compare_fs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
             "--bindfs" => a.bindfs = words(&value()?),
             "--budget" => a.budget = number(&flag, value()?)?,
             "--keep" => a.keep = true,
+            "--compare-fs" => a.compare_fs = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -194,6 +199,14 @@ fn mount_all(args: &Args, lab: &Lab, skipped: &mut Vec<String>) -> Vec<(String, 
     let mut mounts = Vec::new();
     if args.fuse {
         mount_guard_fs(lab, &mut mounts, skipped);
+        if let Some(b) = &args.compare_fs {
+            println!("fuse B: {}", artefacts::describe(b));
+            let (mnt, log) = (lab.base.join("mnt/noopen-b"), lab.tenants.run.join("fuse-noopen-b.log"));
+            match FuseMount::guard_fs(b, &lab.tenants.www, &mnt, "noopen", &log) {
+                Ok(m) => mounts.push(("+fuse noopen B".into(), m)),
+                Err(e) => skipped.push(format!("+fuse noopen B: {e}")),
+            }
+        }
     }
     if args.bindfs_on {
         println!("bindfs options: {}", args.bindfs.join(" "));

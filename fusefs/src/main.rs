@@ -162,9 +162,10 @@ fn stage_dir() -> Result<PathBuf, String> {
         .map_err(|e| format!("staging directory: {e}"))
 }
 
-/// Bind `stage/source` (SOURCE's root, through FUSE) at `mountpoint`, then detach and
-/// remove the staging mount: MOUNTPOINT then holds the file system alone.
-fn bind_root(stage: &Path, mountpoint: &Path) -> Result<(), String> {
+/// Bind `stage/source` (SOURCE's root, through FUSE) at `mountpoint`, then unmount the
+/// staging mount through the session's own unmounter (so it never unmounts that path again
+/// later) and remove the directory: MOUNTPOINT then holds the file system alone.
+fn bind_root(stage: &Path, mountpoint: &Path, staged: &mut fuser::SessionUnmounter) -> Result<(), String> {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
     let src = stage.join(OsStr::from_bytes(nodes::STAGE_NAME));
     let bound = mount(
@@ -175,7 +176,9 @@ fn bind_root(stage: &Path, mountpoint: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("bind {} at {}: {e}", src.display(), mountpoint.display()));
-    let _ = umount2(stage, MntFlags::MNT_DETACH);
+    if staged.unmount().is_err() {
+        let _ = umount2(stage, MntFlags::MNT_DETACH);
+    }
     let _ = std::fs::remove_dir(stage);
     bound
 }
@@ -308,7 +311,7 @@ fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| format!("spawn: {e}"))?;
     // The bind mount's lookup of the staging name is answered by the session just started.
     if let Some(stage) = &stage {
-        bind_root(stage, &opts.mountpoint)?;
+        bind_root(stage, &opts.mountpoint, &mut unmounter)?;
     }
 
     eprintln!(

@@ -201,7 +201,10 @@ fn mount_all(args: &Args, lab: &Lab, skipped: &mut Vec<String>) -> Vec<(String, 
         mount_guard_fs(lab, &mut mounts, skipped);
         if let Some(b) = &args.compare_fs {
             println!("fuse B: {}", artefacts::describe(b));
-            let (mnt, log) = (lab.base.join("mnt/noopen-b"), lab.tenants.run.join("fuse-noopen-b.log"));
+            let (mnt, log) = (
+                lab.base.join("mnt/noopen-b"),
+                lab.tenants.run.join("fuse-noopen-b.log"),
+            );
             match FuseMount::guard_fs(b, &lab.tenants.www, &mnt, "noopen", &log) {
                 Ok(m) => mounts.push(("+fuse noopen B".into(), m)),
                 Err(e) => skipped.push(format!("+fuse noopen B: {e}")),

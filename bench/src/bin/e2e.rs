@@ -59,6 +59,9 @@ struct Args {
     cost: u64,
     /// Where the raw strace and callgrind outputs go.
     out: PathBuf,
+    /// Another `toctou-guard-fs` (e.g. the build before a change), mounted `noopen` as
+    /// row `+fuse noopen B` in the same interleaved rounds.
+    compare_fs: Option<PathBuf>,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -67,7 +70,7 @@ fn words(s: &str) -> Vec<String> {
 
 fn usage() -> String {
     format!(
-        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")]\n           [--workers N (server default)] [--files small|big|both (both)] [--cost REQUESTS (0)] [--out DIR (/var/tmp/toctou-guard-bench/cost)]\n           [--figure: --only nginx --no-fuse --no-bindfs --workers 1 --threads 1 --files small --cost 20000]\n\n--cost N: after the rounds, each nginx set-up's worker is counted: system calls per request\n(strace -c over N requests) and user-space instructions per request (callgrind, N/4 requests;\nworker_processes 1 needed).\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
+        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")] [--compare-fs DAEMON]\n           [--workers N (server default)] [--files small|big|both (both)] [--cost REQUESTS (0)] [--out DIR (/var/tmp/toctou-guard-bench/cost)]\n           [--figure: --only nginx --no-fuse --no-bindfs --workers 1 --threads 1 --files small --cost 20000]\n\n--cost N: after the rounds, each nginx set-up's worker is counted: system calls per request\n(strace -c over N requests) and user-space instructions per request (callgrind, N/4 requests;\nworker_processes 1 needed).\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
     )
 }
 
@@ -89,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         files: vec![SMALL, BIG],
         cost: 0,
         out: PathBuf::from("/var/tmp/toctou-guard-bench/cost"),
+        compare_fs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -132,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
                 a.files = vec![SMALL];
                 a.cost = 20_000;
             }
+            "--compare-fs" => a.compare_fs = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -163,6 +168,17 @@ fn mount_all(args: &Args, lab: &Lab, skipped: &mut Vec<String>) -> Vec<(String, 
     let mut mounts = Vec::new();
     if args.fuse {
         mount_guard_fs(lab, &mut mounts, skipped);
+        if let Some(b) = &args.compare_fs {
+            println!("fuse B: {}", artefacts::describe(b));
+            let (mnt, log) = (
+                lab.base.join("mnt/noopen-b"),
+                lab.tenants.run.join("fuse-noopen-b.log"),
+            );
+            match FuseMount::guard_fs(b, &lab.tenants.www, &mnt, "noopen", &log) {
+                Ok(m) => mounts.push(("+fuse noopen B".into(), m)),
+                Err(e) => skipped.push(format!("+fuse noopen B: {e}")),
+            }
+        }
     }
     if args.bindfs_on {
         println!("bindfs options: {}", args.bindfs.join(" "));

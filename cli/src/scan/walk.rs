@@ -560,7 +560,12 @@ impl<'a> Worker<'a> {
         let inside = |r: &[u8]| {
             tenant.is_empty() || r.starts_with(tenant) && (r.len() == tenant.len() || r[tenant.len()] == b'/')
         };
-        if resolved.is_some_and(inside) {
+        // A link that stays in the tenant but leads out of every root: the guard judges what
+        // is opened through it, no walk reaches what is behind it (links are not followed).
+        let unscanned = resolved
+            .filter(|&r| inside(r))
+            .map(|r| self.policy.classify_clean(r) == Some(Target::Outside));
+        if unscanned == Some(false) {
             self.link = target;
             return;
         }
@@ -578,6 +583,12 @@ impl<'a> Worker<'a> {
                 format!("-> {} (resolves to {}, {what})", shown(&target), shown(r))
             }
         };
+        if unscanned == Some(true) {
+            let detail = format!("{detail}: in the tenant but outside every root: not scanned");
+            self.find(Kind::Unreadable, tenant, path, detail);
+            self.link = target;
+            return;
+        }
         self.find(Kind::SymlinkLeavesTenant, tenant, path, detail);
         self.link = target;
     }

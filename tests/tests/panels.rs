@@ -158,6 +158,15 @@ fn build(layout: &str, t: &mut Tree) {
                     0,
                 )
                 .unwrap();
+                // ISPConfig's default website_symlinks also puts clients/clientN/DOMAIN ->
+                // webM (absolute, root's) beside webM: an alias of a tree the scan walks.
+                mk_symlink(
+                    &t.p(&webm),
+                    &t.p(&format!("var/www/clients/client1/{w}.tld")),
+                    0,
+                    0,
+                )
+                .unwrap();
             }
             t.dir("var/www/clients/client1/web9", 0, 0, 0o755);
             t.attacker_docroot = "var/www/clients/client1/web1/web".into();

@@ -43,7 +43,18 @@ const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf 
                      toctou-guard scan [--config FILE] [--json] [--quiet]\n";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Paths are taken as UTF-8 text: refuse another name (a tenant's) rather than panic on it.
+    let mut args = Vec::new();
+    for (i, a) in std::env::args_os().enumerate().skip(1) {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                let shown = scan::shown(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()));
+                eprintln!("toctou-guard: argument {i} is not UTF-8: {shown}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match run(&args) {
         Ok(code) => code,
         Err(msg) => {

@@ -158,6 +158,15 @@ fn build(layout: &str, t: &mut Tree) {
                     0,
                 )
                 .unwrap();
+                // ISPConfig's default website_symlinks also puts clients/clientN/DOMAIN ->
+                // webM (absolute, root's) beside webM: an alias of a tree the scan walks.
+                mk_symlink(
+                    &t.p(&webm),
+                    &t.p(&format!("var/www/clients/client1/{w}.tld")),
+                    0,
+                    0,
+                )
+                .unwrap();
             }
             t.dir("var/www/clients/client1/web9", 0, 0, 0o755);
             t.attacker_docroot = "var/www/clients/client1/web1/web".into();
@@ -851,4 +860,72 @@ fn scan_survives_hostile_names_depth_and_special_files() {
         "{text}"
     );
     drop(sock);
+}
+
+/// A symlink that stays inside the tenant but leads out of every root (`img -> ../private`,
+/// or DirectAdmin's `domains` moved aside and linked back) hides the tree behind it from
+/// the walk, which follows no link; yet the guard judges every file opened through it, and
+/// here refuses one (`explain` says so). The scan must name the link as a part not scanned,
+/// never print a bare "nothing would be denied".
+#[test]
+fn scan_names_an_in_tenant_link_to_a_tree_outside_every_root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("inlink")
+    else {
+        return;
+    };
+    let a = ATTACKER;
+    let home = base.join("home/alice");
+    for d in [
+        "",
+        "public_html",
+        "private",
+        ".d",
+        ".d/a.com",
+        ".d/a.com/public_html",
+    ] {
+        mk_dir(&home.join(d), a, a, 0o755).unwrap();
+    }
+    // What enforcement refuses behind the links: a nobody-owned upload, a link to bob's file.
+    mk_file(&home.join("private/upload.jpg"), b"x\n", NOBODY, NOBODY, 0o644).unwrap();
+    let v = VICTIM;
+    mk_dir(&base.join("home/bob"), v, v, 0o755).unwrap();
+    mk_dir(&base.join("home/bob/public_html"), v, v, 0o755).unwrap();
+    let bob = base.join("home/bob/public_html/wp-config.php");
+    mk_file(&bob, b"VICTIM-SECRET\n", v, v, 0o644).unwrap();
+    mk_symlink(&bob, &home.join(".d/a.com/public_html/wp.php"), a, a).unwrap();
+    mk_symlink(Path::new("../private"), &home.join("public_html/img"), a, a).unwrap();
+    mk_symlink(Path::new(".d"), &home.join("domains"), a, a).unwrap();
+    let marked = base.join("run/marked.conf");
+    let rule = format!("root {}/home/{{*}}/domains/*/public_html\n", base.display());
+    mk_file(&marked, rule.as_bytes(), 0, 0, 0o644).unwrap();
+    for (conf, link, served) in [
+        (&conf, "public_html/img", "public_html/img/upload.jpg"),
+        (&marked, "domains", "domains/a.com/public_html/wp.php"),
+    ] {
+        let conf_s = conf.to_str().unwrap();
+        let served = home.join(served);
+        let out = run(&bin, &["explain", "--config", conf_s, served.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("decision: deny (owner-mismatch)"),
+            "{conf_s}: enforcement judges {}: {}",
+            served.display(),
+            describe(&out)
+        );
+        let out = run(&bin, &["scan", "--config", conf_s]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let want: BTreeSet<(String, String)> =
+            [("unreadable".to_string(), home.join(link).display().to_string())].into();
+        assert_eq!(text_findings(&text), want, "{conf_s}: {text}");
+        assert!(
+            text.contains("nothing would be denied in what was scanned; 1 part(s) not scanned"),
+            "{text}"
+        );
+    }
 }

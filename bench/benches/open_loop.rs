@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
                 suffix: fixture::Micro::SUFFIX,
                 count,
                 extra_fstat,
+                zipf: false,
                 guard,
                 cwd: None,
             })

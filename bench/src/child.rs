@@ -20,6 +20,8 @@ pub struct Spec<'a> {
     pub count: u64,
     /// One bare `fstat` per open (the physical limit of a descriptor check).
     pub extra_fstat: bool,
+    /// Indices drawn Zipf(1) over `0..count` instead of round-robin.
+    pub zipf: bool,
     /// `(libtoctou_guard.so, config)` to load the guard; `None` for a bare child.
     pub guard: Option<(&'a Path, &'a Path)>,
     /// Working directory of the child, for relative paths.
@@ -40,6 +42,9 @@ impl OpenLoop {
         set_preload(&mut cmd, spec.guard);
         if spec.extra_fstat {
             cmd.arg("--fstat");
+        }
+        if spec.zipf {
+            cmd.arg("--zipf");
         }
         if let Some(dir) = spec.cwd {
             cmd.current_dir(dir);

@@ -47,6 +47,22 @@ impl Micro {
         self.base.join("guard-131072.conf")
     }
 
+    /// Guard configuration with `cache_slots n`, written on first use.
+    pub fn config_slots(&self, n: u32) -> Result<PathBuf, String> {
+        let p = self.base.join(format!("guard-{n}.conf"));
+        if !p.exists() {
+            mk_file(
+                &p,
+                self.config_text(Some(n)).as_bytes(),
+                geteuid(),
+                getegid(),
+                0o644,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(p)
+    }
+
     /// The default configuration plus 100,000 `map` lines (one per vhost, none of them in
     /// the fixture's tree): what a lookup costs with a configuration that large. Written on
     /// first use.
@@ -54,12 +70,7 @@ impl Micro {
         let p = self.base.join("guard-100k-maps.conf");
         if !p.exists() {
             let mut text = self.config_text(None);
-            for i in 0..100_000u32 {
-                text.push_str(&format!(
-                    "map /var/www/vhosts/d{i}.example/httpdocs {}\n",
-                    10_000 + i
-                ));
-            }
+            text.push_str(&map_lines(100_000));
             mk_file(&p, text.as_bytes(), geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
         }
         Ok(p)
@@ -116,6 +127,19 @@ pub fn compile_beside(conf: &std::path::Path) -> Result<(), String> {
         mk_file(&out, &bytes, geteuid(), getegid(), 0o644).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `n` `map` lines, one per vhost (`map /var/www/vhosts/dI.example/httpdocs 10000+I`): what
+/// an operator generates from the server's configuration on a box of `n` vhosts.
+pub fn map_lines(n: u32) -> String {
+    let mut text = String::with_capacity(n as usize * 52);
+    for i in 0..n {
+        text.push_str(&format!(
+            "map /var/www/vhosts/d{i}.example/httpdocs {}\n",
+            10_000 + i
+        ));
+    }
+    text
 }
 
 /// The owner of tenant `i`'s files: its own uid as root, else ours (no chown possible).

@@ -9,7 +9,10 @@
 //! of those ratios are reported.
 
 pub mod child;
+pub mod client;
+pub mod cost;
 pub mod fixture;
+pub mod lab;
 pub mod proc;
 pub mod stats;
 pub mod wrk;

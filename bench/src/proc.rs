@@ -94,3 +94,22 @@ pub fn children_cpu_seconds() -> f64 {
 pub fn cpus() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
+
+/// Reap child `pid`: its wait status and its resource usage (`ru_maxrss`: maximum RSS in
+/// KiB, of it and its reaped descendants).
+pub fn wait4(pid: u32) -> Result<(i32, libc::rusage), String> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `ru` are valid, writable, and live across the call.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r == pid as libc::pid_t {
+            return Ok((status, ru));
+        }
+        let e = std::io::Error::last_os_error();
+        if r < 0 && e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4({pid}): {e}"));
+        }
+    }
+}

@@ -91,98 +91,159 @@ pub fn nginx_parsed(conf: Option<&Path>) -> Result<Parsed, String> {
 /// virtual host. `fastcgi_pass NAME` to an `upstream NAME { server unix:...; }` is resolved
 /// to that upstream's first server.
 pub fn parse_nginx(dump: &str) -> Parsed {
-    let mut p = Parsed::default();
+    let mut st = NginxState::default();
     let mut file = PathBuf::new();
     let (mut line_in_file, mut stmt_line) = (0, 0);
-    // Open blocks: their first word and argument, and the vhost a `server` block is.
-    let mut stack: Vec<(String, String, Option<usize>)> = Vec::new();
-    let mut upstreams: Vec<(String, String)> = Vec::new();
-    let mut stmt = String::new();
+    // The statement's words so far, the word being read, and nginx's tokenizer state:
+    // inside quotes, after a `\`.
+    let mut words: Vec<String> = Vec::new();
+    let mut word: Option<String> = None;
+    let (mut quote, mut escaped) = (None::<char>, false);
     for l in dump.lines() {
         if let Some(f) = l
             .strip_prefix("# configuration file ")
             .and_then(|r| r.strip_suffix(':'))
         {
+            // A new file: whatever the last one left open (a cut dump) ends here.
             file = PathBuf::from(f);
             line_in_file = 0;
-            stack.clear();
-            stmt.clear();
+            st.stack.clear();
+            words.clear();
+            (word, quote, escaped) = (None, None, false);
             continue;
         }
         line_in_file += 1;
-        let code = l.split('#').next().unwrap_or("");
-        for c in code.chars() {
-            if !matches!(c, ';' | '{' | '}') {
-                if stmt.trim().is_empty() && !c.is_whitespace() {
-                    stmt_line = line_in_file;
+        for c in l.chars() {
+            if word.is_none() && words.is_empty() && !c.is_whitespace() {
+                stmt_line = line_in_file;
+            }
+            if escaped {
+                escaped = false;
+                let w = word.get_or_insert_with(String::new);
+                match c {
+                    '"' | '\'' | '\\' => w.push(c),
+                    't' => w.push('\t'),
+                    'r' => w.push('\r'),
+                    'n' => w.push('\n'),
+                    c => {
+                        w.push('\\');
+                        w.push(c);
+                    }
                 }
-                stmt.push(c);
                 continue;
             }
-            let words: Vec<&str> = stmt.split_whitespace().map(unquote).collect();
-            let vhost = stack.iter().rev().find_map(|b| b.2);
-            let first = words.first().copied().unwrap_or("");
-            let arg = words.get(1).copied().unwrap_or("");
-            match c {
-                '{' => {
-                    let in_upstream = stack.last().is_some_and(|b| b.0 == "upstream");
-                    let v = (first == "server" && !in_upstream).then(|| {
-                        p.vhosts.push(Vhost {
-                            file: file.clone(),
-                            line: stmt_line,
-                            ..Vhost::default()
-                        });
-                        p.vhosts.len() - 1
-                    });
-                    stack.push((first.to_string(), arg.to_string(), v));
-                }
-                '}' => {
-                    stack.pop();
-                }
-                _ => match (first, stack.last()) {
-                    ("root" | "alias", _) if !arg.is_empty() => p.roots.push(DocRoot {
-                        directive: first.to_string(),
-                        path: arg.to_string(),
-                        file: file.clone(),
-                        line: stmt_line,
-                        vhost,
-                    }),
-                    ("server", Some((up, name, _))) if up == "upstream" => {
-                        upstreams.push((name.clone(), arg.to_string()))
-                    }
-                    ("server_name", _) => {
-                        if let Some(v) = vhost.map(|v| &mut p.vhosts[v])
-                            && v.name.is_empty()
-                        {
-                            v.name = arg.to_string();
-                        }
-                    }
-                    ("fastcgi_pass", _) if !arg.is_empty() => {
-                        if let Some(v) = vhost {
-                            p.vhosts[v].users.push(UserHint {
-                                source: UserSource::Fpm(arg.to_string()),
-                                directive: first.to_string(),
-                                file: file.clone(),
-                                line: stmt_line,
-                            });
-                        }
-                    }
-                    _ => {}
-                },
+            if c == '\\' {
+                escaped = true;
+                continue;
             }
-            stmt.clear();
+            if let Some(q) = quote {
+                if c == q {
+                    quote = None;
+                } else {
+                    word.get_or_insert_with(String::new).push(c);
+                }
+                continue;
+            }
+            match c {
+                // A comment only where a word would start (`root /a#b;` is a path).
+                '#' if word.is_none() => break,
+                '"' | '\'' if word.is_none() => {
+                    quote = Some(c);
+                    word = Some(String::new());
+                }
+                c if c.is_whitespace() => words.extend(word.take()),
+                ';' | '{' | '}' => {
+                    words.extend(word.take());
+                    st.statement(&words, c, &file, stmt_line);
+                    words.clear();
+                }
+                c => word.get_or_insert_with(String::new).push(c),
+            }
         }
-        stmt.push(' ');
+        // A line break: inside quotes it is part of the word; else it ends one.
+        escaped = false;
+        match quote {
+            Some(_) => word.get_or_insert_with(String::new).push('\n'),
+            None => words.extend(word.take()),
+        }
     }
+    let mut p = st.p;
     for h in p.vhosts.iter_mut().flat_map(|v| v.users.iter_mut()) {
         if let UserSource::Fpm(addr) = &mut h.source
-            && let Some((name, server)) = upstreams.iter().find(|(n, _)| n == addr)
+            && let Some((name, server)) = st.upstreams.iter().find(|(n, _)| n == addr)
         {
             h.directive = format!("{} {name} -> upstream server", h.directive);
             *addr = server.clone();
         }
     }
     p
+}
+
+/// What [`parse_nginx`] has read so far.
+#[derive(Default)]
+struct NginxState {
+    p: Parsed,
+    /// Open blocks: their first word and argument, and the vhost a `server` block is.
+    stack: Vec<(String, String, Option<usize>)>,
+    /// `upstream NAME { server ADDR; }`: (NAME, first ADDR).
+    upstreams: Vec<(String, String)>,
+}
+
+impl NginxState {
+    /// One statement (its words, unquoted), ended by `end` (`;`, `{` or `}`).
+    fn statement(&mut self, words: &[String], end: char, file: &Path, line: usize) {
+        let p = &mut self.p;
+        let vhost = self.stack.iter().rev().find_map(|b| b.2);
+        let first = words.first().map_or("", String::as_str);
+        let arg = words.get(1).map_or("", String::as_str);
+        match end {
+            '{' => {
+                let in_upstream = self.stack.last().is_some_and(|b| b.0 == "upstream");
+                let v = (first == "server" && !in_upstream).then(|| {
+                    p.vhosts.push(Vhost {
+                        file: file.to_path_buf(),
+                        line,
+                        ..Vhost::default()
+                    });
+                    p.vhosts.len() - 1
+                });
+                self.stack.push((first.to_string(), arg.to_string(), v));
+            }
+            '}' => {
+                self.stack.pop();
+            }
+            _ => match (first, self.stack.last()) {
+                ("root" | "alias", _) if !arg.is_empty() => p.roots.push(DocRoot {
+                    directive: first.to_string(),
+                    path: arg.to_string(),
+                    file: file.to_path_buf(),
+                    line,
+                    vhost,
+                }),
+                ("server", Some((up, name, _))) if up == "upstream" => {
+                    self.upstreams.push((name.clone(), arg.to_string()))
+                }
+                ("server_name", _) => {
+                    if let Some(v) = vhost.map(|v| &mut p.vhosts[v])
+                        && v.name.is_empty()
+                    {
+                        v.name = arg.to_string();
+                    }
+                }
+                ("fastcgi_pass", _) if !arg.is_empty() => {
+                    if let Some(v) = vhost {
+                        p.vhosts[v].users.push(UserHint {
+                            source: UserSource::Fpm(arg.to_string()),
+                            directive: first.to_string(),
+                            file: file.to_path_buf(),
+                            line,
+                        });
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
 }
 
 /// The FastCGI address in an Apache handler or proxy target:
@@ -217,8 +278,33 @@ pub fn parse_dump_vhosts(text: &str) -> Vec<(String, PathBuf, usize)> {
     out
 }
 
-fn unquote(s: &str) -> &str {
-    s.trim_matches(|c| c == '"' || c == '\'')
+/// An Apache directive's words as `ap_getword_conf` reads them: a word in `"..."` or `'...'`
+/// may hold spaces (and its quote as `\"`); `None` for a quote left open.
+fn apache_words(line: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(first) = chars.next() else {
+            return Some(out);
+        };
+        let mut w = String::new();
+        if first == '"' || first == '\'' {
+            loop {
+                match chars.next()? {
+                    '\\' if chars.peek() == Some(&first) => w.extend(chars.next()),
+                    c if c == first => break,
+                    c => w.push(c),
+                }
+            }
+        } else {
+            w.push(first);
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                w.push(c);
+            }
+        }
+        out.push(w);
+    }
 }
 
 /// Apache's document roots: `DocumentRoot`, `Alias`, `AliasMatch`'s target and `UserDir`
@@ -266,13 +352,38 @@ fn apache_file(
         return Ok(());
     }
     seen.push(file.to_path_buf());
-    let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    // A <VirtualHost> block never spans files.
-    let mut vhost = None;
-    for (i, l) in text.lines().enumerate() {
-        let mut words = l.split_whitespace();
-        let Some(d) = words.next() else { continue };
-        let args: Vec<&str> = words.map(unquote).collect();
+    let bytes = fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // A comment in Latin-1 must not cost the whole configuration.
+    let text = String::from_utf8_lossy(&bytes);
+    // A <VirtualHost> block never spans files: (its index, its line).
+    let mut vhost: Option<(usize, usize)> = None;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut next = 0;
+    while next < lines.len() {
+        // A line ending in `\` continues on the next (both removed, as Apache does).
+        let at = next + 1;
+        let mut l = lines[next].trim_end_matches('\r').to_string();
+        next += 1;
+        while l.ends_with('\\') && next < lines.len() {
+            l.pop();
+            l.push_str(lines[next].trim_end_matches('\r'));
+            next += 1;
+        }
+        if l.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some(words) = apache_words(&l) else {
+            out.notes.push(format!(
+                "{}:{at}: warning: unterminated quote: line ignored",
+                file.display()
+            ));
+            continue;
+        };
+        let Some((d, args)) = words.split_first() else {
+            continue;
+        };
+        let (d, i) = (d.as_str(), at - 1);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let first = args.first().copied().unwrap_or_default();
         let hint = |source| UserHint {
             source,
@@ -280,6 +391,7 @@ fn apache_file(
             file: file.to_path_buf(),
             line: i + 1,
         };
+        let in_vhost = vhost.map(|v| v.0);
         let path = match d.to_ascii_lowercase().as_str() {
             "include" | "includeoptional" => {
                 // A variable cannot be expanded here (`import` finds such vhosts through
@@ -301,26 +413,39 @@ fn apache_file(
                 continue;
             }
             "<virtualhost" => {
+                if let Some((_, open)) = vhost {
+                    out.notes.push(format!(
+                        "{}:{open}: warning: <VirtualHost> not closed before the one at line {}",
+                        file.display(),
+                        i + 1
+                    ));
+                }
                 out.vhosts.push(Vhost {
                     file: file.to_path_buf(),
                     line: i + 1,
                     ..Vhost::default()
                 });
-                vhost = Some(out.vhosts.len() - 1);
+                vhost = Some((out.vhosts.len() - 1, i + 1));
                 continue;
             }
             "</virtualhost>" => {
-                vhost = None;
+                if vhost.take().is_none() {
+                    out.notes.push(format!(
+                        "{}:{}: warning: </VirtualHost> without <VirtualHost>: ignored",
+                        file.display(),
+                        i + 1
+                    ));
+                }
                 continue;
             }
             "servername" => {
-                if let Some(v) = vhost {
+                if let Some(v) = in_vhost {
                     out.vhosts[v].name = first.to_string();
                 }
                 continue;
             }
             "suexecusergroup" | "assignuserid" => {
-                if let (Some(v), false) = (vhost, first.is_empty()) {
+                if let (Some(v), false) = (in_vhost, first.is_empty()) {
                     let source = if d.eq_ignore_ascii_case("assignuserid") {
                         UserSource::AssignUserId(first.to_string())
                     } else {
@@ -331,7 +456,7 @@ fn apache_file(
                 continue;
             }
             "sethandler" | "proxypass" | "proxypassmatch" => {
-                if let Some(v) = vhost
+                if let Some(v) = in_vhost
                     && let Some(addr) = args.iter().find_map(|a| fcgi_address(a))
                 {
                     out.vhosts[v].users.push(hint(UserSource::Fpm(addr)));
@@ -348,9 +473,15 @@ fn apache_file(
                 path: p.to_string(),
                 file: file.to_path_buf(),
                 line: i + 1,
-                vhost,
+                vhost: in_vhost,
             });
         }
+    }
+    if let Some((_, line)) = vhost {
+        out.notes.push(format!(
+            "{}:{line}: warning: <VirtualHost> not closed at the end of the file",
+            file.display()
+        ));
     }
     Ok(())
 }
@@ -542,6 +673,75 @@ mod tests {
         )));
         assert_eq!((p.roots.len(), p.roots[0].vhost), (1, Some(0)));
         assert_eq!(p.vhosts[0].users[0].source, UserSource::Suexec("a".into()));
+    }
+
+    /// Quotes keep spaces, `#`, `;` and braces; `#` starts a comment only at a word's start.
+    #[test]
+    fn nginx_quotes_and_comments() {
+        let dump = "# configuration file /n/a:\nserver {\n  server_name \"q.test\"; # a { comment }\n  \
+                    root \"/srv/my site\";\n  location /h { root /srv/a#b; }\n  \
+                    location /s { alias '/srv/x;y{z}'; }\n  location /e { root \"/srv/e\\\"q\"; }\n}\n\
+                    # configuration file /n/cut:\nserver { root /srv/t";
+        let p = parse_nginx(dump);
+        let r: Vec<_> = p.roots.iter().map(|r| (r.path.as_str(), r.line)).collect();
+        assert_eq!(
+            r,
+            [
+                ("/srv/my site", 3),
+                ("/srv/a#b", 4),
+                ("/srv/x;y{z}", 5),
+                ("/srv/e\"q", 6)
+            ],
+            "{p:#?}"
+        );
+        assert_eq!((p.vhosts.len(), p.vhosts[0].name.as_str()), (2, "q.test"));
+    }
+
+    /// Odd Apache syntax: quoted paths with spaces, a continued line, a comment, a quote or a
+    /// `<VirtualHost>` left open, a stray close, bytes that are not UTF-8: `FILE:LINE:`
+    /// warnings, never a wrong path or a failure.
+    #[test]
+    fn apache_quotes_continuations_and_unterminated_blocks() {
+        let d = std::env::temp_dir().join(format!("tg-docroots-odd-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let conf = d.join("apache2.conf");
+        let mut text = b"<VirtualHost *:80>\n  ServerName \"sp.test\"\n  DocumentRoot \"/srv/my site\"\n  \
+                        # DocumentRoot /commented \xff\n  Alias /x \"/srv/x \\\"y\\\"/\"\n  DocumentRoot /srv/cont\\\n\
+                        inued\n</VirtualHost>\n</VirtualHost>\n<VirtualHost *:81>\n  DocumentRoot \"/srv/unterminated\n  \
+                        DocumentRoot /srv/open\n"
+            .to_vec();
+        text.extend_from_slice(b"  SuexecUserGroup \"u\" g\n");
+        fs::write(&conf, text).unwrap();
+        let p = apache_parsed(Some(&conf), &[]);
+        let _ = fs::remove_dir_all(&d);
+        let p = p.unwrap();
+        let r: Vec<_> = p
+            .roots
+            .iter()
+            .map(|r| (r.path.as_str(), r.line, r.vhost))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                ("/srv/my site", 3, Some(0)),
+                ("/srv/x \"y\"/", 5, Some(0)),
+                ("/srv/continued", 6, Some(0)),
+                ("/srv/open", 12, Some(1)),
+            ],
+            "{p:#?}"
+        );
+        assert_eq!(p.vhosts[0].name, "sp.test");
+        assert_eq!(p.vhosts[1].users[0].source, UserSource::Suexec("u".into()));
+        let c = conf.display();
+        assert_eq!(
+            p.notes,
+            [
+                format!("{c}:9: warning: </VirtualHost> without <VirtualHost>: ignored"),
+                format!("{c}:11: warning: unterminated quote: line ignored"),
+                format!("{c}:10: warning: <VirtualHost> not closed at the end of the file"),
+            ],
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -179,8 +179,8 @@ pub fn find(name: &str) -> Result<&'static Layout, String> {
 }
 
 impl Layout {
-    /// The configuration text, every path under `prefix` (`""` for none).
-    pub fn config(&self, prefix: &str) -> String {
+    /// The configuration text, every path under `prefix` (`""` for none), in `mode`.
+    pub fn config(&self, prefix: &str, mode: toctou_policy::Mode) -> String {
         let mut out = format!(
             "# toctou-guard configuration for {} (toctou-guard init --layout {}).\n",
             self.name, self.name
@@ -190,9 +190,12 @@ impl Layout {
         }
         out.push_str(
             "#\n# Before enforcing: `toctou-guard scan` lists what would be denied; `mode audit` logs\n\
-             # denials without refusing, for a trial day.\n\
-             mode enforce\n\
-             # Root-owned shared files (error pages, /usr/share): uncomment to accept them.\n\
+             # denials without refusing: keep it for a day, read `toctou-guard report`, then\n\
+             # switch to `mode enforce`.\n",
+        );
+        out.push_str(&format!("mode {}\n", mode.as_str()));
+        out.push_str(
+            "# Root-owned shared files (error pages, /usr/share): uncomment to accept them.\n\
              # allow_uid 0\n",
         );
         for r in self.roots {
@@ -218,9 +221,11 @@ impl Layout {
     }
 }
 
-/// `init --layout X [--prefix DIR] [--output FILE [--force]]`.
+/// `init --layout X [--mode audit|enforce] [--prefix DIR] [--output FILE [--force]]`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let (mut layout, mut prefix, mut output, mut force) = (None, String::new(), None, false);
+    // Audit first: a layout that does not fit the box must not deny half its sites on day one.
+    let mut mode = toctou_policy::Mode::Audit;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| it.next().cloned().ok_or(format!("{a} needs {what}"));
@@ -233,13 +238,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 }
                 prefix = p.trim_end_matches('/').to_string();
             }
+            "--mode" => {
+                let m = value("audit|enforce")?;
+                mode = toctou_policy::Mode::from_word(&m)
+                    .ok_or(format!("--mode: '{m}' is not audit or enforce"))?;
+            }
             "--output" => output = Some(PathBuf::from(value("a FILE")?)),
             "--force" => force = true,
             other => return Err(format!("init: unexpected argument '{other}'")),
         }
     }
     let layout = layout.ok_or(format!("init needs --layout {}", names()))?;
-    let text = layout.config(&prefix);
+    let text = layout.config(&prefix, mode);
     match output {
         None => print!("{text}"),
         Some(path) => write_config(&path, &text, force)?,
@@ -288,7 +298,7 @@ mod tests {
     #[test]
     fn every_layout_parses_and_marks_the_right_tenant() {
         let tenant = |layout: &str, path: &str| {
-            let text = find(layout).unwrap().config("/p");
+            let text = find(layout).unwrap().config("/p", toctou_policy::Mode::Enforce);
             let cfg = toctou_policy::Config::parse(&text, Path::new("init.conf")).unwrap();
             let policy = toctou_policy::Policy::new(cfg);
             match policy.classify_clean(path.as_bytes()) {
@@ -326,7 +336,12 @@ mod tests {
                 "{}",
                 l.name
             );
-            assert!(!l.config("").contains("{P}"));
+            assert!(!l.config("", toctou_policy::Mode::Audit).contains("{P}"));
+            // The default is audit (`run` without --mode); --mode enforce says so.
+            for mode in [toctou_policy::Mode::Audit, toctou_policy::Mode::Enforce] {
+                let cfg = toctou_policy::Config::parse(&l.config("", mode), Path::new("i")).unwrap();
+                assert_eq!(cfg.mode, mode, "{}", l.name);
+            }
         }
     }
 }

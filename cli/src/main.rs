@@ -13,7 +13,7 @@
 //! toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]
 //! toctou-guard disable SERVICE [--root DIR]
 //! toctou-guard status [--json] [--log FILE] [--pid PID]...
-//! toctou-guard init --layout PANEL [--prefix DIR] [--output FILE [--force]]
+//! toctou-guard init --layout PANEL [--mode audit|enforce] [--prefix DIR] [--output FILE [--force]]
 //! toctou-guard scan [--config FILE] [--json] [--quiet]
 //! toctou-guard compile [CONFIG] [--output FILE]  the compiled form guards map (CONFIG.tgc)
 //! ```
@@ -24,7 +24,6 @@ mod docroots;
 mod explain;
 mod import;
 mod init;
-mod json;
 mod load;
 mod php;
 mod report;
@@ -42,12 +41,23 @@ const USAGE: &str = "usage: toctou-guard check [CONFIG] [--nginx | --nginx-conf 
                      toctou-guard enable SERVICE [--config CONFIG] [--library SO] [--root DIR]\n       \
                      toctou-guard disable SERVICE [--root DIR]\n       \
                      toctou-guard status [--json] [--log FILE] [--pid PID]...\n       \
-                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--prefix DIR] [--output FILE [--force]]\n       \
+                     toctou-guard init --layout cpanel|plesk|directadmin|ispconfig|hestiacp|virtualmin [--mode audit|enforce] [--prefix DIR] [--output FILE [--force]]\n       \
                      toctou-guard scan [--config FILE] [--json] [--quiet]\n       \
                      toctou-guard compile [CONFIG] [--output FILE]\n";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Paths are taken as UTF-8 text: refuse another name (a tenant's) rather than panic on it.
+    let mut args = Vec::new();
+    for (i, a) in std::env::args_os().enumerate().skip(1) {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                let shown = scan::shown(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()));
+                eprintln!("toctou-guard: argument {i} is not UTF-8: {shown}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match run(&args) {
         Ok(code) => code,
         Err(msg) => {

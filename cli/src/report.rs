@@ -40,6 +40,9 @@ pub struct Event {
     pub comm: String,
     pub tenant: String,
     pub path: String,
+    /// The sender was checked against journald's trusted fields (`_UID`, `_EXE`): root, or
+    /// a server program running as the uid the line names. A syslog file cannot say.
+    pub checked: bool,
 }
 
 /// What one line is.
@@ -50,6 +53,9 @@ pub enum Line {
     ConfigError,
     /// Tagged by a guard, but not a denial line: why.
     Malformed(String),
+    /// A denial line in a journal entry whose trusted fields say a guard did not send it
+    /// (anyone may write to `/dev/log` with any tag): why.
+    Unverified(String),
     /// Someone else's line.
     Other,
 }
@@ -103,6 +109,10 @@ pub struct Summary {
     older: u64,
     /// `(where, why)` of each malformed line of ours.
     malformed: Vec<(String, String)>,
+    /// `(where, why)` of each journal entry of ours from a sender that is not a guard.
+    unverified: Vec<(String, String)>,
+    /// Denials counted whose sender could not be checked (syslog files).
+    unchecked: u64,
     sources: Vec<String>,
 }
 
@@ -117,6 +127,7 @@ impl Summary {
                     return;
                 }
                 self.total.add(&e);
+                self.unchecked += u64::from(!e.checked);
                 self.by_tenant.entry(e.tenant.clone()).or_default().add(&e);
                 self.by_process
                     .entry((e.comm.clone(), e.uid))
@@ -141,6 +152,7 @@ impl Summary {
             }
             Line::ConfigError => self.config_errors += 1,
             Line::Malformed(why) => self.malformed.push((at(), why)),
+            Line::Unverified(why) => self.unverified.push((at(), why)),
             Line::Other => self.other += 1,
         }
     }
@@ -156,15 +168,23 @@ impl Summary {
         );
         s.push_str(&format!(
             "first seen {}, last seen {}; {} malformed line(s) of ours; {} configuration error line(s); \
-             {} other line(s) skipped; {} before --since; {} more denial(s) dropped by the guards' rate limit\n",
+             {} other line(s) skipped; {} before --since; {} more denial(s) dropped by the guards' rate limit; \
+             {} journal entr(y/ies) of ours not sent by a guard, not counted\n",
             show_time(t.first),
             show_time(t.last),
             self.malformed.len(),
             self.config_errors,
             self.other,
             self.older,
-            self.suppressed
+            self.suppressed,
+            self.unverified.len()
         ));
+        if self.unchecked > 0 {
+            s.push_str(&format!(
+                "{UNCHECKED_NOTE}: {} of the denial line(s) above\n",
+                self.unchecked
+            ));
+        }
         let table = |s: &mut String, title: &str, head: &str, rows: Vec<(String, &Stat)>| {
             s.push_str(&format!(
                 "\n{title}\n  {:>7} {:>7} {:>7}  {:<20}  {:<20}  {head}\n",
@@ -232,10 +252,18 @@ impl Summary {
         for (h, n) in &self.per_hour {
             s.push_str(&format!("  {}  {n}\n", &iso(*h)[..16]));
         }
-        if !self.malformed.is_empty() {
-            s.push_str("\nmalformed lines of ours\n");
-            for (at, why) in &self.malformed {
-                s.push_str(&format!("  {at}: {why}\n"));
+        for (title, list) in [
+            ("malformed lines of ours", &self.malformed),
+            (
+                "lines of ours not sent by a guard (not counted)",
+                &self.unverified,
+            ),
+        ] {
+            if !list.is_empty() {
+                s.push_str(&format!("\n{title}\n"));
+                for (at, why) in list {
+                    s.push_str(&format!("  {at}: {why}\n"));
+                }
             }
         }
         s
@@ -262,6 +290,12 @@ impl Summary {
             .iter()
             .map(|(at, why)| json!({"at": at, "error": why}))
             .collect();
+        out["unverified"] = self
+            .unverified
+            .iter()
+            .map(|(at, why)| json!({"at": at, "why": why}))
+            .collect();
+        out["unchecked_sender"] = json!(self.unchecked);
         out["by_tenant"] = rows(
             self.by_tenant.iter().map(|(k, v)| (json!(k), v)).collect(),
             "tenant",
@@ -325,6 +359,11 @@ impl Summary {
                 self.malformed.len() as u64,
             ),
             (
+                "toctou_guard_unverified_lines_total",
+                "Journal entries tagged toctou-guard or toctou-guard-fs whose sender (_UID, _EXE) is not a guard: not counted as denials.",
+                self.unverified.len() as u64,
+            ),
+            (
                 "toctou_guard_config_error_lines_total",
                 "action=config-error lines: a guarded process refused to start.",
                 self.config_errors,
@@ -379,6 +418,7 @@ fn body(tag: &str, pid: Option<u32>, body: &str, time: Option<i64>) -> Line {
             comm: d.comm.to_string(),
             tenant: d.tenant.to_string(),
             path: d.path.to_string(),
+            checked: false,
         }),
         Err(e) => Line::Malformed(e.0),
     }
@@ -458,8 +498,54 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
+/// What a syslog file cannot prove, said wherever its lines are counted.
+const UNCHECKED_NOTE: &str = "note: a syslog file does not record who sent a line (any local user can \
+     `logger -t toctou-guard ...`); journald's entries do (--journal, or journalctl -o json files)";
+
+/// Did a guard send this journal entry's denial line? journald sets the `_`-fields from the
+/// sender's socket credentials and `/proc` (a client cannot set them): the shim's lines come
+/// from the guarded server process itself, running as the uid the line names; the FUSE
+/// daemon's from root. Root may send anything.
+fn sender(v: &Value, e: &Event) -> Result<(), String> {
+    let field = |k: &str| v[k].as_str();
+    let uid: u32 = field("_UID")
+        .and_then(|u| u.parse().ok())
+        .ok_or("no _UID: not from journald, its sender unknown")?;
+    if uid == 0 {
+        return Ok(());
+    }
+    if e.fs {
+        return Err(format!("sent by uid {uid}: toctou-guard-fs runs as root"));
+    }
+    // _EXE is the executable (/proc/PID/exe); _COMM, which a process names itself, only
+    // when journald could not read _EXE.
+    let exe = field("_EXE").map(|x| x.rsplit('/').next().unwrap_or(x));
+    let program = exe.or(field("_COMM")).unwrap_or("");
+    if !crate::service::procs::is_server(program) {
+        return Err(format!(
+            "sent by {} (uid {uid}, pid {}), not a server program",
+            field("_EXE").or(field("_COMM")).unwrap_or("an unknown program"),
+            field("_PID").unwrap_or("?")
+        ));
+    }
+    if e.uid != Some(uid) {
+        return Err(format!(
+            "sent by {program} running as uid {uid}, but the line says uid={}",
+            e.uid.map_or("-".into(), |u| u.to_string())
+        ));
+    }
+    match (field("_PID"), field("SYSLOG_PID")) {
+        (Some(p), Some(claimed)) if p != claimed => Err(format!(
+            "sent by pid {p}, but the line says {}[{claimed}]",
+            TAGS[0]
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `journalctl -o json`: MESSAGE (a string, or an array of bytes when not UTF-8),
-/// SYSLOG_IDENTIFIER, `_PID` (else SYSLOG_PID), `__REALTIME_TIMESTAMP` (µs).
+/// SYSLOG_IDENTIFIER, `_PID` (else SYSLOG_PID), `__REALTIME_TIMESTAMP` (µs); each denial's
+/// sender checked ([`sender`]).
 fn journal_entry(line: &str) -> Line {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         // A broken object may still be ours.
@@ -492,9 +578,16 @@ fn journal_entry(line: &str) -> Line {
         .iter()
         .find_map(|k| v[*k].as_str().and_then(|p| p.parse().ok()));
     // journald strips the syslog header; a line written to stdout keeps it.
-    match logline::parse_header(&message) {
+    let line = match logline::parse_header(&message) {
         Some((t, p, b)) if TAGS.contains(&t) => body(t, Some(p), b, time),
         _ => body(tag, pid, &message, time),
+    };
+    match line {
+        Line::Denial(e) => match sender(&v, &e) {
+            Ok(()) => Line::Denial(Event { checked: true, ..e }),
+            Err(why) => Line::Unverified(why),
+        },
+        other => other,
     }
 }
 
@@ -753,7 +846,7 @@ mod tests {
                 &LINE[20..]
             ),
             format!(
-                "{{\"MESSAGE\":\"{}\",\"SYSLOG_IDENTIFIER\":\"toctou-guard\",\"_PID\":\"2211\",\"__REALTIME_TIMESTAMP\":\"{}000000\"}}",
+                "{{\"MESSAGE\":\"{}\",\"SYSLOG_IDENTIFIER\":\"toctou-guard\",\"_PID\":\"2211\",\"_UID\":\"33\",\"_EXE\":\"/usr/sbin/nginx\",\"__REALTIME_TIMESTAMP\":\"{}000000\"}}",
                 &LINE[20..],
                 t.unwrap()
             ),
@@ -799,7 +892,7 @@ mod tests {
         // journald's MESSAGE as bytes (not UTF-8 text), and a broken object of ours.
         let bytes: Vec<String> = LINE[20..].bytes().map(|b| b.to_string()).collect();
         let j = format!(
-            "{{\"MESSAGE\":[{}],\"SYSLOG_IDENTIFIER\":\"toctou-guard-fs\"}}",
+            "{{\"MESSAGE\":[{}],\"SYSLOG_IDENTIFIER\":\"toctou-guard-fs\",\"_UID\":\"0\"}}",
             bytes.join(",")
         );
         assert!(matches!(classify(&j, now()), Line::Denial(_)));
@@ -811,6 +904,76 @@ mod tests {
             classify("{\"SYSLOG_IDENTIFIER\":\"cron\",\"MESSAGE\":\"x\"}", now()),
             Line::Other
         );
+    }
+
+    /// A tenant writes lines tagged toctou-guard to /dev/log (`logger -t`, PHP's syslog(), a
+    /// program named like a server): journald's trusted fields give each away.
+    #[test]
+    fn journal_lines_not_sent_by_a_guard_are_not_counted() {
+        let entry = |tag: &str, fields: &str| {
+            format!(
+                "{{\"MESSAGE\":\"{}\",\"SYSLOG_IDENTIFIER\":\"{tag}\",\"SYSLOG_PID\":\"2211\"{fields}}}",
+                &LINE[20..]
+            )
+        };
+        let verdict = |tag: &str, fields: &str| match classify(&entry(tag, fields), now()) {
+            Line::Denial(e) => {
+                assert!(e.checked);
+                Ok(())
+            }
+            Line::Unverified(why) => Err(why),
+            other => panic!("{fields}: {other:?}"),
+        };
+        let nginx = r#","_PID":"2211","_UID":"33","_EXE":"/usr/sbin/nginx","_COMM":"nginx""#;
+        assert_eq!(verdict("toctou-guard", nginx), Ok(()));
+        assert_eq!(verdict("toctou-guard-fs", r#","_PID":"880","_UID":"0""#), Ok(()));
+        for (tag, fields, why) in [
+            ("toctou-guard", "", "no _UID"),
+            (
+                "toctou-guard",
+                r#","_PID":"2211","_UID":"42001","_EXE":"/usr/bin/logger","_COMM":"logger""#,
+                "sent by /usr/bin/logger (uid 42001, pid 2211), not a server program",
+            ),
+            // comm renamed (prctl), the executable is what counts.
+            (
+                "toctou-guard",
+                r#","_PID":"2211","_UID":"33","_EXE":"/usr/bin/python3","_COMM":"nginx""#,
+                "not a server program",
+            ),
+            // A tenant's own pool (or a copy named nginx) can only speak for its own uid.
+            (
+                "toctou-guard",
+                r#","_PID":"2211","_UID":"42001","_EXE":"/usr/sbin/php-fpm8.2""#,
+                "running as uid 42001, but the line says uid=33",
+            ),
+            (
+                "toctou-guard",
+                r#","_PID":"999","_UID":"33","_EXE":"/usr/sbin/nginx""#,
+                "sent by pid 999, but the line says toctou-guard[2211]",
+            ),
+            (
+                "toctou-guard-fs",
+                r#","_UID":"33","_EXE":"/usr/sbin/toctou-guard-fs""#,
+                "runs as root",
+            ),
+        ] {
+            let got = verdict(tag, fields).expect_err(fields);
+            assert!(got.contains(why), "{fields}: {got}");
+        }
+        let mut s = Summary::default();
+        s.add(classify(&entry("toctou-guard", ""), now()), || "j:1".into(), None);
+        s.add(
+            classify(&format!("Dec  4 01:02:03 h {LINE}"), now()),
+            String::new,
+            None,
+        );
+        assert_eq!((s.total.count, s.unverified.len(), s.unchecked), (1, 1, 1));
+        let text = s.text();
+        assert!(
+            text.contains("j:1: no _UID") && text.contains(UNCHECKED_NOTE),
+            "{text}"
+        );
+        assert!(s.prometheus().contains("toctou_guard_unverified_lines_total 1\n"));
     }
 
     #[test]

@@ -33,9 +33,10 @@ pub(crate) fn kind_of(st: &FileStat) -> Result<FileType, Errno> {
     })
 }
 
+/// The attributes the kernel is given for node `ino`, under the kernel's number for it.
 pub(crate) fn attr_of(ino: u64, st: &FileStat) -> Result<FileAttr, Errno> {
     Ok(FileAttr {
-        ino: INodeNo(ino),
+        ino: INodeNo(crate::nodes::kernel_ino(ino)),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
         atime: time(st.st_atime, st.st_atime_nsec),

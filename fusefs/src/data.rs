@@ -288,7 +288,11 @@ impl GuardFs {
                     // closest d_type that makes no promise of a link to read.
                     _ => FileType::RegularFile,
                 };
-                let d_ino = if d.name == b"." { node.ino } else { d.ino.max(2) };
+                let d_ino = if d.name == b"." {
+                    crate::nodes::kernel_ino(node.ino)
+                } else {
+                    d.ino.max(2)
+                };
                 if reply.add(INodeNo(d_ino), d.next_off, kind, OsStr::from_bytes(d.name)) {
                     return Ok(());
                 }

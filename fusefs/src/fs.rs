@@ -14,13 +14,14 @@
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use toctou_policy::Policy;
@@ -30,7 +31,7 @@ use crate::data::Backing;
 use crate::denylog::DenyLog;
 use crate::lookup::{Caller, root_node};
 use crate::mutate::SetAttr;
-use crate::nodes::{Node, Nodes};
+use crate::nodes::{self, Node, Nodes};
 use crate::stats::{Stats, bump};
 use crate::syscalls;
 use crate::xattr::XattrReply;
@@ -103,8 +104,40 @@ impl GuardFs {
         self.nodes.clone()
     }
 
+    /// The node the kernel calls `ino`. The staging root (`nodes::is_stage_root`) is none:
+    /// nothing but `lookup` and `getattr` is served there.
     pub(crate) fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
-        self.nodes.get(ino.0).ok_or(Errno::ESTALE)
+        let ino = nodes::node_ino(ino.0).ok_or(Errno::EACCES)?;
+        self.nodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// `lookup` in the staging root: its one name is SOURCE's root.
+    fn stage_lookup(&self, name: &OsStr) -> Result<FileAttr, Errno> {
+        if name.as_bytes() != nodes::STAGE_NAME {
+            return Err(Errno::ENOENT);
+        }
+        self.do_getattr(INodeNo(nodes::BOUND_ROOT))
+    }
+
+    /// The staging root's attributes: an empty root-only directory.
+    fn stage_attr(&self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(nodes::ROOT),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: FileType::Directory,
+            perm: 0o700,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
     }
 }
 
@@ -115,6 +148,12 @@ impl Filesystem for GuardFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         bump(&self.stats.lookup);
+        if nodes::is_stage_root(parent.0) {
+            return match self.stage_lookup(name) {
+                Ok(attr) => reply.entry(&self.settings.entry_ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            };
+        }
         let entry = self
             .do_lookup(Caller::of(req), parent, name)
             .and_then(|c| Ok((c.attr()?, c.per_caller)));
@@ -142,6 +181,9 @@ impl Filesystem for GuardFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         bump(&self.stats.getattr);
+        if nodes::is_stage_root(ino.0) {
+            return reply.attr(&self.settings.attr_ttl, &self.stage_attr());
+        }
         match self.do_getattr(ino) {
             Ok(attr) => reply.attr(&self.settings.attr_ttl, &attr),
             Err(e) => reply.error(e),
@@ -369,7 +411,8 @@ impl Filesystem for GuardFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        bump(&self.stats.other);
+        // Counted apart: the kernel's ACL fetches (one per inode once cached) show here.
+        bump(&self.stats.getxattr);
         match self.do_getxattr(Caller::of(req), ino, name, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),

@@ -110,7 +110,8 @@ fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, high: usi
                 std::thread::park_timeout(Duration::from_secs(1));
                 valve_nodes.close_idle_writers(nodes::WRITE_IDLE);
                 for (parent, name) in valve_nodes.tenant_victims() {
-                    let _ = notifier.inval_entry(fuser::INodeNo(parent), OsStr::from_bytes(&name));
+                    let parent = fuser::INodeNo(nodes::kernel_ino(parent));
+                    let _ = notifier.inval_entry(parent, OsStr::from_bytes(&name));
                 }
                 let live = nodes::held_fds();
                 if live <= high {
@@ -122,7 +123,8 @@ fn spawn_fd_valve(nodes: Arc<nodes::Nodes>, notifier: fuser::Notifier, high: usi
                     continue;
                 }
                 for (parent, name) in valve_nodes.victims(live - low) {
-                    let _ = notifier.inval_entry(fuser::INodeNo(parent), OsStr::from_bytes(&name));
+                    let parent = fuser::INodeNo(nodes::kernel_ino(parent));
+                    let _ = notifier.inval_entry(parent, OsStr::from_bytes(&name));
                 }
             }
         });
@@ -143,9 +145,42 @@ fn spawn_invalidator(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<u6
             // Ends when the file system (the only sender) is dropped.
             while let Ok(ino) = rx.recv() {
                 // Offset 0, length 0: every cached page, and the attributes.
-                let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+                let _ = notifier.inval_inode(fuser::INodeNo(nodes::kernel_ino(ino)), 0, 0);
             }
         });
+}
+
+/// As root the file system is mounted on a private staging directory whose root (the
+/// kernel's inode 1) only names SOURCE's root, and MOUNTPOINT becomes a bind mount of that
+/// name; the staging mount is then detached. Why: the kernel creates inode 1 before INIT
+/// enables POSIX ACLs and never caches its ACL, so every path walk through it by a caller
+/// who is not its owner left RCU walk and sent a GETXATTR (one per HTTP request under
+/// nginx); a looked-up inode's ACL is cached like any other (see `nodes::BOUND_ROOT`).
+/// Without root (no bind mounts) the mount point is the FUSE mount itself, as before.
+fn stage_dir() -> Result<PathBuf, String> {
+    nix::unistd::mkdtemp(&std::env::temp_dir().join("toctou-guard-fs-stage.XXXXXX"))
+        .map_err(|e| format!("staging directory: {e}"))
+}
+
+/// Bind `stage/source` (SOURCE's root, through FUSE) at `mountpoint`, then unmount the
+/// staging mount through the session's own unmounter (so it never unmounts that path again
+/// later) and remove the directory: MOUNTPOINT then holds the file system alone.
+fn bind_root(stage: &Path, mountpoint: &Path, staged: &mut fuser::SessionUnmounter) -> Result<(), String> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let src = stage.join(OsStr::from_bytes(nodes::STAGE_NAME));
+    let bound = mount(
+        Some(&src),
+        mountpoint,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} at {}: {e}", src.display(), mountpoint.display()));
+    if staged.unmount().is_err() {
+        let _ = umount2(stage, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(stage);
+    bound
 }
 
 fn run(opts: Options) -> Result<(), String> {
@@ -240,8 +275,21 @@ fn run(opts: Options) -> Result<(), String> {
     }
     sigs.thread_block().map_err(|e| format!("sigprocmask: {e}"))?;
 
-    let mut session = fuser::Session::new(guard, &opts.mountpoint, &config)
-        .map_err(|e| format!("mount {}: {e}", opts.mountpoint.display()))?;
+    let stage = if syscalls::euid() == 0 {
+        nodes::set_root_bound();
+        Some(stage_dir()?)
+    } else {
+        None
+    };
+    let fuse_at = stage.as_deref().unwrap_or(&opts.mountpoint);
+    let session = fuser::Session::new(guard, fuse_at, &config)
+        .map_err(|e| format!("mount {}: {e}", opts.mountpoint.display()));
+    if session.is_err()
+        && let Some(stage) = &stage
+    {
+        let _ = std::fs::remove_dir(stage);
+    }
+    let mut session = session?;
     let mut unmounter = session.unmount_callable();
     let limit = usize::try_from(nofile).unwrap_or(usize::MAX).max(64);
     let (high, low) = (limit / 10 * 7, limit / 10 * 5);
@@ -261,6 +309,10 @@ fn run(opts: Options) -> Result<(), String> {
             r
         })
         .map_err(|e| format!("spawn: {e}"))?;
+    // The bind mount's lookup of the staging name is answered by the session just started.
+    if let Some(stage) = &stage {
+        bind_root(stage, &opts.mountpoint, &mut unmounter)?;
+    }
 
     eprintln!(
         "toctou-guard-fs: serving {} at {} ({} mode, {}, trees {}, policy {}, {} threads, fd limit {}, tenant quota {} nodes)",
@@ -294,7 +346,12 @@ fn run(opts: Options) -> Result<(), String> {
     if !session_ended {
         // Clean unmount; if busy (a process still has its cwd there), detach it: the
         // mount then disappears for everyone, and dies with us.
-        if let Err(e) = unmounter.unmount() {
+        let unmounted = if stage.is_some() {
+            nix::mount::umount2(&opts.mountpoint, nix::mount::MntFlags::empty()).map_err(std::io::Error::from)
+        } else {
+            unmounter.unmount()
+        };
+        if let Err(e) = unmounted {
             eprintln!("toctou-guard-fs: unmount: {e}; detaching");
             let _ = nix::mount::umount2(&opts.mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -61,10 +61,55 @@ impl AsFd for Held {
 /// A write descriptor is closed once unused this long (the next write reopens it).
 pub const WRITE_IDLE: Duration = Duration::from_secs(1);
 
-/// The root's FUSE inode number.
+/// The root's FUSE inode number (the daemon's own number for SOURCE's root; see
+/// [`BOUND_ROOT`] for what the kernel calls it when the mount point is a bind mount).
 pub const ROOT: u64 = 1;
 /// Numbers not taken from `st_ino` start here (above any real `st_ino` we accept).
 const SYNTHETIC_BASE: u64 = 1 << 62;
+/// SOURCE's root as the kernel knows it when the mount point is a bind mount of it
+/// (`main.rs`, `bind_root`): the kernel creates its own root inode (number 1) before INIT
+/// enables POSIX ACLs and never caches that inode's ACL, so every walk through it by a
+/// non-owner cost a GETXATTR round trip and an RCU-walk restart. Number 1 is then an empty
+/// staging directory that only names SOURCE's root ([`STAGE_NAME`]), an ordinary inode
+/// whose ACL the kernel caches. Never a natural number (below [`SYNTHETIC_BASE`], excluded
+/// in [`Nodes::lookup`]).
+pub const BOUND_ROOT: u64 = SYNTHETIC_BASE - 1;
+/// The staging root's one name: SOURCE's root.
+pub const STAGE_NAME: &[u8] = b"source";
+/// Set once, before the mount, when the mount point is to be a bind mount of
+/// [`STAGE_NAME`]: a property of the whole process (one mount per daemon).
+static ROOT_BOUND: AtomicBool = AtomicBool::new(false);
+
+/// From now on the kernel's inode 1 is the staging root and SOURCE's root is [`BOUND_ROOT`].
+pub fn set_root_bound() {
+    ROOT_BOUND.store(true, Ordering::Relaxed);
+}
+
+/// Is the kernel's inode `ino` the staging root (nothing of SOURCE)?
+pub fn is_stage_root(ino: u64) -> bool {
+    ino == ROOT && ROOT_BOUND.load(Ordering::Relaxed)
+}
+
+/// The kernel's number for the daemon's node `ino`.
+pub fn kernel_ino(ino: u64) -> u64 {
+    if ino == ROOT && ROOT_BOUND.load(Ordering::Relaxed) {
+        BOUND_ROOT
+    } else {
+        ino
+    }
+}
+
+/// The daemon's node for the kernel's number `ino` (the staging root maps to none).
+pub fn node_ino(ino: u64) -> Option<u64> {
+    if !ROOT_BOUND.load(Ordering::Relaxed) {
+        return Some(ino);
+    }
+    match ino {
+        ROOT => None,
+        BOUND_ROOT => Some(ROOT),
+        n => Some(n),
+    }
+}
 
 /// The tenant a node is judged for.
 #[derive(Debug)]
@@ -344,10 +389,8 @@ impl Nodes {
             }
             return Err(OverQuota);
         }
-        let natural = key.dev == root_dev
-            && key.ino > ROOT
-            && key.ino < SYNTHETIC_BASE
-            && !t.by_ino.contains_key(&key.ino);
+        let natural =
+            key.dev == root_dev && key.ino > ROOT && key.ino < BOUND_ROOT && !t.by_ino.contains_key(&key.ino);
         let ino = if natural {
             key.ino
         } else {
@@ -392,9 +435,9 @@ impl Nodes {
 
     /// The kernel dropped `n` references; forget the node at zero.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT {
+        let Some(ino) = node_ino(ino).filter(|&i| i != ROOT) else {
             return;
-        }
+        };
         let mut t = self.table.lock();
         let gone = match t.by_ino.get_mut(&ino) {
             Some(e) => {

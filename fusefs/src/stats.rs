@@ -26,7 +26,7 @@ macro_rules! counters {
 
 counters!(
     lookup, forget, getattr, setattr, open, opendir, read, write, flush, release, releasedir, readdir,
-    statfs, create, mkdir, unlink, rmdir, rename, fsync, other, denied, audited, nodes_live,
+    statfs, create, mkdir, unlink, rmdir, rename, fsync, getxattr, other, denied, audited, nodes_live,
 );
 
 pub fn bump(c: &AtomicU64) {

@@ -840,7 +840,7 @@ pub fn check_escaped(input: &[u8], max: usize, out: &str) -> Check {
     Ok(())
 }
 
-pub const DENY_REASONS: [DenyReason; 7] = [
+pub const DENY_REASONS: [DenyReason; 8] = [
     DenyReason::OwnerMismatch,
     DenyReason::TenantIsSymlink,
     DenyReason::TenantMissing,
@@ -848,6 +848,7 @@ pub const DENY_REASONS: [DenyReason; 7] = [
     DenyReason::PathTooLong,
     DenyReason::UnresolvedDirfd,
     DenyReason::DanglingSymlink,
+    DenyReason::LoaderOptions,
 ];
 
 /// The field order every denial line has.

@@ -76,8 +76,10 @@ pub struct Config {
     pub log_rate: u32,
     /// How long a tenant's owner is cached.
     pub cache_ttl_ms: u32,
-    /// Slots in the tenant owner cache (a power of two).
+    /// Entries in the tenant owner cache (a power of two; rounded up to whole buckets).
     pub cache_slots: usize,
+    /// One owner cache for all the workers a server's master forks (same uid only).
+    pub cache_shared: bool,
 }
 
 pub const DEFAULT_LOG_SOCKET: &str = "/dev/log";
@@ -95,7 +97,8 @@ impl Config {
             log_socket: PathBuf::from(DEFAULT_LOG_SOCKET),
             log_rate: 20,
             cache_ttl_ms: 1000,
-            cache_slots: 4096,
+            cache_slots: 32768,
+            cache_shared: true,
         }
     }
 
@@ -277,10 +280,18 @@ impl Config {
                     }
                     cfg.cache_slots = n as usize;
                 }
+                "cache_shared" => {
+                    exactly(1, "cache_shared on|off")?;
+                    cfg.cache_shared = match args[0] {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(err("'cache_shared': expected on or off".into())),
+                    };
+                }
                 other => {
                     return Err(err(format!(
                         "unknown directive {} (expected one of: mode, root, map, owner, \
-                         allow_uid, programs, log_socket, log_rate, cache_ttl_ms, cache_slots)",
+                         allow_uid, programs, log_socket, log_rate, cache_ttl_ms, cache_slots, cache_shared)",
                         quote_word(other)
                     )));
                 }
@@ -413,7 +424,7 @@ mod tests {
         let c = parse(
             "# comment\nmode audit\nroot /home/*/public_html # trailing\n\nmap /srv/shop 1005\n\
              owner euid\nallow_uid 0 33\nprograms nginx php-fpm*\nlog_socket /run/x.sock\n\
-             log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\n",
+             log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\ncache_shared off\n",
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Audit);
@@ -428,6 +439,8 @@ mod tests {
         assert!(!c.guards_program(b"bash"));
         assert_eq!(c.log_socket, Path::new("/run/x.sock"));
         assert_eq!((c.log_rate, c.cache_ttl_ms, c.cache_slots), (5, 200, 1024));
+        assert!(!c.cache_shared);
+        assert!(parse("root /a/*\n").unwrap().cache_shared, "shared by default");
     }
 
     #[test]
@@ -475,6 +488,11 @@ mod tests {
         assert!(err_at("root /a/*\nmap /b\n").1.contains("takes 2 argument"));
         assert!(err_at("root /a/*\nallow_uid -1\n").1.contains(":2:"));
         assert!(err_at("root /a/*\ncache_slots 1000\n").1.contains("power of two"));
+        assert!(
+            err_at("root /a/*\ncache_shared yes\n")
+                .1
+                .contains("expected on or off")
+        );
         assert!(
             err_at("root /a/*\nroot /a/*/\n")
                 .1

@@ -34,11 +34,14 @@ pub enum DenyReason {
     UnresolvedDirfd,
     /// A file to be created kept turning out to exist (a dangling symlink in its place).
     DanglingSymlink,
+    /// A program start that runs the dynamic loader with an option that lets it load past
+    /// the guard (`ld.so --audit LIST PROGRAM`); the shim's exec hooks only.
+    LoaderOptions,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DenyReason; 7] = [
+    pub const ALL: [DenyReason; 8] = [
         DenyReason::OwnerMismatch,
         DenyReason::TenantIsSymlink,
         DenyReason::TenantMissing,
@@ -46,6 +49,7 @@ impl DenyReason {
         DenyReason::PathTooLong,
         DenyReason::UnresolvedDirfd,
         DenyReason::DanglingSymlink,
+        DenyReason::LoaderOptions,
     ];
 
     /// The reason a log line's word names (the inverse of [`DenyReason::as_str`]).
@@ -62,6 +66,7 @@ impl DenyReason {
             DenyReason::PathTooLong => "path-too-long",
             DenyReason::UnresolvedDirfd => "unresolved-dirfd",
             DenyReason::DanglingSymlink => "dangling-symlink",
+            DenyReason::LoaderOptions => "loader-options",
         }
     }
 }

@@ -42,7 +42,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, Mode, OwnerRule};
+use crate::config::{Config, OwnerRule};
 use crate::error::{Error, ErrorKind};
 use crate::index::Found;
 
@@ -100,24 +100,38 @@ pub fn path_for(text: &Path) -> std::path::PathBuf {
 /// The settings of `cfg` (everything but its trees) as configuration text that parses back
 /// to the same values.
 fn settings_text(cfg: &Config) -> String {
+    // Every field named: a new directive does not compile until it is written here too.
+    let Config {
+        source: _,
+        roots: _,
+        mode,
+        owner,
+        allow_uids,
+        programs,
+        log_socket,
+        log_rate,
+        cache_ttl_ms,
+        cache_slots,
+        cache_shared,
+    } = cfg;
     let mut s = String::new();
-    if cfg.mode == Mode::Audit {
-        s.push_str("mode audit\n");
-    }
-    if cfg.owner == OwnerRule::Euid {
-        s.push_str("owner euid\n");
-    }
-    for uid in &cfg.allow_uids {
+    let _ = writeln!(s, "mode {}", mode.as_str());
+    let owner = match owner {
+        OwnerRule::Tenant => "tenant",
+        OwnerRule::Euid => "euid",
+    };
+    let _ = writeln!(s, "owner {owner}");
+    for uid in allow_uids {
         let _ = writeln!(s, "allow_uid {uid}");
     }
-    for p in &cfg.programs {
+    for p in programs {
         let _ = writeln!(s, "programs {p}");
     }
-    let _ = writeln!(s, "log_socket {}", cfg.log_socket.display());
+    let _ = writeln!(s, "log_socket {}", log_socket.display());
     let _ = writeln!(
         s,
-        "log_rate {}\ncache_ttl_ms {}\ncache_slots {}",
-        cfg.log_rate, cfg.cache_ttl_ms, cfg.cache_slots
+        "log_rate {log_rate}\ncache_ttl_ms {cache_ttl_ms}\ncache_slots {cache_slots}\ncache_shared {}",
+        if *cache_shared { "on" } else { "off" }
     );
     s
 }
@@ -797,6 +811,20 @@ mod tests {
             parsed.may_guard_below(b"/b/b/b/b"),
             image.may_guard_below(b"/b/b/b/b")
         );
+    }
+
+    #[test]
+    fn every_setting_survives_compiling() {
+        let text = "mode audit\nowner euid\nallow_uid 0 33\nprograms nginx php-fpm*\nlog_socket /run/x.sock\n\
+                    log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\ncache_shared off\nroot /home/*/public_html\n";
+        let cfg = Config::parse(text, Path::new("t.conf")).unwrap();
+        let (_, image) = both(text);
+        let mut want = cfg.clone();
+        want.roots.clear();
+        want.source = image.config().source.clone();
+        assert_eq!(image.config(), &want);
+        let (_, image) = both("root /x\n");
+        assert!(image.config().cache_shared, "the defaults too");
     }
 
     #[test]

@@ -43,7 +43,7 @@ fn fail(e: String) -> TestCaseError {
 // ---------------------------------------------------------------------------------------------
 // The configuration parser.
 
-const DIRECTIVES: [&str; 10] = [
+const DIRECTIVES: [&str; 11] = [
     "mode",
     "root",
     "map",
@@ -54,6 +54,7 @@ const DIRECTIVES: [&str; 10] = [
     "log_rate",
     "cache_ttl_ms",
     "cache_slots",
+    "cache_shared",
 ];
 
 const GOOD_LINES: [&str; 8] = [

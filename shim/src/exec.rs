@@ -16,17 +16,21 @@
 //! its own when large. `execve`, `execv` and `execveat` are the system calls, as in glibc;
 //! `execvp`/`execvpe` call glibc's `execvpe` (its PATH search and script fallback), the
 //! others glibc's own, with the child's envp. Those are looked up in the library
-//! constructor, never after a fork.
+//! constructor, never after a fork. An exec whose argv carries `--audit` is judged first:
+//! the dynamic loader run as a program is refused it (`loader.rs`).
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::AtomicPtr;
 use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
+use rustix::fs::CWD;
 use rustix::io::Errno;
 
 use crate::ffi::{self, Mapped};
-use crate::state::{self, Phase};
+use crate::loader;
+use crate::state::{self, Phase, State};
 
 const PRELOAD: &[u8] = b"LD_PRELOAD";
 const AUDIT: &[u8] = b"LD_AUDIT";
@@ -414,11 +418,71 @@ fn environ_now() -> Envp {
     unsafe { (&raw const environ).read() }
 }
 
+/// An exec whose `argv` names a refused loader option (`loader.rs`): judge the object
+/// `path` names (relative to `dirfd`, by `execveat`'s `flags`), then run that very object.
+/// Returns only on failure, with the error.
+///
+/// # Safety
+/// C `execveat`.
+unsafe fn exec_judged(
+    st: &State,
+    dirfd: c_int,
+    path: *const c_char,
+    argv: Envp,
+    envp: Envp,
+    flags: c_int,
+) -> Errno {
+    // SAFETY: the caller's path, NULL or NUL-terminated.
+    let Some(p) = (unsafe { ffi::cstr(path) }) else {
+        return Errno::FAULT;
+    };
+    let dir = match dirfd {
+        libc::AT_FDCWD => CWD,
+        d if d < 0 => return Errno::BADF,
+        // SAFETY: the caller's descriptor, open for the length of this call.
+        d => unsafe { BorrowedFd::borrow_raw(d) },
+    };
+    // `execveat(fd, "", AT_EMPTY_PATH)` names a held object already; it is run through a
+    // close-on-exec copy, so that a script fails (`ENOENT`) here too: the kernel would hand
+    // its interpreter `/dev/fd/N`, and an interpreter line naming the loader with an option
+    // that takes an argument (`#!ld.so --argv0`) would pass our argv's options on to it.
+    let held = flags & libc::AT_EMPTY_PATH != 0 && p.is_empty();
+    let fd = if held {
+        rustix::io::fcntl_dupfd_cloexec(dir, 0)
+    } else {
+        loader::pin(dir, p, flags & libc::AT_SYMLINK_NOFOLLOW != 0)
+    };
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => return e,
+    };
+    if let Err(e) = loader::judge(st, fd.as_fd(), p.to_bytes()) {
+        return e;
+    }
+    let (at, flags) = (c"", (flags & !libc::AT_SYMLINK_NOFOLLOW) | libc::AT_EMPTY_PATH);
+    let raw = fd.as_raw_fd();
+    // SAFETY: per the contract; the kernel validates every pointer (EFAULT).
+    let exec = |e: Envp| unsafe { libc::syscall(libc::SYS_execveat, raw, at.as_ptr(), argv, e, flags) };
+    // SAFETY: `envp` per the contract.
+    match unsafe { with_child_envp(envp, exec) } {
+        Ok(_) => Errno::from_raw_os_error(ffi::errno()),
+        Err(e) => e,
+    }
+}
+
 /// `execve` as glibc does it: the system call itself.
 ///
 /// # Safety
 /// C `execve`.
 unsafe fn execve_in(path: *const c_char, argv: Envp, envp: Envp) -> c_int {
+    // SAFETY: `argv` per the contract.
+    if let Some(st) = unsafe { loader::watched(argv) } {
+        // SAFETY: per the contract.
+        return ffi::fail(
+            unsafe { exec_judged(st, libc::AT_FDCWD, path, argv, envp, 0) },
+            -1,
+        );
+    }
     // SAFETY: per the contract; the kernel validates every pointer (EFAULT).
     let exec = |e: Envp| unsafe { libc::syscall(libc::SYS_execve, path, argv, e) } as c_int;
     // SAFETY: `envp` per the contract.
@@ -428,6 +492,25 @@ unsafe fn execve_in(path: *const c_char, argv: Envp, envp: Envp) -> c_int {
 /// # Safety
 /// C `execvpe`.
 unsafe fn execvpe_in(file: *const c_char, argv: Envp, envp: Envp) -> c_int {
+    // SAFETY: `argv` per the contract.
+    if let Some(st) = unsafe { loader::watched(argv) } {
+        // SAFETY: the caller's file name, NULL or NUL-terminated.
+        let Some(name) = (unsafe { ffi::cstr(file) }) else {
+            return ffi::fail(Errno::FAULT, -1);
+        };
+        let e = if name.to_bytes().contains(&b'/') {
+            // SAFETY: per the contract.
+            unsafe { exec_judged(st, libc::AT_FDCWD, file, argv, envp, 0) }
+        } else {
+            loader::search(name, |c| {
+                // SAFETY: per the contract; `c` is a C string of our own.
+                Err::<(), _>(unsafe { exec_judged(st, libc::AT_FDCWD, c.as_ptr(), argv, envp, 0) })
+            })
+            .err()
+            .unwrap_or(Errno::NOENT)
+        };
+        return ffi::fail(e, -1);
+    }
     let Some(f) = EXECVPE.get() else { return enosys(-1) };
     // SAFETY: `f` is glibc's `execvpe`, of type `ExecvpeFn`: its PATH search and script
     // fallback stay glibc's.
@@ -447,9 +530,41 @@ unsafe fn spawn_in(
     argv: Envp,
     envp: Envp,
 ) -> c_int {
+    let searches = core::ptr::eq(real, &POSIX_SPAWNP);
     let Some(f) = real.get() else { return libc::ENOSYS };
     // SAFETY: `f` is glibc's `posix_spawn` or `posix_spawnp`, both of type `SpawnFn`.
     let real = unsafe { core::mem::transmute::<*mut c_void, SpawnFn>(f) };
+    // SAFETY: `argv` per the contract.
+    if let Some(st) = unsafe { loader::watched(argv) } {
+        // SAFETY: the caller's path, NULL or NUL-terminated.
+        let Some(name) = (unsafe { ffi::cstr(path) }) else {
+            return libc::EFAULT;
+        };
+        // glibc's spawn execs a path in the child: the judged object's /proc/self/fd link
+        // (without /proc the spawn fails, closed).
+        let spawn = |c: &CStr| -> Result<(), Errno> {
+            let fd = loader::pin(CWD, c, false)?;
+            loader::judge(st, fd.as_fd(), c.to_bytes())?;
+            // A path in the child cannot be made to fail for a script, as `execveat` of a
+            // close-on-exec descriptor does: only an ELF file is spawned.
+            loader::elf_only(fd.as_fd())?;
+            let mut link = loader::fd_path(fd.as_fd());
+            let link = link.as_cstr().ok_or(Errno::NAMETOOLONG)?;
+            // SAFETY: per the contract; `fd` stays open until the child has exec'd.
+            let r = unsafe { with_child_envp(envp, |e| real(pid, link.as_ptr(), actions, attr, argv, e)) }?;
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(Errno::from_raw_os_error(r))
+            }
+        };
+        let r = if searches && !name.to_bytes().contains(&b'/') {
+            loader::search(name, spawn)
+        } else {
+            spawn(name)
+        };
+        return r.map_or_else(|e| e.raw_os_error(), |()| 0);
+    }
     // SAFETY: per the contract; the child has exec'd (or failed) when `real` returns, so
     // the array may go.
     unsafe { with_child_envp(envp, |e| real(pid, path, actions, attr, argv, e)) }
@@ -557,6 +672,11 @@ pub mod symbols {
         envp: Envp,
         flags: c_int,
     ) -> c_int {
+        // SAFETY: `argv` per the contract.
+        if let Some(st) = unsafe { loader::watched(argv) } {
+            // SAFETY: per the contract.
+            return ffi::fail(unsafe { exec_judged(st, dirfd, path, argv, envp, flags) }, -1);
+        }
         // SAFETY: glibc's `execveat` is the system call; the kernel validates the pointers.
         let exec =
             |e: Envp| unsafe { libc::syscall(libc::SYS_execveat, dirfd, path, argv, e, flags) } as c_int;
@@ -574,6 +694,13 @@ pub mod symbols {
         if fd < 0 || argv.is_null() || envp.is_null() {
             // SAFETY: per the contract; glibc answers EINVAL before anything runs.
             return unsafe { real(fd, argv, envp) };
+        }
+        // SAFETY: `argv` per the contract.
+        if let Some(st) = unsafe { loader::watched(argv) } {
+            // glibc's `fexecve` is `execveat(fd, "", AT_EMPTY_PATH)`.
+            // SAFETY: per the contract.
+            let e = unsafe { exec_judged(st, fd, c"".as_ptr(), argv, envp, libc::AT_EMPTY_PATH) };
+            return ffi::fail(e, -1);
         }
         // SAFETY: per the contract.
         unsafe { with_child_envp(envp, |e| real(fd, argv, e)) }.unwrap_or_else(|e| ffi::fail(e, -1))

@@ -176,6 +176,33 @@ pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+/// The program interpreter the main program names (`PT_INTERP`: the dynamic loader running
+/// it), read from its program headers in memory (`AT_PHDR`): no system call, no lock, so it
+/// may be called after a `fork()` from a threaded parent. ld.so run as a program
+/// (`ld.so PROG`) points `AT_PHDR` at PROG's headers before PROG runs.
+pub fn program_interpreter() -> Option<&'static CStr> {
+    // SAFETY: as above.
+    let (phdr, phnum) = unsafe { (libc::getauxval(libc::AT_PHDR), libc::getauxval(libc::AT_PHNUM)) };
+    if phdr == 0 || phnum == 0 || phnum > 4096 {
+        return None;
+    }
+    // SAFETY: the kernel's AT_PHDR/AT_PHNUM describe the main program's program headers,
+    // mapped (read-only) for the life of the process; 64-bit targets only (exec.rs).
+    let headers = unsafe { core::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum as usize) };
+    // The load bias: where PT_PHDR says the headers are, against where they are (a
+    // non-PIE program without PT_PHDR is loaded at its link addresses).
+    let bias = headers
+        .iter()
+        .find(|h| h.p_type == libc::PT_PHDR)
+        .map_or(0, |h| (phdr as usize).wrapping_sub(h.p_vaddr as usize));
+    let interp = headers.iter().find(|h| h.p_type == libc::PT_INTERP)?;
+    let at = bias.wrapping_add(interp.p_vaddr as usize) as *const u8;
+    // SAFETY: PT_INTERP lies in the program's first loadable segment, mapped for the life of
+    // the process; `p_filesz` bytes, of which the last is its NUL (checked below).
+    let bytes = unsafe { core::slice::from_raw_parts(at, interp.p_filesz as usize) };
+    CStr::from_bytes_until_nul(bytes).ok()
+}
+
 /// The 16 random bytes the kernel gave this process at exec (`AT_RANDOM`): a hash key with
 /// no system call. Zero if absent (then the cache still works, with a guessable key).
 pub fn at_random() -> [u64; 2] {
@@ -202,6 +229,104 @@ pub unsafe trait Zeroable {}
 
 // SAFETY: two `usize`s and a byte array (`toctou_policy::path::PathBuf`) plus byte arrays.
 unsafe impl Zeroable for crate::scratch::LongPath {}
+// SAFETY: `#[repr(C, align(64))]`, eight `AtomicU64`s (all zeroes: an empty bucket).
+unsafe impl Zeroable for toctou_policy::owner_cache::Bucket {}
+// SAFETY: `#[repr(C)]`, one `AtomicU64`.
+unsafe impl Zeroable for crate::owners::Header {}
+
+/// A shared anonymous mapping (`MAP_SHARED|MAP_ANONYMOUS`), zeroed, never unmapped: made
+/// before a server's master forks, it is the same memory in every worker (no
+/// `MADV_DONTFORK`: inherited on purpose). Typed views of it are `&'static`.
+pub struct SharedRegion {
+    ptr: core::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is only ever viewed as atomics (`Zeroable` types made of them), which
+// any thread may share.
+unsafe impl Sync for SharedRegion {}
+// SAFETY: as above; the pointer is to a mapping that lives as long as the process.
+unsafe impl Send for SharedRegion {}
+
+impl SharedRegion {
+    pub fn new(len: usize) -> Option<SharedRegion> {
+        let len = len.max(1);
+        // SAFETY: a fresh shared anonymous mapping; it aliases nothing in this process.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+            )
+        }
+        .ok()?;
+        Some(SharedRegion {
+            ptr: core::ptr::NonNull::new(p.cast())?,
+            len,
+        })
+    }
+
+    /// `n` values of `T` from byte `offset`; `None` if they do not fit or are misaligned.
+    pub fn slice<T: Zeroable + Sync>(&self, offset: usize, n: usize) -> Option<&'static [T]> {
+        let end = n.checked_mul(core::mem::size_of::<T>())?.checked_add(offset)?;
+        if end > self.len || !offset.is_multiple_of(core::mem::align_of::<T>()) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (mmap is page-aligned); zeroed at first and only
+        // ever written through atomics, so every byte pattern other processes leave is a
+        // `T` (`Zeroable`); never unmapped, so `'static`; shared references only (`Sync`).
+        Some(unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<T>(), n) })
+    }
+
+    /// Replace the region, in this process only, by private zeroed memory at the same
+    /// address: from then on nothing another process writes is seen here, nor the reverse.
+    pub fn make_private(&self) -> bool {
+        // SAFETY: MAP_FIXED over exactly our own mapping. Views of it stay valid (the same
+        // addresses stay mapped, readable and writable); their atomics read zero from then on,
+        // as if another process had cleared them, which they must already expect.
+        unsafe {
+            rustix::mm::mmap_anonymous(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED,
+            )
+        }
+        .is_ok_and(|p| p == self.ptr.as_ptr().cast())
+    }
+}
+
+/// The ids of a `set*uid` call, by its arity.
+pub enum Ids {
+    One(libc::uid_t),
+    Two(libc::uid_t, libc::uid_t),
+    Three(libc::uid_t, libc::uid_t, libc::uid_t),
+}
+
+type SetId1 = unsafe extern "C" fn(libc::uid_t) -> c_int;
+type SetId2 = unsafe extern "C" fn(libc::uid_t, libc::uid_t) -> c_int;
+type SetId3 = unsafe extern "C" fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+
+/// libc's own `name` (`setuid`, `seteuid`, `setreuid`, `setresuid`: ours shadow them);
+/// -1 with `ENOSYS` if it cannot be found.
+pub fn real_set_id(name: &CStr, cache: &AtomicPtr<libc::c_void>, ids: Ids) -> c_int {
+    let f = next_symbol(name, cache);
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY (each arm): `f` is libc's function of that name, whose C signature takes as
+    // many `uid_t`s as the caller's `Ids` holds (the hooks pair each name with its arity)
+    // and returns `int`; the arguments are plain integers.
+    unsafe {
+        match ids {
+            Ids::One(a) => core::mem::transmute::<*mut libc::c_void, SetId1>(f)(a),
+            Ids::Two(a, b) => core::mem::transmute::<*mut libc::c_void, SetId2>(f)(a, b),
+            Ids::Three(a, b, c) => core::mem::transmute::<*mut libc::c_void, SetId3>(f)(a, b, c),
+        }
+    }
+}
 
 /// The file this library was loaded from, as the dynamic loader names it.
 pub fn own_library_path() -> Option<&'static CStr> {

@@ -255,13 +255,9 @@ fn apply<C: PathCall>(st: &State, target: Target, normalized: &[u8], req: &C) ->
         } => (tenant_len, expected),
     };
     let tenant = &normalized[..tenant_len];
-    let expected_uid = match expected {
-        Expected::Uid(uid) => uid,
-        Expected::Euid => rustix::process::geteuid().as_raw(),
-        Expected::TenantOwner => match cached_tenant_owner(st, tenant) {
-            Ok(uid) => uid,
-            Err(reason) => return refuse_unopened(st, reason, normalized, tenant, req),
-        },
+    let expected_uid = match expected_uid(st, expected, tenant) {
+        Ok(uid) => uid,
+        Err(reason) => return refuse_unopened(st, reason, normalized, tenant, req),
     };
     req.judged(&Check {
         st,
@@ -269,6 +265,26 @@ fn apply<C: PathCall>(st: &State, target: Target, normalized: &[u8], req: &C) ->
         path: normalized,
         tenant,
     })
+}
+
+/// The uid a tree's files must belong to, `tenant` its tenant directory.
+fn expected_uid(st: &State, expected: Expected, tenant: &[u8]) -> Result<u32, DenyReason> {
+    match expected {
+        Expected::Uid(uid) => Ok(uid),
+        Expected::Euid => Ok(rustix::process::geteuid().as_raw()),
+        Expected::TenantOwner => cached_tenant_owner(st, tenant),
+    }
+}
+
+/// Where an object lies, for the write rule (see [`Check::place_of`]).
+#[derive(PartialEq)]
+enum Place {
+    /// Outside every root.
+    Outside,
+    /// In this call's tenant's own tree.
+    Own,
+    /// In another tree, or where its name cannot be read.
+    Elsewhere,
 }
 
 /// The expected owner and the names to log, for one guarded call.
@@ -356,7 +372,7 @@ impl Check<'_> {
         st: &rustix::fs::Stat,
         kernel: impl FnOnce() -> Option<Errno>,
     ) -> Result<(), Errno> {
-        if self.sticky_exception(st) {
+        if self.sticky_exception(dir, st) {
             return Ok(());
         }
         self.write_verdict_or(dir, st, kernel)
@@ -377,7 +393,7 @@ impl Check<'_> {
     ) -> Result<(), Errno> {
         match self.write_decision(dir, st) {
             Decision::Allow => Ok(()),
-            _ if self.sticky_exception(st) => {
+            _ if self.sticky_exception(dir, st) => {
                 match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(entry) if entry.st_uid != self.expected => {
                         let d = self.st.policy.refuse(DenyReason::OwnerMismatch);
@@ -403,26 +419,32 @@ impl Check<'_> {
         }
     }
 
-    /// A sticky directory an `allow_uid` owner has, written by a process that is not root
-    /// (for root the kernel protects nothing there).
-    fn sticky_exception(&self, st: &rustix::fs::Stat) -> bool {
+    /// A sticky directory (`dir`, `st`) an `allow_uid` owner has, written by a process that
+    /// is not root (for root the kernel protects nothing there), outside every root or in
+    /// this tenant's own tree: in another tenant's tree the new name would be a file that
+    /// tree then serves as an allowed owner's.
+    fn sticky_exception(&self, dir: BorrowedFd<'_>, st: &rustix::fs::Stat) -> bool {
         FileType::from_raw_mode(st.st_mode) == FileType::Directory
             && st.st_mode & libc::S_ISVTX != 0
             && !rustix::process::geteuid().is_root()
             && self.st.policy.decide(st.st_uid, self.expected) == Decision::Allow
+            && self.place_of(dir) != Place::Elsewhere
     }
 
-    /// Does the object `fd` holds lie in this tenant's own tree, by the kernel's name for it
-    /// (`/proc/thread-self/fd/N`: where it is, not the path that led there, so no symlink
-    /// of the tenant's counts)? Not for a tenant that is `/` itself (`root /`: the whole box)
-    /// or unknown (a directory entered under a root and named elsewhere now).
-    #[inline(never)] // rare: its buffer stays out of every open's frame
+    /// Does the object `fd` holds lie in this tenant's own tree (see [`Self::place_of`])?
+    /// Not for a tenant that is `/` itself (`root /`: the whole box) or unknown (a
+    /// directory entered under a root and named elsewhere now).
     fn lies_in_tenant(&self, fd: BorrowedFd<'_>) -> bool {
-        if self.tenant.len() <= 1 {
-            return false;
-        }
+        self.tenant.len() > 1 && self.place_of(fd) == Place::Own
+    }
+
+    /// Where the object `fd` holds lies, by the kernel's name for it
+    /// (`/proc/thread-self/fd/N`: where it is, not the path that led there, so no symlink
+    /// of the tenant's counts). A name that cannot be read counts as elsewhere.
+    #[inline(never)] // rare: its buffer stays out of every open's frame
+    fn place_of(&self, fd: BorrowedFd<'_>) -> Place {
         let Some(mut map) = ffi::Mapped::zeroed(PATH_MAX) else {
-            return false;
+            return Place::Elsewhere;
         };
         let buf = map.bytes_mut();
         let mut link = FmtBuf::<40>::new();
@@ -431,17 +453,25 @@ impl Check<'_> {
             format_args!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
         );
         let Some(link) = link.as_cstr() else {
-            return false;
+            return Place::Elsewhere;
         };
         let real = match rustix::fs::readlinkat_raw(CWD, link, &mut buf[..PATH_MAX]) {
             Ok(n) if n < PATH_MAX => &buf[..n],
-            _ => return false,
+            _ => return Place::Elsewhere,
         };
         match self.st.policy.classify_clean(real) {
-            Some(Target::Guarded { tenant_len, .. }) => {
-                tenant_len > 1 && real.get(..tenant_len) == Some(self.tenant)
+            Some(Target::Outside) => Place::Outside,
+            // The tree's own expected owner too: a directory entered under one tenant's root
+            // keeps that tenant's owner wherever it is moved (`entered_under_a_root`), so a
+            // tenant who moves it into another's tree must not get that tree's writes.
+            Some(Target::Guarded {
+                tenant_len, expected, ..
+            }) if real.get(..tenant_len) == Some(self.tenant)
+                && expected_uid(self.st, expected, self.tenant) == Ok(self.expected) =>
+            {
+                Place::Own
             }
-            _ => false,
+            _ => Place::Elsewhere,
         }
     }
 
@@ -621,7 +651,7 @@ fn writable(flags: OFlags) -> bool {
 }
 
 /// One denial line (or audit line) to syslog.
-fn log(
+pub(crate) fn log(
     st: &State,
     audit: bool,
     reason: DenyReason,

@@ -17,14 +17,15 @@ use rustix::io::Errno;
 use toctou_policy::config::{SERVER_PROGRAMS, program_matches};
 use toctou_policy::image::Bytes;
 use toctou_policy::load::{self, ConfigIo, LoadError, OpenFailure, Opened, ReadFailure};
-use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, OwnerCache, PATH_MAX, Policy};
+use toctou_policy::{DEFAULT_CONFIG_PATH, Meta, PATH_MAX, Policy};
 
 use crate::ffi;
+use crate::owners::Owners;
 use crate::syslog::Logger;
 
 pub struct State {
     pub policy: Policy,
-    pub owners: OwnerCache,
+    pub owners: Owners,
     pub log: Logger,
 }
 
@@ -53,6 +54,11 @@ pub fn current() -> Phase {
         None if PHASE.load(Ordering::Acquire) == DONE => Phase::Passthrough,
         None => slow_path(),
     }
+}
+
+/// The state if it is loaded, never loading it.
+pub fn loaded() -> Option<&'static State> {
+    STATE.get()
 }
 
 #[cold]
@@ -143,7 +149,7 @@ fn load() {
     quiet_panics(&config.log_socket);
     announce(config.mode.as_str(), path.as_os_str().as_bytes());
     let state = State {
-        owners: OwnerCache::new(config.cache_slots, config.cache_ttl_ms, ffi::at_random()),
+        owners: Owners::new(config, ffi::at_random()),
         log: Logger::new(&config.log_socket, config.log_rate),
         policy: loaded.policy,
     };

@@ -14,7 +14,9 @@
  * `setconfig` or `bigenv`, then `environ`.
  * WHERE: main (default) | forked (in a child of a threaded parent, where any malloc exits
  *        91: exec may follow fork() while another thread holds malloc's lock) |
- *        smallstack (on a thread with a PTHREAD_STACK_MIN stack) */
+ *        smallstack (on a thread with a PTHREAD_STACK_MIN stack)
+ * With TG_LOADER=LDSO in the environment the program started is the dynamic loader itself,
+ * `LDSO [TG_OPT1 [TG_OPT2]] /bin/cat FILE` (the p variants get LDSO too, a path). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,15 @@ void *aligned_alloc(size_t a, size_t n) { check(); return __libc_memalign(a, n);
 void free(void *p) { __libc_free(p); }
 
 static char *empty_env[] = {NULL};
+
+/* "WHAT ERRNO" to fd 1 with no stdio buffer: stdout's first use allocates, and this also
+ * runs in a `forked` child. */
+static void say_failed(const char *what, int e) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s failed %d\n", what, e);
+    if (n > 0)
+        write(1, line, (size_t)n);
+}
 
 static int relay_wait(pid_t pid) {
     int st;
@@ -111,16 +122,32 @@ static void mutate(const char *how, const char *config) {
 }
 
 static int run(const char *via, const char *file, char **envp) {
-    char *argv[] = {"cat", (char *)file, NULL};
+    /* Padded with NULLs: execl* below pass all five, the first NULL ends the list. */
+    char *argv[6] = {"cat", (char *)file, NULL};
+    const char *prog = "/bin/cat", *bare = "cat";
+    static char cmd[8400];
+    snprintf(cmd, sizeof cmd, "cat '%s'", file);
+    char *ldso = getenv("TG_LOADER"), *opt1 = getenv("TG_OPT1"), *opt2 = getenv("TG_OPT2");
+    if (ldso) {
+        int i = 0;
+        argv[i++] = ldso;
+        if (opt1)
+            argv[i++] = opt1;
+        if (opt1 && opt2)
+            argv[i++] = opt2;
+        argv[i++] = "/bin/cat";
+        argv[i++] = (char *)file;
+        prog = bare = ldso;
+        size_t at = 0; /* each argument quoted, for the shell */
+        for (int k = 0; k < i && at < sizeof cmd; k++)
+            at += snprintf(cmd + at, sizeof cmd - at, "%s'%s'", k ? " " : "", argv[k]);
+    }
     if (!strcmp(via, "system")) {
-        static char cmd[4200];
-        snprintf(cmd, sizeof cmd, "cat '%s'", file);
         int st = system(cmd);
         return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 98;
     }
     if (!strcmp(via, "popen")) {
-        static char cmd[4200], buf[4096]; /* static: the smallstack thread is small */
-        snprintf(cmd, sizeof cmd, "cat '%s'", file);
+        static char buf[4096]; /* static: the smallstack thread is small */
         FILE *p = popen(cmd, "r");
         if (!p)
             return 96;
@@ -131,9 +158,9 @@ static int run(const char *via, const char *file, char **envp) {
         return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 98;
     }
     if (!strcmp(via, "wordexp")) { /* $(...) runs /bin/sh inside glibc */
-        static char words[4200];
+        static char words[8500];
         wordexp_t we;
-        snprintf(words, sizeof words, "$(cat '%s')", file);
+        snprintf(words, sizeof words, "$(%s)", cmd);
         if (wordexp(words, &we, 0) != 0)
             return 96;
         for (size_t i = 0; i < we.we_wordc; i++)
@@ -144,36 +171,36 @@ static int run(const char *via, const char *file, char **envp) {
     }
     if (!strcmp(via, "posix_spawn") || !strcmp(via, "posix_spawnp")) {
         pid_t pid;
-        int e = via[11] == 'p' ? posix_spawnp(&pid, "cat", NULL, NULL, argv, envp)
-                               : posix_spawn(&pid, "/bin/cat", NULL, NULL, argv, envp);
+        int e = via[11] == 'p' ? posix_spawnp(&pid, bare, NULL, NULL, argv, envp)
+                               : posix_spawn(&pid, prog, NULL, NULL, argv, envp);
         if (e) {
-            printf("spawn failed %d\n", e);
+            say_failed("spawn", e);
             return 95;
         }
         return relay_wait(pid);
     }
     fflush(stdout);
     if (!strcmp(via, "execve"))
-        execve("/bin/cat", argv, envp);
+        execve(prog, argv, envp);
     else if (!strcmp(via, "execv"))
-        execv("/bin/cat", argv);
+        execv(prog, argv);
     else if (!strcmp(via, "execvp"))
-        execvp("cat", argv);
+        execvp(bare, argv);
     else if (!strcmp(via, "execvpe"))
-        execvpe("cat", argv, envp);
+        execvpe(bare, argv, envp);
     else if (!strcmp(via, "execl"))
-        execl("/bin/cat", "cat", file, (char *)NULL);
+        execl(prog, argv[0], argv[1], argv[2], argv[3], argv[4], (char *)NULL);
     else if (!strcmp(via, "execl-many")) { /* more arguments than the shim's stack array */
 #define N10 "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null", \
             "/dev/null", "/dev/null", "/dev/null", "/dev/null"
         execl("/bin/cat", "cat", file, N10, N10, N10, N10, N10, N10, N10, (char *)NULL);
     }
     else if (!strcmp(via, "execlp"))
-        execlp("cat", "cat", file, (char *)NULL);
+        execlp(bare, argv[0], argv[1], argv[2], argv[3], argv[4], (char *)NULL);
     else if (!strcmp(via, "execle"))
-        execle("/bin/cat", "cat", file, (char *)NULL, envp);
+        execle(prog, argv[0], argv[1], argv[2], argv[3], argv[4], (char *)NULL, envp);
     else if (!strcmp(via, "fexecve") || !strcmp(via, "execveat")) {
-        int fd = open("/bin/cat", O_RDONLY | O_CLOEXEC);
+        int fd = open(prog, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return 94;
         if (via[1] == 'f')
@@ -184,7 +211,7 @@ static int run(const char *via, const char *file, char **envp) {
         printf("bad VIA %s\n", via);
         return 2;
     }
-    printf("exec failed %d\n", errno);
+    say_failed("exec", errno);
     return 93;
 }
 

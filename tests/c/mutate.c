@@ -108,6 +108,18 @@ static int step(int argc, char **a) {
     else if (!strcmp(op, "open-append")) { NEED(1); report(fd_result(open(a[1], O_WRONLY | O_APPEND))); }
     else if (!strcmp(op, "creat")) { NEED(1); report(fd_result(open(a[1], O_WRONLY | O_CREAT | O_EXCL, 0644))); }
     else if (!strcmp(op, "open-read")) { NEED(1); report(fd_result(open(a[1], O_RDONLY))); }
+    else if (!strcmp(op, "moved-append")) {
+        /* Hold DIR, let it be moved to NEWDIR (the raw system call: the tenant's own move,
+         * past the guard), then append to REL relative to the held directory. */
+        NEED(3);
+        int d = open(a[1], O_RDONLY | O_DIRECTORY);
+        if (d < 0) { report(1); return 0; }
+        if (syscall(SYS_rename, a[1], a[2]) != 0) { report(1); close(d); return 0; }
+        int fd = openat(d, a[3], O_WRONLY | O_APPEND);
+        report(fd < 0 || write(fd, "MOVED-DIR\n", 10) != 10);
+        if (fd >= 0) close(fd);
+        close(d);
+    }
     else if (!strcmp(op, "chmod")) { NEED(2); report(chmod(a[1], octal(a[2])) != 0); }
     else if (!strcmp(op, "lchmod")) { NEED(2); report(lchmod(a[1], octal(a[2])) != 0); }
     else if (!strcmp(op, "fchmodat")) { NEED(2); report(fchmodat(AT_FDCWD, a[1], octal(a[2]), 0) != 0); }

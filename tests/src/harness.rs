@@ -1,7 +1,10 @@
 //! The attack harness's tools for a test, with every prerequisite checked (root, the
 //! `toctou-attack` binary, and each target's servers, shim or FUSE daemon).
 
-use toctou_attack::{TargetKind, Tools};
+use std::path::PathBuf;
+
+use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::{TargetKind, Tenants, Tools};
 
 use crate::{artifacts, prereq};
 
@@ -28,4 +31,19 @@ pub fn tools_for(kinds: &[TargetKind]) -> Option<Tools> {
     } else {
         None
     }
+}
+
+/// `RUN/guard.conf` for real servers the operator's commands are tested against: the
+/// tenants' rule, enforced, root's shared files allowed, denial lines to `log`.
+pub fn enforcing_config(tenants: &Tenants, log: &LogListener) -> PathBuf {
+    GuardConfig {
+        root: tenants.root_pattern(),
+        owner_euid: false,
+        allow_root: true,
+        audit: false,
+        log_socket: log.path.clone(),
+        log_rate: 1000,
+    }
+    .write(&tenants.run, "guard.conf")
+    .expect("config")
 }

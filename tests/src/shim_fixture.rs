@@ -64,6 +64,8 @@ pub fn c_program(name: &str) -> PathBuf {
             ("listing", &[][..]),
             ("execs", &["-pthread"][..]),
             ("audit", &["-shared", "-fPIC"][..]),
+            ("ownercache", &[][..]),
+            ("cwd", &["-pthread"][..]),
         ] {
             let out = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])

@@ -386,6 +386,17 @@ fn item8_ld_so_preload_children_keep_the_parents_config() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `dir/libtoctou_guard.so`: a decoy of the guard's name that guards nothing (`c/decoy.c`).
+fn decoy_library(dir: &Path) {
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(dir.join("libtoctou_guard.so"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/decoy.c"))
+        .output()
+        .expect("cc");
+    assert!(out.status.success(), "cc decoy: {}", text(&out));
+}
+
 /// Found in review: a child's environment can bring back an unguarded loader. `LD_AUDIT`
 /// names a library whose `la_symbind64` rebinds `open` to raw system calls; a bare-name
 /// `LD_PRELOAD=libtoctou_guard.so` with `LD_LIBRARY_PATH` at a decoy of that name loads the
@@ -401,13 +412,7 @@ fn item8_children_cannot_bring_back_an_unguarded_loader() {
     let decoys = f.base.join("decoy");
     fs::create_dir_all(&decoys).unwrap();
     fs::set_permissions(&decoys, fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(decoys.join("libtoctou_guard.so"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/decoy.c"))
-        .output()
-        .expect("cc");
-    assert!(out.status.success(), "cc decoy: {}", text(&out));
+    decoy_library(&decoys);
     let victim = f.bob("secret.txt");
     let mut failures = Vec::new();
     for (env, arg) in [("setaudit", audit.as_os_str()), ("setdecoy", decoys.as_os_str())] {
@@ -457,13 +462,7 @@ fn item8_a_preload_entry_ld_so_expands_is_not_ours() {
         }
         let _ = std::os::unix::fs::symlink(&f.so, literal.join("libtoctou_guard.so"));
         if !decoy.join("libtoctou_guard.so").exists() {
-            let out = Command::new("cc")
-                .args(["-shared", "-fPIC", "-o"])
-                .arg(decoy.join("libtoctou_guard.so"))
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/decoy.c"))
-                .output()
-                .expect("cc");
-            assert!(out.status.success(), "cc decoy: {}", text(&out));
+            decoy_library(&decoy);
         }
         let value = literal.join("libtoctou_guard.so");
         // The precondition of the attack: the literal text is our very file.
@@ -506,4 +505,188 @@ fn item8_a_preload_entry_ld_so_expands_is_not_ours() {
         "children loaded the decoy instead of the guard:\n{}",
         failures.join("\n")
     );
+}
+
+/// The dynamic loader on this machine, by the name programs carry (`PT_INTERP`, a symlink on
+/// Debian), by its real path, and by a hard link of the test's own: the guard must know the
+/// file, not a name.
+fn loader_names(f: &Fixture) -> Vec<std::path::PathBuf> {
+    let interp = Path::new(match std::env::consts::ARCH {
+        "aarch64" => "/lib/ld-linux-aarch64.so.1",
+        _ => "/lib64/ld-linux-x86-64.so.2",
+    });
+    let real = fs::canonicalize(interp).expect("the loader");
+    let dir = f.base.join("ldso");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let hard = dir.join("myld");
+    fs::hard_link(&real, &hard).expect("a hard link to the loader (same file system as TMPDIR)");
+    vec![interp.to_path_buf(), real, hard]
+}
+
+/// Found in review (R3): ld.so run as a program takes `--audit LIST` on its command line,
+/// past the `LD_AUDIT` the guard drops from the environment: `ld.so --audit audit.so
+/// /bin/cat LINK` from a guarded process read the victim's file (the auditor rebinds `open`
+/// to raw system calls, or could drop the guard from the preload list in `la_objsearch`).
+/// Every way to start a program refuses it with `EACCES` and a `reason=loader-options`
+/// line, whatever name or hard link reaches the loader. The options left allowed (see
+/// `shim/src/loader.rs`), and none, still run `cat` guarded: ld.so honours `LD_PRELOAD`,
+/// which loads the guard by absolute path, first.
+#[test]
+fn r3_the_loader_run_as_a_program_cannot_take_an_auditor() {
+    let Some(f) = Fixture::new("adv-exec-ldso", "owner euid\n") else {
+        return;
+    };
+    let execs = c_program("execs");
+    let audit = c_program("audit");
+    let decoys = f.base.join("decoy");
+    fs::create_dir_all(&decoys).unwrap();
+    fs::set_permissions(&decoys, fs::Permissions::from_mode(0o755)).unwrap();
+    decoy_library(&decoys);
+    let victim = f.bob("secret.txt");
+    let own = f.alice("index.html");
+    let allowed: [&[&OsStr]; 5] = [
+        &[],
+        &[OsStr::new("--preload"), OsStr::new("libc.so.6")],
+        &[OsStr::new("--library-path"), decoys.as_os_str()],
+        &[OsStr::new("--inhibit-cache")],
+        &[OsStr::new("--argv0"), OsStr::new("cat")],
+    ];
+    let vias: Vec<&str> = VIAS.iter().copied().filter(|v| *v != "execl-many").collect();
+    let auditor = [OsStr::new("--audit"), audit.as_os_str()];
+    // `execs` starts `PROGRAM OPTS... /bin/cat FILE` one way, in one place (main, forked
+    // from a threaded parent where a malloc exits 91, on a small stack).
+    let run = |program: &Path, via: &str, file: &Path, opts: &[&OsStr], place: &str| {
+        let mut cmd = f.command(&execs);
+        cmd.env("TG_LOADER", program);
+        for (name, opt) in ["TG_OPT1", "TG_OPT2"].iter().zip(opts) {
+            cmd.env(name, opt);
+        }
+        let _ = f.logs();
+        let out = cmd
+            .args([
+                OsStr::new("keep"),
+                OsStr::new(via),
+                file.as_os_str(),
+                OsStr::new("-"),
+            ])
+            .arg(place)
+            .uid(ALICE)
+            .gid(ALICE)
+            .output()
+            .expect("run execs");
+        (out, f.logs())
+    };
+    let mut failures = Vec::new();
+    let loaders = loader_names(&f);
+    for loader in &loaders {
+        for via in &vias {
+            let case = format!("{} {via}", loader.display());
+            let (out, logs) = run(loader, via, &victim, &auditor, "main");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let logged = logs
+                .iter()
+                .any(|l| l.contains("action=deny reason=loader-options"));
+            // The exec itself fails with EACCES (execs prints the errno); a shell reports
+            // 126 (found, not executable); `$(...)` expands to nothing.
+            let eacces = match *via {
+                "system" | "popen" => out.status.code() == Some(126),
+                "wordexp" => out.status.code() == Some(1) && stdout.is_empty(),
+                _ => stdout.contains("failed 13"),
+            };
+            if stdout.contains("BOB-SECRET") || !eacces || !logged {
+                failures.push(format!("--audit {case}: logged {logged}: {}", text(&out)));
+            }
+            for opts in allowed {
+                let case = format!("{opts:?} {case}");
+                let (out, logs) = run(loader, via, &victim, opts, "main");
+                let logged = logs.iter().any(|l| {
+                    l.contains("action=deny reason=owner-mismatch")
+                        && l.contains(&format!("path={}", victim.display()))
+                });
+                if out.status.code() != Some(1)
+                    || String::from_utf8_lossy(&out.stdout).contains("BOB-SECRET")
+                    || !logged
+                {
+                    failures.push(format!("{case}: logged {logged}: {}", text(&out)));
+                }
+                let (out, _) = run(loader, via, &own, opts, "main");
+                if out.status.code() != Some(0) || out.stdout != b"alice-own\n" {
+                    failures.push(format!("{case}: own file not served ({})", text(&out)));
+                }
+            }
+        }
+    }
+    // The check allocates nothing and fits a small stack, as the rest of the exec path.
+    for place in ["forked", "smallstack"] {
+        for via in &vias {
+            if place == "forked" && matches!(*via, "system" | "popen" | "wordexp") {
+                continue;
+            }
+            let (out, _) = run(&loaders[0], via, &victim, &auditor, place);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let eacces = match *via {
+                "system" | "popen" => out.status.code() == Some(126),
+                "wordexp" => out.status.code() == Some(1) && stdout.is_empty(),
+                _ => stdout.contains("failed 13"),
+            };
+            if stdout.contains("BOB-SECRET") || !eacces {
+                failures.push(format!("--audit {place} {via}: {}", text(&out)));
+            }
+        }
+    }
+    // A script whose `#!` line names the loader with an option that takes an argument
+    // (`--argv0`, which swallows the script's path) passes our argv's options on to it:
+    // started with `--audit` in its argv it fails as a script run through a close-on-exec
+    // descriptor does (ENOENT; a shell: 127, not found).
+    let script = f.base.join("ldso/argv0");
+    fs::write(&script, format!("#!{} --argv0\n", loaders[0].display())).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    for via in &vias {
+        let (out, _) = run(&script, via, &victim, &auditor, "main");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let enoent = match *via {
+            "system" | "popen" => out.status.code() == Some(127),
+            "wordexp" => out.status.code() == Some(1) && stdout.is_empty(),
+            _ => stdout.contains("failed 2"),
+        };
+        if stdout.contains("BOB-SECRET") || !enoent {
+            failures.push(format!("script {via}: {}", text(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `mode audit`: the loader with `--audit` is logged (`action=audit reason=loader-options`)
+/// and started, as every refusal in audit mode is.
+#[test]
+fn r3_audit_mode_logs_the_loader_and_lets_it_run() {
+    let Some(f) = Fixture::new("adv-exec-ldso-audit", "owner euid\nmode audit\n") else {
+        return;
+    };
+    let (execs, audit) = (c_program("execs"), c_program("audit"));
+    let loader = &loader_names(&f)[0];
+    let own = f.alice("index.html");
+    let mut failures = Vec::new();
+    for via in ["execve", "execvp", "posix_spawn", "fexecve", "system"] {
+        let _ = f.logs();
+        let out = f
+            .command(&execs)
+            .env("TG_LOADER", loader)
+            .env("TG_OPT1", "--audit")
+            .env("TG_OPT2", &audit)
+            .args([OsStr::new("keep"), OsStr::new(via), own.as_os_str()])
+            .uid(ALICE)
+            .gid(ALICE)
+            .output()
+            .expect("run execs");
+        let logged = f
+            .logs()
+            .iter()
+            .any(|l| l.contains("action=audit reason=loader-options") && l.contains(&format!("uid={ALICE}")));
+        if out.status.code() != Some(0) || out.stdout != b"alice-own\n" || !logged {
+            failures.push(format!("{via}: logged {logged}: {}", text(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -677,3 +677,103 @@ fn item5_allow_uid_server_writes_cannot_be_redirected() {
         ["OK", "OK"]
     );
 }
+
+/// Found in review: a directory the server holds keeps the tenant it was entered under (the
+/// expected owner, see item 3), but "lies in the tenant's tree" was judged against the tree
+/// its path names *now*. Moved by its tenant into the victim's world-writable docroot,
+/// `openat(held, "../srvcache.txt", O_WRONLY)` reached a server-owned file of the victim's
+/// with alice's expected owner and bob's tree: `allow_uid <server uid>` let the write
+/// through. A held directory moved within its own tree still writes the server's files.
+#[test]
+fn item5_allow_uid_writes_stay_in_the_tree_a_held_directory_was_entered_under() {
+    let Some(f) = Fixture::new("adv-mutate-allow-moved", &format!("allow_uid {SERVER}\n")) else {
+        return;
+    };
+    let moved = f.bob("mv");
+    let reset = || {
+        let _ = fs::remove_dir_all(&moved);
+        let _ = fs::remove_dir_all(f.alice("uploads/mv2"));
+        // 0777: the helper (the server's uid) stands in for alice moving her directory.
+        owned_dir(&f.alice("uploads/mv"), ALICE, 0o777);
+        owned_file(&f.bob("srvcache.txt"), SERVER, "BOB-SERVER-CACHE\n");
+        owned_file(&f.alice("uploads/srvown.txt"), SERVER, "server-own\n");
+    };
+    let attack = format!("moved-append uploads/mv {} ../srvcache.txt", moved.display());
+    let own = "moved-append uploads/mv uploads/mv2 ../srvown.txt";
+    let bare = each(&f, false, SERVER, &[&attack, own], &reset);
+    assert_eq!(bare, ["OK", "OK"], "without the guard both writes land");
+    reset();
+    assert_eq!(
+        mutate(&f, true, SERVER, &f.alice(""), &[step(&attack)]),
+        ["ERR EACCES"]
+    );
+    assert_eq!(
+        fs::read_to_string(f.bob("srvcache.txt")).unwrap(),
+        "BOB-SERVER-CACHE\n",
+        "the victim's server-owned file was written through the moved directory"
+    );
+    reset();
+    assert_eq!(mutate(&f, true, SERVER, &f.alice(""), &[step(own)]), ["OK"]);
+    assert_eq!(
+        fs::read_to_string(f.alice("uploads/srvown.txt")).unwrap(),
+        "server-own\nMOVED-DIR\n"
+    );
+    let logs = f.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("owner-mismatch") && l.contains("srvcache.txt")),
+        "no denial logged: {logs:?}"
+    );
+}
+
+/// Found in review: the sticky-directory exception (a new name in `/tmp` or PHP's session
+/// directory of an `allow_uid` owner) also covered such a directory inside *another
+/// tenant's* tree. Through alice's symlink (`btmp` → bob's root-owned 1777 `tmp/`) the
+/// server created server-owned files there, which bob's tree then serves as allowed. The
+/// exception is for sticky directories outside every root, or in the tenant's own tree.
+#[test]
+fn item5_sticky_exception_is_not_for_another_tenants_tree() {
+    let Some(f) = Fixture::new("adv-mutate-sticky-other", "allow_uid 0\n") else {
+        return;
+    };
+    let sticky = f.base.join("sticky");
+    let reset = || {
+        owned_dir(&f.bob("tmp"), 0, 0o1777);
+        owned_dir(&f.alice("tmp"), 0, 0o1777);
+        owned_dir(&sticky, 0, 0o1777);
+        alice_link(&f, "btmp", &f.bob("tmp"));
+        alice_link(&f, "stmp", &sticky);
+    };
+    let attacks = [
+        "creat btmp/planted.php",
+        "mkstemp btmp/XXXXXX",
+        "mkdir btmp/planted",
+        "symlink /etc/passwd btmp/planted-link",
+        "rename uploads/mine btmp/planted",
+    ];
+    let legal = [
+        "creat tmp/new",
+        "creat stmp/new",
+        "mkstemp stmp/XXXXXX",
+        "mkdir tmp/newdir",
+    ];
+    let with_mine = || {
+        reset();
+        owned_file(&f.alice("uploads/mine"), ALICE, "alice-upload\n");
+    };
+    let all: Vec<&str> = attacks.iter().chain(&legal).copied().collect();
+    let bare = each(&f, false, SERVER, &all, &with_mine);
+    assert!(bare.iter().all(|l| l == "OK"), "without the guard: {bare:?}");
+    let shim = each(&f, true, SERVER, &all, &with_mine);
+    let want: Vec<&str> = attacks
+        .iter()
+        .map(|_| "ERR EACCES")
+        .chain(legal.iter().map(|_| "OK"))
+        .collect();
+    assert_eq!(shim, want, "{all:?}");
+    with_mine();
+    for s in attacks {
+        mutate(&f, true, SERVER, &f.alice(""), &[step(s)]);
+    }
+    assert_eq!(snapshot(&f.bob("tmp")), BTreeMap::new(), "created in bob's tree");
+}

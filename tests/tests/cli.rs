@@ -311,3 +311,20 @@ fn compile_refuses_a_broken_or_unsafe_config_and_writes_nothing() {
         "no temporary file left"
     );
 }
+
+/// A path that is not UTF-8 (a tenant can name its files so) is refused with a message and
+/// exit 2, never a panic: `explain` cannot answer for it, so it must say so.
+#[test]
+fn an_argument_that_is_not_utf8_is_refused_not_a_crash() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(bin) = cli() else { return };
+    let odd = std::ffi::OsStr::from_bytes(b"/home/t\xff/public_html/x");
+    let out = Command::new(&bin).arg("explain").arg(odd).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("toctou-guard: argument 2 is not UTF-8: /home/t\\xff/public_html/x")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

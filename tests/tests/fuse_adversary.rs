@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use toctou_guard_tests::fuse_tree::{
-    ALICE, BOB, Mount, SERVER, Tree, VICTIM, assert_eacces, prerequisites, read_as, read_as_server,
+    ALICE, BOB, Mount, SERVER, Tree, VICTIM, assert_eacces, counter, prerequisites, read_as, read_as_server,
+    wait_stats,
 };
 use toctou_guard_tests::poll::{poll_for, wait_until};
 use toctou_guard_tests::prereq;
@@ -772,6 +773,56 @@ fn assert_denied(got: Result<Vec<u8>, String>, what: &str) {
         got.as_ref().is_err_and(|e| e.contains("Permission denied")),
         "{what}: {got:?}"
     );
+}
+
+/// Issue 13: the kernel's own root inode (made before INIT enabled ACLs) never caches its
+/// ACL, so every walk through the mount root by a caller who is not its owner sent one
+/// GETXATTR (one per HTTP request under nginx). As root the daemon now binds a looked-up
+/// inode of SOURCE's root at the mount point: warm walks by the web server's uid send no
+/// GETXATTR at all (before: one per read), and an ACL set later on SOURCE's root itself is
+/// still enforced (the ctime change invalidates the cached one), as raw.
+#[test]
+fn item_mount_root_acl_is_cached_and_still_enforced() {
+    let Some(bin) = prerequisites() else { return };
+    if prereq::program(&["/usr/bin/setfacl", "/bin/setfacl"], "setfacl (package acl)").is_none() {
+        return;
+    }
+    let t = Tree::new("rootacl");
+    t.dir("alice/pub/d1", ALICE);
+    t.dir("alice/pub/d1/d2", ALICE);
+    t.file("alice/pub/d1/d2/page.html", b"alice page\n", ALICE);
+    let stats = t.base.join("stats");
+    let stats_s = stats.to_string_lossy().into_owned();
+    let m = Mount::start(&bin, &t, &["--stats", &stats_s, "--attr-ttl-ms", "50"]);
+    let page = t.mnt.join("alice/pub/d1/d2/page.html");
+    // The first walk fetches each inode's ACL once (the kernel caches the absence).
+    assert_eq!(read_as_server(&page).as_deref(), Ok(&b"alice page\n"[..]));
+    m.signal("USR1");
+    let before = wait_stats(&stats, "");
+    const READS: u64 = 20;
+    for _ in 0..READS {
+        assert_eq!(read_as_server(&page).as_deref(), Ok(&b"alice page\n"[..]));
+    }
+    m.signal("USR1");
+    let after = wait_stats(&stats, &before);
+    let fetched = counter(&after, "getxattr") - counter(&before, "getxattr");
+    assert_eq!(
+        fetched, 0,
+        "{READS} warm reads by the server sent {fetched} GETXATTR: {before} -> {after}"
+    );
+    // An ACL on SOURCE's root closing it to the server: refused raw, and through the mount
+    // once the root's attributes (50 ms) are fetched again.
+    setfacl_raw(&t.src, &["-m", &format!("u:{SERVER}:---")]);
+    assert_denied(
+        read_as_server(&t.src.join("alice/pub/d1/d2/page.html")),
+        "raw, SOURCE closed to the server by ACL",
+    );
+    wait_until(
+        "the server to be refused after a raw setfacl on SOURCE's root",
+        Duration::from_secs(5),
+        || read_as_server(&page).is_err(),
+    );
+    assert_eq!(read_as(ALICE, &page).as_deref(), Ok(&b"alice page\n"[..]));
 }
 
 /// Item 3: `FUSE_POSIX_ACL` was not negotiated and xattrs answered `ENOSYS`, so the kernel

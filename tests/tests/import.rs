@@ -27,15 +27,6 @@ use toctou_attack::targets::{apache, nginx, set_preload, with_port_retries};
 use toctou_guard_tests::shim_fixture::c_program;
 use toctou_guard_tests::{describe, heavy, prereq};
 
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    prereq::require(
-        bin.is_some(),
-        "toctou-guard (cargo build --release -p toctou-guard)",
-    )
-    .then_some(bin?)
-}
-
 /// Named users for the test (`useradd`), removed on drop.
 struct Users(Vec<String>);
 
@@ -186,6 +177,24 @@ fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().expect("run toctou-guard")
 }
 
+/// `import SERVER --conf CONF --config OPERATOR --fpm-conf FPM`.
+fn import(bin: &Path, server: &str, conf: &Path, operator: &Path, fpm: &str) -> Output {
+    let (conf, operator) = (conf.to_str().unwrap(), operator.to_str().unwrap());
+    run(
+        bin,
+        &[
+            "import",
+            server,
+            "--conf",
+            conf,
+            "--config",
+            operator,
+            "--fpm-conf",
+            fpm,
+        ],
+    )
+}
+
 /// The `map` lines of `out`, and its stderr.
 fn maps(out: &Output) -> (Vec<String>, String) {
     assert!(out.status.success(), "{}", describe(out));
@@ -245,7 +254,9 @@ fn assert_served(addr: SocketAddr, log: &LogListener, sample: &[(&Tenant, String
 
 #[test]
 fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     if !prereq::root() {
         return;
     }
@@ -354,19 +365,7 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
     let conf_path = dir.join("nginx.conf");
     fs::write(&conf_path, main(1)).unwrap();
     let operator = tree.config("toctou-guard.conf", "");
-    let out = run(
-        &bin,
-        &[
-            "import",
-            "nginx",
-            "--conf",
-            conf_path.to_str().unwrap(),
-            "--config",
-            operator.to_str().unwrap(),
-            "--fpm-conf",
-            &format!("{b}/fpm/pool.d"),
-        ],
-    );
+    let out = import(&bin, "nginx", &conf_path, &operator, &format!("{b}/fpm/pool.d"));
     let (got, stderr) = maps(&out);
     assert_eq!(got, expected, "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -444,7 +443,9 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
 
 #[test]
 fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     if !prereq::root() {
         return;
     }
@@ -540,19 +541,7 @@ fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
     let conf_path = dir.join("apache.conf");
     fs::write(&conf_path, text(1)).unwrap();
     let operator = tree.config("toctou-guard.conf", "");
-    let out = run(
-        &bin,
-        &[
-            "import",
-            "apache",
-            "--conf",
-            conf_path.to_str().unwrap(),
-            "--config",
-            operator.to_str().unwrap(),
-            "--fpm-conf",
-            &format!("{b}/fpm/pool.d"),
-        ],
-    );
+    let out = import(&bin, "apache", &conf_path, &operator, &format!("{b}/fpm/pool.d"));
     let (got, stderr) = maps(&out);
     assert_eq!(got, expected, "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -158,6 +158,15 @@ fn build(layout: &str, t: &mut Tree) {
                     0,
                 )
                 .unwrap();
+                // ISPConfig's default website_symlinks also puts clients/clientN/DOMAIN ->
+                // webM (absolute, root's) beside webM: an alias of a tree the scan walks.
+                mk_symlink(
+                    &t.p(&webm),
+                    &t.p(&format!("var/www/clients/client1/{w}.tld")),
+                    0,
+                    0,
+                )
+                .unwrap();
             }
             t.dir("var/www/clients/client1/web9", 0, 0, 0o755);
             t.attacker_docroot = "var/www/clients/client1/web1/web".into();
@@ -283,6 +292,38 @@ impl Drop for Cleanup {
     }
 }
 
+/// A scan test's scratch tree: `BASE/home` and `BASE/run` (root's 0755) and
+/// `BASE/run/toctou-guard.conf` guarding `BASE/home/*/public_html`; removed on drop. Needs
+/// root and the CLI (`None` after a `SKIP:`).
+struct ScanBase {
+    bin: PathBuf,
+    base: PathBuf,
+    conf: PathBuf,
+    _cleanup: Cleanup,
+}
+
+fn scan_base(name: &str) -> Option<ScanBase> {
+    if !prereq::root() {
+        return None;
+    }
+    let bin = artifacts::guard_cli()?;
+    let base = std::env::temp_dir().join(format!("tg-scan-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let _cleanup = Cleanup(base.clone());
+    for d in ["", "home", "run"] {
+        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
+    }
+    let conf = base.join("run/toctou-guard.conf");
+    let rule = format!("root {}/home/*/public_html\n", base.display());
+    mk_file(&conf, rule.as_bytes(), 0, 0, 0o644).unwrap();
+    Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    })
+}
+
 fn panel(layout: &str) {
     let Some(_) = prerequisites() else { return };
     let Some(bin) = artifacts::guard_cli() else { return };
@@ -311,6 +352,8 @@ fn panel(layout: &str) {
         &["init", "--layout", layout, "--prefix", &b, "--output", conf_s],
     );
     assert!(out.status.success(), "init: {}", describe(&out));
+    // Audit by default (the rollout's trial day); the test needs enforce, as after that day.
+    assert!(fs::read_to_string(&conf).unwrap().contains("\nmode audit\n"));
     let handlers = String::from_utf8_lossy(&out.stderr);
     assert!(
         handlers.contains("  yes ") && handlers.contains("  no "),
@@ -331,7 +374,7 @@ fn panel(layout: &str) {
     let forced = run(
         &bin,
         &[
-            "init", "--layout", layout, "--prefix", &b, "--output", conf_s, "--force",
+            "init", "--layout", layout, "--mode", "enforce", "--prefix", &b, "--output", conf_s, "--force",
         ],
     );
     assert!(forced.status.success(), "init --force: {}", describe(&forced));
@@ -341,7 +384,11 @@ fn panel(layout: &str) {
         (0, 0, 0o644),
         "root's 0644"
     );
-    assert!(fs::read_to_string(&conf).unwrap().contains(&format!("root {b}/")));
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains(&format!("root {b}/")) && text.contains("\nmode enforce\n"),
+        "{text}"
+    );
     let log = LogListener::bind(&run_dir.join("log.sock")).expect("log socket");
     let mut f = fs::OpenOptions::new().append(true).open(&conf).unwrap();
     writeln!(f, "log_socket {}\nlog_rate 1000", log.path.display()).unwrap();
@@ -518,16 +565,15 @@ fn virtualmin() {
 /// never walked through.
 #[test]
 fn scan_reports_a_symlinked_directory_and_never_enters_it() {
-    if !prereq::root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("swap")
+    else {
         return;
-    }
-    let Some(bin) = artifacts::guard_cli() else { return };
-    let base = std::env::temp_dir().join(format!("tg-scan-swap-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&base);
-    let _cleanup = Cleanup(base.clone());
-    for d in ["", "home", "run"] {
-        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
-    }
+    };
     let (a, v) = (ATTACKER, VICTIM);
     let alice = base.join("home/alice/public_html");
     let bob = base.join("home/bob/public_html");
@@ -553,15 +599,6 @@ fn scan_reports_a_symlinked_directory_and_never_enters_it() {
     }
     mk_symlink(&bob, &alice.join("bobdir"), a, a).unwrap();
     mk_symlink(Path::new("."), &alice.join("loop"), a, a).unwrap();
-    let conf = base.join("run/toctou-guard.conf");
-    mk_file(
-        &conf,
-        format!("root {}/home/*/public_html\n", base.display()).as_bytes(),
-        0,
-        0,
-        0o644,
-    )
-    .unwrap();
     let conf_s = conf.to_str().unwrap();
     let scan = || {
         let out = run(&bin, &["scan", "--config", conf_s, "--json"]);
@@ -647,16 +684,15 @@ fn scan_exits_2_on_error() {
 /// reported as `other-mount` and not entered; it denies nothing by itself (exit 0).
 #[test]
 fn scan_reports_another_mount_and_does_not_enter_it() {
-    if !prereq::root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("mount")
+    else {
         return;
-    }
-    let Some(bin) = artifacts::guard_cli() else { return };
-    let base = std::env::temp_dir().join(format!("tg-scan-mount-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&base);
-    let _cleanup = Cleanup(base.clone());
-    for d in ["", "home", "run"] {
-        mk_dir(&base.join(d), 0, 0, 0o755).unwrap();
-    }
+    };
     let docroot = base.join("home/alice/public_html");
     mk_dir(&base.join("home/alice"), ATTACKER, ATTACKER, 0o755).unwrap();
     mk_dir(&docroot, ATTACKER, ATTACKER, 0o755).unwrap();
@@ -685,18 +721,211 @@ fn scan_reports_another_mount_and_does_not_enter_it() {
     let _unmount = Unmount(mnt.clone());
     // Root's file on the other file system: it would be a finding if the walk went in.
     fs::write(mnt.join("root-owned.txt"), "x\n").unwrap();
-    let conf = base.join("run/toctou-guard.conf");
-    mk_file(
-        &conf,
-        format!("root {}/home/*/public_html\n", base.display()).as_bytes(),
-        0,
-        0,
-        0o644,
-    )
-    .unwrap();
     let out = run(&bin, &["scan", "--config", conf.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let want: BTreeSet<(String, String)> = [("other-mount".to_string(), mnt.display().to_string())].into();
     assert_eq!(text_findings(&text), want, "{text}");
+}
+
+/// What a hostile tenant can put in its tree: names with a newline, a tab, a space, a `\`
+/// and bytes that are not UTF-8 (root-owned, so each is a finding), FIFOs, a socket and a
+/// device, 600 directories of 255-byte names (far past PATH_MAX), 20,000 entries in one
+/// directory, a 0000 directory. The scan ends (bounded), exits 1, prints each name escaped as
+/// the denial line does (one line per finding, nothing raw), stops at PATH_MAX with one
+/// `path-too-long`, and as the tenant itself reports the 0000 directory `unreadable`.
+#[test]
+fn scan_survives_hostile_names_depth_and_special_files() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("hostile")
+    else {
+        return;
+    };
+    let a = ATTACKER;
+    let home = base.join("home/alice");
+    let d = home.join("public_html");
+    mk_dir(&home, a, a, 0o755).unwrap();
+    mk_dir(&d, a, a, 0o755).unwrap();
+    let odd: [&[u8]; 5] = [
+        b"new\nline",
+        b"tab\there",
+        b"sp ace",
+        b"back\\slash",
+        b"bad\xff\xfe",
+    ];
+    for n in odd {
+        fs::write(d.join(std::ffi::OsStr::from_bytes(n)), "root's\n").unwrap();
+    }
+    for (name, kind) in [("fifo", "p"), ("null", "c")] {
+        let mut c = Command::new("mknod");
+        c.arg(d.join(name)).arg(kind);
+        if kind == "c" {
+            c.args(["1", "3"]);
+        }
+        assert!(c.status().unwrap().success(), "mknod {name}");
+        std::os::unix::fs::lchown(d.join(name), Some(a), Some(a)).unwrap();
+    }
+    let sock = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+    std::os::unix::fs::lchown(d.join("sock"), Some(a), Some(a)).unwrap();
+    let locked = d.join("locked");
+    mk_dir(&locked, a, a, 0o755).unwrap();
+    mk_file(&locked.join("inside"), b"own\n", a, a, 0o644).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let many = d.join("many");
+    mk_dir(&many, a, a, 0o755).unwrap();
+    for i in 0..20_000 {
+        mk_file(&many.join(format!("f{i}")), b"", a, a, 0o644).unwrap();
+    }
+    // 600 levels, each made relative to its parent's descriptor (no path from / could be).
+    let deep = "import os, sys\n\
+                fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                for _ in range(600):\n\
+                \x20   os.mkdir('d' * 255, dir_fd=fd)\n\
+                \x20   os.chown('d' * 255, int(sys.argv[2]), int(sys.argv[2]), dir_fd=fd)\n\
+                \x20   fd = os.open('d' * 255, os.O_RDONLY, dir_fd=fd)\n";
+    let out = Command::new("python3")
+        .args(["-c", deep])
+        .arg(&d)
+        .arg(a.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the deep tree: {}", describe(&out));
+
+    let conf_s = conf.to_str().unwrap();
+    let out = Command::new("timeout")
+        .args(["60"])
+        .arg(&bin)
+        .args(["scan", "--config", conf_s])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout.clone()).expect("the output is ASCII");
+    let ds = d.display().to_string();
+    for shown in [
+        "new\\x0aline",
+        "tab\\x09here",
+        "sp\\x20ace",
+        "back\\x5cslash",
+        "bad\\xff\\xfe",
+    ] {
+        let line = format!(
+            "owner-mismatch {} {ds}/{shown} owner uid 0, expected uid {a}",
+            home.display()
+        );
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    let findings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split(' ').nth(2).is_some_and(|p| p.starts_with(&ds)))
+        .collect();
+    assert_eq!(findings.len(), 6, "the five names and one path-too-long:\n{text}");
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|l| l.starts_with("path-too-long "))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.is_ascii() && !text.contains('\t'), "{text}");
+
+    // The tenant's own scan (a copy of the CLI it can run: target/ may be private): its 0000
+    // directory is unreadable, reported, not fatal.
+    let tg = base.join("run/toctou-guard");
+    fs::copy(&bin, &tg).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            format!("--reuid={a}"),
+            format!("--regid={a}"),
+            "--clear-groups".into(),
+        ])
+        .arg(&tg)
+        .args(["scan", "--config", conf_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("unreadable {} {} ", home.display(), locked.display()))),
+        "{text}"
+    );
+    assert!(
+        text.contains("when enforcing in what was scanned; 1 part(s) not scanned (other-mount, unreadable)"),
+        "{text}"
+    );
+    drop(sock);
+}
+
+/// A symlink that stays inside the tenant but leads out of every root (`img -> ../private`,
+/// or DirectAdmin's `domains` moved aside and linked back) hides the tree behind it from
+/// the walk, which follows no link; yet the guard judges every file opened through it, and
+/// here refuses one (`explain` says so). The scan must name the link as a part not scanned,
+/// never print a bare "nothing would be denied".
+#[test]
+fn scan_names_an_in_tenant_link_to_a_tree_outside_every_root() {
+    let Some(ScanBase {
+        bin,
+        base,
+        conf,
+        _cleanup,
+    }) = scan_base("inlink")
+    else {
+        return;
+    };
+    let a = ATTACKER;
+    let home = base.join("home/alice");
+    for d in [
+        "",
+        "public_html",
+        "private",
+        ".d",
+        ".d/a.com",
+        ".d/a.com/public_html",
+    ] {
+        mk_dir(&home.join(d), a, a, 0o755).unwrap();
+    }
+    // What enforcement refuses behind the links: a nobody-owned upload, a link to bob's file.
+    mk_file(&home.join("private/upload.jpg"), b"x\n", NOBODY, NOBODY, 0o644).unwrap();
+    let v = VICTIM;
+    mk_dir(&base.join("home/bob"), v, v, 0o755).unwrap();
+    mk_dir(&base.join("home/bob/public_html"), v, v, 0o755).unwrap();
+    let bob = base.join("home/bob/public_html/wp-config.php");
+    mk_file(&bob, b"VICTIM-SECRET\n", v, v, 0o644).unwrap();
+    mk_symlink(&bob, &home.join(".d/a.com/public_html/wp.php"), a, a).unwrap();
+    mk_symlink(Path::new("../private"), &home.join("public_html/img"), a, a).unwrap();
+    mk_symlink(Path::new(".d"), &home.join("domains"), a, a).unwrap();
+    let marked = base.join("run/marked.conf");
+    let rule = format!("root {}/home/{{*}}/domains/*/public_html\n", base.display());
+    mk_file(&marked, rule.as_bytes(), 0, 0, 0o644).unwrap();
+    for (conf, link, served) in [
+        (&conf, "public_html/img", "public_html/img/upload.jpg"),
+        (&marked, "domains", "domains/a.com/public_html/wp.php"),
+    ] {
+        let conf_s = conf.to_str().unwrap();
+        let served = home.join(served);
+        let out = run(&bin, &["explain", "--config", conf_s, served.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("decision: deny (owner-mismatch)"),
+            "{conf_s}: enforcement judges {}: {}",
+            served.display(),
+            describe(&out)
+        );
+        let out = run(&bin, &["scan", "--config", conf_s]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let want: BTreeSet<(String, String)> =
+            [("unreadable".to_string(), home.join(link).display().to_string())].into();
+        assert_eq!(text_findings(&text), want, "{conf_s}: {text}");
+        assert!(
+            text.contains("nothing would be denied in what was scanned; 1 part(s) not scanned"),
+            "{text}"
+        );
+    }
 }

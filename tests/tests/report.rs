@@ -8,27 +8,18 @@
 //! Needs root, nginx, apache2 and the shim (`SKIP:` locally, a failure when `CI` is set).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::guardconf::LogListener;
 use toctou_attack::http::Conn;
 use toctou_attack::target::{StartEnv, start};
 use toctou_attack::tenants::{mk_dir, mk_symlink};
 use toctou_attack::{TargetKind, Tenants};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::{describe, heavy, poll};
-
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    toctou_guard_tests::prereq::require(
-        bin.is_some(),
-        "toctou-guard (cargo build --release -p toctou-guard)",
-    )
-    .then_some(bin?)
-}
 
 /// What the servers were made to deny, and the lines they sent.
 struct Run {
@@ -54,16 +45,7 @@ fn produce() -> Option<Run> {
     let _g = heavy();
     let tenants = Tenants::create(&Default::default()).expect("tenants");
     let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");
-    let conf = GuardConfig {
-        root: tenants.root_pattern(),
-        owner_euid: false,
-        allow_root: true,
-        audit: false,
-        log_socket: log.path.clone(),
-        log_rate: 1000,
-    }
-    .write(&tenants.run, "guard.conf")
-    .expect("config");
+    let conf = toctou_guard_tests::harness::enforcing_config(&tenants, &log);
     let (a, v) = (&tenants.attacker, &tenants.victim);
     let link = a.add_symlink("evil-link.txt", &tenants.secret).expect("symlink");
     let hard = a.docroot.join("evil-hard.txt");
@@ -211,7 +193,9 @@ fn assert_counts(j: &Value, run: &Run) {
 
 #[test]
 fn report_counts_what_real_servers_denied_from_auth_log_files() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     let Some(run) = produce() else { return };
     let dir = run.tenants.run.join("report");
     fs::create_dir_all(&dir).unwrap();
@@ -292,6 +276,11 @@ fn report_counts_what_real_servers_denied_from_auth_log_files() {
         "{text}"
     );
     assert!(
+        text.contains("note: a syslog file does not record who sent a line")
+            && text.contains(": 10 of the denial line(s) above"),
+        "a file cannot prove its lines came from a guard: {text}"
+    );
+    assert!(
         text.lines()
             .any(|l| l.trim_start().starts_with("7 ") && l.ends_with(&run.attacker)),
         "{text}"
@@ -314,12 +303,17 @@ fn report_counts_what_real_servers_denied_from_auth_log_files() {
 }
 
 /// journald's export of the same lines (no systemd on the CI machine: the entries are made
-/// from the real datagrams with the fields journald stores for a syslog message), read from a
-/// file and through `--journal` (a stand-in `journalctl` first in `PATH` that prints them and
-/// records how it was called).
+/// from the real datagrams with the fields journald stores for a syslog message, its trusted
+/// `_UID`/`_EXE`/`_COMM` those of the workers that sent them), read from a file and through
+/// `--journal` (a stand-in `journalctl` first in `PATH` that prints them and records how it
+/// was called). Between them, the same lines as a tenant forges them (`logger -t
+/// toctou-guard`, a program that calls itself nginx): listed as not sent by a guard, not
+/// counted.
 #[test]
 fn report_reads_journal_json_of_real_denial_lines() {
-    let Some(bin) = cli() else { return };
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
     let Some(run) = produce() else { return };
     let dir = run.tenants.run.join("journal");
     fs::create_dir_all(&dir).unwrap();
@@ -328,7 +322,13 @@ fn report_reads_journal_json_of_real_denial_lines() {
         "__REALTIME_TIMESTAMP": now_us.to_string(), "SYSLOG_IDENTIFIER": "sshd",
         "_PID": "811", "MESSAGE": "Accepted publickey for admin", "PRIORITY": "6",
     })];
-    for (i, l) in run.nginx_lines.iter().chain(&run.apache_lines).enumerate() {
+    let uid = toctou_attack::targets::server_user().0.to_string();
+    let servers = run
+        .nginx_lines
+        .iter()
+        .map(|l| (l, "/usr/sbin/nginx"))
+        .chain(run.apache_lines.iter().map(|l| (l, "/usr/sbin/apache2")));
+    for (i, (l, exe)) in servers.enumerate() {
         let (tag, pid, body) = split(l);
         // journald keeps a message that is not UTF-8 as an array of bytes: one entry so.
         let message = if i == 0 {
@@ -340,6 +340,15 @@ fn report_reads_journal_json_of_real_denial_lines() {
             "__REALTIME_TIMESTAMP": (now_us + i as u64).to_string(),
             "SYSLOG_IDENTIFIER": tag, "_PID": pid, "SYSLOG_PID": pid, "SYSLOG_FACILITY": "10",
             "PRIORITY": "4", "MESSAGE": message,
+            "_UID": uid, "_GID": uid, "_EXE": exe, "_COMM": exe.rsplit('/').next().unwrap(),
+        }));
+    }
+    let (_, _, body) = split(&run.nginx_lines[0]);
+    for (exe, comm) in [("/usr/bin/logger", "logger"), ("/home/alice/bin/x", "nginx")] {
+        entries.push(serde_json::json!({
+            "__REALTIME_TIMESTAMP": now_us.to_string(), "SYSLOG_IDENTIFIER": "toctou-guard",
+            "_PID": "4242", "SYSLOG_PID": "4242", "MESSAGE": body,
+            "_UID": "42001", "_GID": "42001", "_EXE": exe, "_COMM": comm,
         }));
     }
     let text: String = entries.iter().map(|e| format!("{e}\n")).collect();
@@ -349,6 +358,24 @@ fn report_reads_journal_json_of_real_denial_lines() {
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_counts(&j, &run);
     assert_eq!(j["other_lines"], 1);
+    let forged: Vec<&str> = j["unverified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["why"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        forged,
+        [
+            "sent by /usr/bin/logger (uid 42001, pid 4242), not a server program",
+            "sent by /home/alice/bin/x (uid 42001, pid 4242), not a server program"
+        ],
+        "{j:#}"
+    );
+    assert_eq!(
+        j["unchecked_sender"], 0,
+        "every counted entry's sender was checked"
+    );
 
     let fake = dir.join("bin");
     mk_dir(&fake, 0, 0, 0o755).unwrap();

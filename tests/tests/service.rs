@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use toctou_attack::guardconf::{GuardConfig, LogListener};
+use toctou_attack::guardconf::LogListener;
 use toctou_attack::http::Conn;
 use toctou_attack::process::{ServerProcess, free_port, wait_http};
 use toctou_attack::targets::{apache, nginx};
@@ -23,11 +23,6 @@ use toctou_attack::{TargetKind, Tenants, Tools};
 use toctou_guard_tests::harness::tools_for;
 use toctou_guard_tests::shim_fixture::c_program;
 use toctou_guard_tests::{describe, heavy, prereq};
-
-fn cli() -> Option<PathBuf> {
-    let bin = toctou_guard_tests::artifacts::artifact("toctou-guard", "toctou-guard");
-    prereq::require(bin.is_some(), "toctou-guard (cargo build --release --workspace)").then_some(bin?)
-}
 
 fn run(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin)
@@ -75,9 +70,26 @@ fn enable_prereqs() -> Option<(PathBuf, PathBuf)> {
     if !prereq::root() {
         return None;
     }
-    let bin = cli()?;
+    let bin = toctou_guard_tests::artifacts::guard_cli()?;
     toctou_guard_tests::shim_fixture::prerequisites()?;
     Some((bin, c_program("libtoctou_guard.so")))
+}
+
+/// `enable SERVICE --root ROOT --config CONF --library SO`.
+fn enable(bin: &Path, service: &str, root: &str, conf: &str, so: &str) -> Output {
+    run(
+        bin,
+        &[
+            "enable",
+            service,
+            "--root",
+            root,
+            "--config",
+            conf,
+            "--library",
+            so,
+        ],
+    )
 }
 
 fn stdout(o: &Output) -> String {
@@ -102,19 +114,7 @@ fn enable_and_disable_with_root_write_and_remove_exactly_the_dropin() {
         so.to_str().unwrap(),
         root.to_str().unwrap(),
     );
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            conf_s,
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, conf_s, so_s);
     assert!(out.status.success(), "{}", describe(&out));
     let dropin = "etc/systemd/system/nginx.service.d/toctou-guard.conf";
     assert_eq!(
@@ -177,19 +177,7 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
         so.to_str().unwrap(),
         root.to_str().unwrap(),
     );
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            conf_s,
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, conf_s, so_s);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -202,19 +190,7 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
     // A config others may write would let a tenant switch the guard off: refused too.
     let good = write_conf(&d, "root /home/*/public_html\n");
     fs::set_permissions(&good, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = run(
-        &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            good.to_str().unwrap(),
-            "--library",
-            so_s,
-        ],
-    );
+    let out = enable(&bin, "nginx", root_s, good.to_str().unwrap(), so_s);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains(good.to_str().unwrap()));
     fs::set_permissions(&good, fs::Permissions::from_mode(0o644)).unwrap();
@@ -232,19 +208,29 @@ fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'sshd': not a web server or php-fpm service"));
+    // Names that would put the drop-in elsewhere (../../, a hidden or odd file): refused.
+    for bad in [
+        "../../../tmp/php-fpm",
+        "..php-fpm",
+        "php-fpm\nx",
+        ".php-fpm",
+        "nginx/.",
+    ] {
+        let out = enable(&bin, bad, root_s, good.to_str().unwrap(), so_s);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a web server or php-fpm service"),
+            "{bad:?}: {}",
+            describe(&out)
+        );
+    }
     let missing = d.join("no-such.so");
-    let out = run(
+    let out = enable(
         &bin,
-        &[
-            "enable",
-            "nginx",
-            "--root",
-            root_s,
-            "--config",
-            good.to_str().unwrap(),
-            "--library",
-            missing.to_str().unwrap(),
-        ],
+        "nginx",
+        root_s,
+        good.to_str().unwrap(),
+        missing.to_str().unwrap(),
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
@@ -268,18 +254,12 @@ fn generated_dropins_pass_systemd_analyze_verify_with_the_real_units() {
         if !prereq::file(Path::new(&unit), &format!("{service}'s unit file")) {
             return;
         }
-        let out = run(
+        let out = enable(
             &bin,
-            &[
-                "enable",
-                service,
-                "--root",
-                root.to_str().unwrap(),
-                "--config",
-                conf.to_str().unwrap(),
-                "--library",
-                so.to_str().unwrap(),
-            ],
+            service,
+            root.to_str().unwrap(),
+            conf.to_str().unwrap(),
+            so.to_str().unwrap(),
         );
         assert!(out.status.success(), "{service}: {}", describe(&out));
         assert!(
@@ -305,18 +285,10 @@ struct Servers {
 impl Servers {
     fn new(kinds: &[TargetKind]) -> Option<Servers> {
         let tools = tools_for(kinds)?;
-        let bin = cli()?;
+        let bin = toctou_guard_tests::artifacts::guard_cli()?;
         let tenants = Tenants::create(&Default::default()).expect("tenants");
         let log = LogListener::bind(&tenants.run.join("log.sock")).expect("log socket");
-        let gc = GuardConfig {
-            root: tenants.root_pattern(),
-            owner_euid: false,
-            allow_root: true,
-            audit: false,
-            log_socket: log.path.clone(),
-            log_rate: 1000,
-        };
-        let conf = gc.write(&tenants.run, "guard.conf").expect("config");
+        let conf = toctou_guard_tests::harness::enforcing_config(&tenants, &log);
         let link = tenants.attacker.docroot.join("status-hard.txt");
         fs::hard_link(&tenants.secret, &link).expect("hard link");
         Some(Servers {
@@ -337,18 +309,12 @@ impl Servers {
         ));
         mk_dir(&root, 0, 0, 0o755).expect("root");
         let so = c_program("libtoctou_guard.so");
-        let out = run(
+        let out = enable(
             &self.bin,
-            &[
-                "enable",
-                service,
-                "--root",
-                root.to_str().unwrap(),
-                "--config",
-                conf.to_str().unwrap(),
-                "--library",
-                so.to_str().unwrap(),
-            ],
+            service,
+            root.to_str().unwrap(),
+            conf.to_str().unwrap(),
+            so.to_str().unwrap(),
         );
         assert!(out.status.success(), "{}", describe(&out));
         let text = fs::read_to_string(root.join(format!(
@@ -414,7 +380,8 @@ impl Servers {
     }
 }
 
-/// The table rows of `status`: (pid, role, user, guarded, mode, denials, config...).
+/// The table rows of `status`: (pid, ppid, role, user, uid, program, guarded, mode, denials,
+/// exe, config...).
 fn rows(out: &Output) -> Vec<Vec<String>> {
     stdout(out)
         .lines()
@@ -451,16 +418,21 @@ fn assert_guarded(s: &Servers, server: &str, program: &str) {
     assert!(!workers.is_empty(), "{}", stdout(&out));
     for r in &rows {
         assert_eq!(
-            (r[4].as_str(), r[5].as_str(), r[6].as_str(), r[8].as_str()),
+            (r[5].as_str(), r[6].as_str(), r[7].as_str(), r[10].as_str()),
             (program, "yes", "enforce", conf.as_str()),
             "{}",
+            stdout(&out)
+        );
+        assert!(
+            r[9].ends_with(&format!("/{program}")),
+            "the executable: {}",
             stdout(&out)
         );
     }
     assert!(
         workers
             .iter()
-            .all(|w| w[3] == "www-data" && w[1] == p.pid().to_string()),
+            .all(|w| w[3] == "www-data" && w[4] == "33" && w[1] == p.pid().to_string()),
         "{}",
         stdout(&out)
     );
@@ -476,7 +448,7 @@ fn assert_guarded(s: &Servers, server: &str, program: &str) {
     for r in &rows {
         let expect = if r[0] == logger { "1" } else { "0" };
         assert_eq!(
-            r[7],
+            r[8],
             expect,
             "pid {} (the denial came from {logger}): {}",
             r[0],
@@ -490,14 +462,19 @@ fn assert_guarded(s: &Servers, server: &str, program: &str) {
         stdout(&out)
     );
     let json = stdout(&s.status(p.pid(), true));
-    assert!(
-        json.contains(&format!("\"guarded\":{n},\"total\":{n},")),
+    let v: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(
+        (v["guarded"].as_u64(), v["total"].as_u64()),
+        (Some(n as u64), Some(n as u64)),
         "{json}"
     );
-    assert!(
-        json.contains(&format!("\"config\":\"{conf}\",\"mode\":\"enforce\"")),
-        "{json}"
-    );
+    for p in v["processes"].as_array().expect(&json) {
+        assert_eq!(
+            (p["config"].as_str(), p["mode"].as_str()),
+            (Some(conf.as_str()), Some("enforce")),
+            "{json}"
+        );
+    }
 }
 
 #[test]
@@ -532,7 +509,7 @@ fn status_reports_an_nginx_without_the_library_unguarded_and_exits_1() {
     let rows = rows(&out);
     assert!(rows.len() >= 2, "a master and its workers: {}", stdout(&out));
     for r in &rows {
-        assert_eq!(r[5], "NO", "{}", stdout(&out));
+        assert_eq!(r[6], "NO", "{}", stdout(&out));
     }
     let text = stdout(&out);
     assert!(text.contains("[UNGUARDED: library not mapped]"), "{text}");
@@ -541,10 +518,18 @@ fn status_reports_an_nginx_without_the_library_unguarded_and_exits_1() {
         "{text}"
     );
     let json = stdout(&s.status(p.pid(), true));
-    assert!(
-        json.contains("\"guarded\":false,\"unguarded_because\":\"library not mapped\",\"library\":null"),
-        "{json}"
-    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    for p in v["processes"].as_array().expect(&json) {
+        assert_eq!(
+            (&p["guarded"], p["unguarded_because"].as_str(), &p["library"]),
+            (
+                &serde_json::Value::Bool(false),
+                Some("library not mapped"),
+                &serde_json::Value::Null
+            ),
+            "{json}"
+        );
+    }
 }
 
 #[test]
@@ -569,12 +554,120 @@ fn status_reports_a_library_its_config_leaves_out_as_unguarded() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let rows = rows(&out);
     assert!(rows.len() >= 2, "{}", stdout(&out));
-    assert!(rows.iter().all(|r| r[5] == "NO"), "{}", stdout(&out));
+    assert!(rows.iter().all(|r| r[6] == "NO"), "{}", stdout(&out));
     assert!(
         stdout(&out).contains(
             "[UNGUARDED: library mapped, no config announced: its `programs` line leaves this program out"
         ),
         "{}",
         stdout(&out)
+    );
+}
+
+/// Kills the child processes it holds, then removes their directory, when the test ends,
+/// pass or fail.
+struct Children(Vec<std::process::Child>, PathBuf);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.1);
+    }
+}
+
+/// A tenant with a shell can run processes named like a server: a copy of a binary called
+/// `nginx` (its own file), a symlink `php-fpm8.2` to a system binary (`comm` says php-fpm8.2,
+/// the executable is `sleep`), a root-owned server binary started by itself. None is a server
+/// the guard is for, so none may make `status` report an unguarded server (exit 1); the
+/// first and the third are listed as ignored with their uid and executable.
+#[test]
+fn status_ignores_a_tenant_process_named_like_a_server() {
+    use std::os::unix::process::CommandExt;
+    if !prereq::root() {
+        return;
+    }
+    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+        return;
+    };
+    const TENANT: u32 = 42331;
+    // Outside the checkout (a private directory in CI): the tenant runs programs from here.
+    let d = std::env::temp_dir().join(format!("tg-fake-servers-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    let sleep = PathBuf::from("/bin/sleep");
+    let own = d.join("own");
+    fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(TENANT), Some(TENANT)).unwrap();
+    let copy = own.join("nginx");
+    fs::copy(&sleep, &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(TENANT), Some(TENANT)).unwrap();
+    let link = own.join("php-fpm8.2");
+    std::os::unix::fs::symlink(&sleep, &link).unwrap();
+    let root_copy = d.join("apache2");
+    fs::copy(&sleep, &root_copy).unwrap();
+    fs::set_permissions(&root_copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut kids = Children(Vec::new(), d.clone());
+    for exe in [&copy, &link, &root_copy] {
+        let child = Command::new(exe)
+            .arg("60")
+            .env_clear()
+            .uid(TENANT)
+            .gid(TENANT)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        kids.0.push(child);
+    }
+    // Each has exec'd once /proc/PID/exe is the binary, not this test.
+    let me = fs::read_link("/proc/self/exe").unwrap();
+    for c in &kids.0 {
+        toctou_guard_tests::poll::wait_until(
+            &format!("pid {} to exec", c.id()),
+            Duration::from_secs(5),
+            || fs::read_link(format!("/proc/{}/exe", c.id())).is_ok_and(|e| e != me),
+        );
+    }
+    let pids: Vec<String> = kids.0.iter().map(|c| c.id().to_string()).collect();
+    let log = d.join("auth.log");
+    fs::write(&log, "").unwrap();
+    let mut args = vec!["status", "--log", log.to_str().unwrap()];
+    for p in &pids {
+        args.extend(["--pid", p.as_str()]);
+    }
+    let out = run(&bin, &args);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(rows(&out).is_empty(), "{text}");
+    assert!(text.contains("0 of 0 server processes guarded"), "{text}");
+    let ignored = |pid: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("ignored: pid {pid} ")))
+    };
+    let l = ignored(&pids[0]).unwrap_or_else(|| panic!("the tenant's copy: {text}"));
+    assert!(
+        l.contains(&format!("uid {TENANT}"))
+            && l.contains(&format!("exe {}", copy.display()))
+            && l.contains("not a system binary"),
+        "{l}"
+    );
+    assert!(
+        ignored(&pids[1]).is_none(),
+        "the symlink runs sleep, not a server: {text}"
+    );
+    let l = ignored(&pids[2]).unwrap_or_else(|| panic!("the root-owned binary: {text}"));
+    assert!(
+        l.contains(&format!("exe {}", root_copy.display()))
+            && l.contains("started by uid 42331, not by root or a server"),
+        "{l}"
+    );
+    let json = stdout(&run(&bin, &[&args[..], &["--json"]].concat()));
+    let v: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(
+        (v["total"].as_u64(), v["ignored"].as_array().map(Vec::len)),
+        (Some(0), Some(2)),
+        "{json}"
     );
 }

@@ -3,7 +3,12 @@
 //! rounds, reported as ratios to bare taken in the same run, with per-request µs.
 //!
 //! `cargo run --release -p toctou-guard-bench --bin e2e -- [--seconds S] [--rounds R]
-//!  [--connections C] [--threads T] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]`
+//!  [--connections C] [--threads T] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]
+//!  [--workers N] [--files small|big|both] [--cost N] [--figure]`
+//!
+//! `--figure` is issue 13's nginx figure: one nginx worker, `wrk -t1 -c16`, the small file,
+//! bare / `+shim` / `if_not_owner` in 5 interleaved rounds, then the instructions and system
+//! calls per request of each ([`toctou_guard_bench::cost`]).
 //!
 //! Needs root (tenant uids, FUSE mounts, servers dropping to www-data). The lab is the
 //! attack harness's (`toctou_attack`): its two tenants, its servers tuned for throughput,
@@ -11,26 +16,19 @@
 //! detached on exit, including on Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use toctou_attack::artefacts::{self, FS_DAEMON, SHIM};
-use toctou_attack::guardconf::GuardConfig;
-use toctou_attack::http::Conn;
+use toctou_attack::artefacts::{self, FS_DAEMON};
 use toctou_attack::targets::fuse::FuseMount;
-use toctou_attack::targets::{Serving, Site, Tuning, WebServer};
-use toctou_attack::tenants::{TenantOptions, Tenants, filler, relative};
-use toctou_attack::{Tools, signals, sys};
-use toctou_guard_bench::fixture::SMALL_FILE_BYTES;
+use toctou_attack::targets::{Tuning, WebServer};
+use toctou_attack::{signals, sys};
+use toctou_guard_bench::cost::{self, Cost, CostOptions};
+use toctou_guard_bench::lab::{BIG, LEAK, Lab, SMALL, Server, Setup, measure};
 use toctou_guard_bench::proc;
 use toctou_guard_bench::stats::{fmt_ratio, median, range, ratios};
 use toctou_guard_bench::wrk::{self, WrkOptions, WrkResult};
-
-const SMALL: &str = "/d1/d2/d3/small.html";
-const BIG: &str = "/big.bin";
-const LEAK: &str = "/leak.html";
-const BIG_BYTES: usize = 1 << 20;
 
 /// bindfs at its fastest on this machine: single-threaded (on 2 cores `--multithreaded`
 /// costs a thread hand-off per request and measured slower), page cache kept across opens,
@@ -52,6 +50,18 @@ struct Args {
     retries: u32,
     budget: f64,
     bindfs: Vec<String>,
+    /// nginx `worker_processes` / Apache `StartServers`; `None`: the servers' defaults.
+    workers: Option<u32>,
+    /// The files measured.
+    files: Vec<&'static str>,
+    /// Requests counted under strace (and a quarter of them under callgrind) per nginx
+    /// set-up after the rounds; 0: none.
+    cost: u64,
+    /// Where the raw strace and callgrind outputs go.
+    out: PathBuf,
+    /// Another `toctou-guard-fs` (e.g. the build before a change), mounted `noopen` as
+    /// row `+fuse noopen B` in the same interleaved rounds.
+    compare_fs: Option<PathBuf>,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -60,7 +70,7 @@ fn words(s: &str) -> Vec<String> {
 
 fn usage() -> String {
     format!(
-        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")]\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
+        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")] [--compare-fs DAEMON]\n           [--workers N (server default)] [--files small|big|both (both)] [--cost REQUESTS (0)] [--out DIR (/var/tmp/toctou-guard-bench/cost)]\n           [--figure: --only nginx --no-fuse --no-bindfs --workers 1 --threads 1 --files small --cost 20000]\n\n--cost N: after the rounds, each nginx set-up's worker is counted: system calls per request\n(strace -c over N requests) and user-space instructions per request (callgrind, N/4 requests;\nworker_processes 1 needed).\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
     )
 }
 
@@ -78,6 +88,11 @@ fn parse_args() -> Result<Args, String> {
         retries: 2,
         budget: 290.0,
         bindfs: words(BINDFS_FASTEST),
+        workers: None,
+        files: vec![SMALL, BIG],
+        cost: 0,
+        out: PathBuf::from("/var/tmp/toctou-guard-bench/cost"),
+        compare_fs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,6 +116,27 @@ fn parse_args() -> Result<Args, String> {
             "--bindfs" => a.bindfs = words(&value()?),
             "--budget" => a.budget = number(&flag, value()?)?,
             "--keep" => a.keep = true,
+            "--workers" => a.workers = Some(number(&flag, value()?)?),
+            "--files" => {
+                a.files = match value()?.as_str() {
+                    "small" => vec![SMALL],
+                    "big" => vec![BIG],
+                    "both" => vec![SMALL, BIG],
+                    other => return Err(format!("--files: small, big or both, not {other}")),
+                }
+            }
+            "--cost" => a.cost = number(&flag, value()?)?,
+            "--out" => a.out = PathBuf::from(value()?),
+            "--figure" => {
+                a.only = Some(WebServer::Nginx);
+                a.fuse = false;
+                a.bindfs_on = false;
+                a.workers = Some(1);
+                a.threads = 1;
+                a.files = vec![SMALL];
+                a.cost = 20_000;
+            }
+            "--compare-fs" => a.compare_fs = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -114,78 +150,16 @@ fn parse_args() -> Result<Args, String> {
     a.threads = a.threads.clamp(1, a.connections);
     a.retries = a.retries.min(10);
     a.budget = a.budget.clamp(10.0, 3600.0);
+    a.workers = a.workers.map(|w| w.clamp(1, 64));
+    a.cost = a.cost.min(1_000_000);
+    if a.cost > 0 && a.workers != Some(1) {
+        return Err("--cost counts one worker: add --workers 1".into());
+    }
     Ok(a)
 }
 
 fn number<T: FromStr>(flag: &str, v: String) -> Result<T, String> {
     v.parse().map_err(|_| format!("{flag}: not a number"))
-}
-
-/// The attack harness's two tenants, serving what is measured: the attacker's document root
-/// holds the files; its `leak.html` is a symlink to the victim's secret, so every set-up
-/// also shows whether it is guarded at all. Removed on drop, unless kept.
-struct Lab {
-    tenants: Tenants,
-    base: PathBuf,
-    keep: bool,
-    tools: Tools,
-    shim: PathBuf,
-    /// The guard configuration of `+shim`.
-    conf: PathBuf,
-}
-
-impl Lab {
-    fn new(keep: bool) -> Result<Lab, String> {
-        let shim = SHIM.locate()?;
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let tools = Tools::detect(&exe, Some(shim.clone()), None);
-        let tenants = Tenants::create(&TenantOptions::default()).map_err(|e| e.to_string())?;
-        let base = tenants.base.clone().ok_or("no base directory")?;
-        add_site(&tenants).map_err(|e| e.to_string())?;
-        let conf = GuardConfig {
-            root: tenants.root_pattern(),
-            owner_euid: false,
-            allow_root: false,
-            audit: false,
-            log_socket: tenants.run.join("log.sock"),
-            log_rate: 1000,
-        }
-        .write(&tenants.run, "guard.conf")
-        .map_err(|e| e.to_string())?;
-        Ok(Lab {
-            tenants,
-            base,
-            keep,
-            tools,
-            shim,
-            conf,
-        })
-    }
-
-    /// The attacker's document root in `www`: the tenants' base, or a mount of it.
-    fn docroot(&self, www: &Path) -> PathBuf {
-        let a = &self.tenants.attacker.docroot;
-        www.join(a.strip_prefix(&self.tenants.www).unwrap_or(a))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.keep
-            && let Some(base) = self.tenants.keep()
-        {
-            eprintln!("kept {}", base.display());
-        }
-    }
-}
-
-/// The small file 4 levels deep, the 1 MiB file, and the leaking link.
-fn add_site(t: &Tenants) -> toctou_attack::Result<()> {
-    let a = &t.attacker;
-    a.add_file(&SMALL[1..], &filler(SMALL_FILE_BYTES))?;
-    a.add_file(&BIG[1..], &filler(BIG_BYTES))?;
-    a.add_symlink(&LEAK[1..], &relative(&a.docroot, &t.secret))?;
-    Ok(())
 }
 
 /// The FUSE mounts set-ups serve through, by row label (`+fuse noopen`, `+bindfs`); what
@@ -194,6 +168,17 @@ fn mount_all(args: &Args, lab: &Lab, skipped: &mut Vec<String>) -> Vec<(String, 
     let mut mounts = Vec::new();
     if args.fuse {
         mount_guard_fs(lab, &mut mounts, skipped);
+        if let Some(b) = &args.compare_fs {
+            println!("fuse B: {}", artefacts::describe(b));
+            let (mnt, log) = (
+                lab.base.join("mnt/noopen-b"),
+                lab.tenants.run.join("fuse-noopen-b.log"),
+            );
+            match FuseMount::guard_fs(b, &lab.tenants.www, &mnt, "noopen", &log) {
+                Ok(m) => mounts.push(("+fuse noopen B".into(), m)),
+                Err(e) => skipped.push(format!("+fuse noopen B: {e}")),
+            }
+        }
     }
     if args.bindfs_on {
         println!("bindfs options: {}", args.bindfs.join(" "));
@@ -225,21 +210,6 @@ fn mount_guard_fs(lab: &Lab, mounts: &mut Vec<(String, FuseMount)>, skipped: &mu
             Err(e) => skipped.push(format!("+fuse {mode}: {e}")),
         }
     }
-}
-
-/// What is measured: which server, serving which document root, with which protection.
-struct Setup {
-    server: WebServer,
-    /// Row label, e.g. `+shim`.
-    label: String,
-    docroot: PathBuf,
-    /// Preload the shim.
-    shim: bool,
-    /// The server's own defence (nginx `disable_symlinks if_not_owner`, Apache
-    /// `SymLinksIfOwnerMatch`).
-    symlink_check: bool,
-    /// Other processes whose CPU time is part of serving (the FUSE daemon).
-    helper_pids: Vec<u32>,
 }
 
 /// Per server: bare, `+shim`, its own defence, and one row per mount.
@@ -281,72 +251,6 @@ fn setups(args: &Args, lab: &Lab, mounts: &[(String, FuseMount)]) -> Vec<Setup> 
     setups
 }
 
-/// A started, checked set-up.
-struct Server {
-    setup: Setup,
-    serving: Serving,
-    /// The status `GET /leak.html` answered.
-    leak: String,
-}
-
-impl Server {
-    /// Start `setup` tuned for throughput and check it.
-    fn start(setup: Setup, lab: &Lab) -> Result<Server, String> {
-        let site = Site {
-            docroot: &setup.docroot,
-            work: &lab.tenants.run,
-            tuning: Tuning::THROUGHPUT,
-            symlink_check: setup.symlink_check,
-            shim: setup.shim.then_some((lab.shim.as_path(), lab.conf.as_path())),
-        };
-        let serving = setup.server.serve(&lab.tools, &site).map_err(|e| e.to_string())?;
-        let mut server = Server {
-            setup,
-            serving,
-            leak: String::new(),
-        };
-        server.leak = server
-            .check()
-            .map_err(|e| format!("{e} (see {})", server.serving.dir.display()))?;
-        Ok(server)
-    }
-
-    /// Before measuring: both files served in full, the shim loaded where it should be.
-    /// What `GET /leak.html` answers.
-    fn check(&self) -> Result<String, String> {
-        let mut conn = Conn::new(self.serving.addr, Duration::from_secs(5));
-        let mut get = |path: &str| {
-            conn.get(path)
-                .map(|r| (r.status, r.body.len()))
-                .map_err(|e| format!("{}{path}: {e}", self.serving.addr))
-        };
-        let small = get(SMALL)?;
-        let big = get(BIG)?;
-        if small != (200, SMALL_FILE_BYTES) || big != (200, BIG_BYTES) {
-            return Err(format!("small file gave {small:?}, 1 MB file gave {big:?}"));
-        }
-        if self.setup.shim && !proc::maps_contain(self.pid(), "libtoctou_guard") {
-            return Err("the shim is not loaded in the server".into());
-        }
-        Ok(get(LEAK)?.0.to_string())
-    }
-
-    fn pid(&self) -> u32 {
-        self.serving.process.pid()
-    }
-
-    /// The master process and the helpers (FUSE daemon) whose CPU time counts.
-    fn cpu_roots(&self) -> Vec<u32> {
-        let mut v = vec![self.pid()];
-        v.extend(&self.setup.helper_pids);
-        v
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.serving.addr)
-    }
-}
-
 /// Every set-up that starts and passes its check; the others are added to `skipped`.
 fn start_servers(setups: Vec<Setup>, lab: &Lab, skipped: &mut Vec<String>) -> Vec<Server> {
     let mut servers = Vec::new();
@@ -369,10 +273,11 @@ struct Cell {
     all_requests: u64,
 }
 
-/// Both files on every server.
-fn cells_for(servers: usize) -> Vec<Cell> {
-    [SMALL, BIG]
-        .into_iter()
+/// Every file on every server.
+fn cells_for(servers: usize, files: &[&'static str]) -> Vec<Cell> {
+    files
+        .iter()
+        .copied()
         .flat_map(|path| {
             (0..servers).map(move |server| Cell {
                 server,
@@ -495,7 +400,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let started = Instant::now();
     // Dropped last: after the mounts, dropped after the servers that serve from them.
-    let lab = Lab::new(args.keep)?;
+    let tuning = Tuning {
+        workers: args.workers,
+        ..Tuning::THROUGHPUT
+    };
+    let lab = Lab::new(args.keep, tuning)?;
     println!("# toctou-guard e2e");
     println!("shim: {}", artefacts::describe(&lab.shim));
     let mut skipped = Vec::new();
@@ -517,13 +426,16 @@ fn run(args: &Args) -> Result<(), String> {
         },
         servers: &servers,
     };
-    let mut cells = cells_for(servers.len());
+    let mut cells = cells_for(servers.len(), &args.files);
     rounds.announce(cells.len());
     rounds.warm_up(&cells)?;
     let stats_before: Vec<_> = mounts.iter().map(|(_, m)| m.stats()).collect();
     rounds.run(&mut cells)?;
     report(&servers, &cells);
     fuse_messages(&mounts, &stats_before, &servers, &cells);
+    if args.cost > 0 {
+        counts(args, &lab, &servers)?;
+    }
     println!(
         "\ntotal {:.0}s; load after: {}",
         started.elapsed().as_secs_f64(),
@@ -532,18 +444,40 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// One wrk run against `server`, with the server's own CPU time and the foreign load.
-fn measure(server: &Server, path: &str, opts: WrkOptions) -> Result<WrkResult, String> {
-    let roots = server.cpu_roots();
-    let before = proc::tree_cpu_ticks(&roots);
-    let mut r = wrk::wrk(&server.url(path), opts)?;
-    let server_s = proc::tree_cpu_ticks(&roots).saturating_sub(before) as f64 / proc::clock_ticks();
-    if r.requests > 0 {
-        r.server_cpu_us_per_req = server_s * 1e6 / r.requests as f64;
+/// Instructions and system calls per request of each nginx set-up that serves the raw tree
+/// (bare, `+shim`, `if_not_owner`): strace on the running worker, callgrind on a restart.
+fn counts(args: &Args, lab: &Lab, servers: &[Server]) -> Result<(), String> {
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("mkdir {}: {e}", args.out.display()))?;
+    let o = CostOptions {
+        strace_requests: args.cost,
+        callgrind_requests: (args.cost / 4).max(1),
+        warm: 500,
+        conns: args.connections,
+        out: args.out.clone(),
+    };
+    let mut costs = Vec::new();
+    for s in servers
+        .iter()
+        .filter(|s| s.setup.server == WebServer::Nginx && s.setup.helper_pids.is_empty())
+    {
+        not_interrupted()?;
+        let mut c = Cost {
+            label: s.setup.label.clone(),
+            ..Cost::default()
+        };
+        eprintln!("counting {}: strace", c.label);
+        match cost::syscalls(s, &o) {
+            Ok(m) => c.syscalls = m,
+            Err(e) => c.errors.push(format!("system calls: {e}")),
+        }
+        eprintln!("counting {}: callgrind", c.label);
+        if let Err(e) = cost::instructions(&s.setup, lab, &o, &mut c) {
+            c.errors.push(format!("instructions: {e}"));
+        }
+        costs.push(c);
     }
-    let foreign = (r.machine_cpu_s - server_s - r.wrk_cpu_s).max(0.0);
-    r.foreign_load = foreign / (proc::cpus() * r.wall_s.max(0.1));
-    Ok(r)
+    cost::report(&costs, &o);
+    Ok(())
 }
 
 /// What each FUSE daemon was asked per HTTP request served through its mount, during the

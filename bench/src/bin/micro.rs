@@ -72,6 +72,7 @@ fn real_main() -> Result<(), String> {
     let big = fx.config_big_cache();
     let maps = fx.config_many_maps()?;
     let compiled = fx.config_many_maps_compiled()?;
+    let slots4096 = fx.config_slots(4096)?;
     type Row<'a> = (&'static str, &'a str, &'a str, u64, bool, Option<&'a PathBuf>);
     let mut rows: Vec<Row<'_>> = vec![
         ("1t bare", &prefix, fixture::Micro::SUFFIX, 1, false, None),
@@ -144,12 +145,20 @@ fn real_main() -> Result<(), String> {
             None,
         ),
         (
-            "100kt +shim (4096 slots)",
+            "100kt +shim (default slots)",
             &prefix,
             fixture::Micro::SUFFIX,
             tenants,
             false,
             Some(&conf),
+        ),
+        (
+            "100kt +shim (4096 slots)",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            false,
+            Some(&slots4096),
         ),
         (
             "100kt +shim (131072 slots)",
@@ -158,6 +167,39 @@ fn real_main() -> Result<(), String> {
             tenants,
             false,
             Some(&big),
+        ),
+        // The same tenants drawn Zipf(1): a few sites get most requests.
+        (
+            "100kt zipf bare",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            false,
+            None,
+        ),
+        (
+            "100kt zipf +fstat (limit)",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            true,
+            None,
+        ),
+        (
+            "100kt zipf +shim (default slots)",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            false,
+            Some(&conf),
+        ),
+        (
+            "100kt zipf +shim (4096 slots)",
+            &prefix,
+            fixture::Micro::SUFFIX,
+            tenants,
+            false,
+            Some(&slots4096),
         ),
     ];
     if so_b.is_some() {
@@ -179,12 +221,28 @@ fn real_main() -> Result<(), String> {
                 Some(&conf),
             ),
             (
-                "100kt +shim B (4096 slots)",
+                "100kt +shim B (default slots)",
                 prefix.as_str(),
                 fixture::Micro::SUFFIX,
                 tenants,
                 false,
                 Some(&conf),
+            ),
+            (
+                "100kt zipf +shim B (default slots)",
+                prefix.as_str(),
+                fixture::Micro::SUFFIX,
+                tenants,
+                false,
+                Some(&conf),
+            ),
+            (
+                "100kt zipf +shim B (4096 slots)",
+                prefix.as_str(),
+                fixture::Micro::SUFFIX,
+                tenants,
+                false,
+                Some(&slots4096),
             ),
             (
                 "1t +shim B, 100k map lines",
@@ -202,7 +260,7 @@ fn real_main() -> Result<(), String> {
                 false,
                 Some(&maps),
             ),
-        ] as [Row<'_>; 5]);
+        ] as [Row<'_>; 7]);
     }
     let mut variants = Vec::new();
     for (name, prefix, suffix, count, extra_fstat, guard) in rows {
@@ -222,6 +280,7 @@ fn real_main() -> Result<(), String> {
             suffix,
             count,
             extra_fstat,
+            zipf: name.contains("zipf"),
             guard: guard.map(|c| (lib, c.as_path())),
             // Relative prefixes are relative to the fixture's base directory.
             cwd: Some(fx.base.as_path()),
@@ -266,8 +325,9 @@ fn real_main() -> Result<(), String> {
     let bare_out = find("outside root bare");
     let bare_rel = find("outside root, relative bare");
     let shim1 = find("1t +shim");
-    let shim100k_small = find("100kt +shim (4096 slots)");
-    let shim100k_big = find("100kt +shim (131072 slots)");
+    let shim1_b = find("1t +shim B");
+    let bare_zipf = find("100kt zipf bare");
+    let fstat_zipf = find("100kt zipf +fstat (limit)");
 
     println!(
         "\nopen+read+close of a {}-byte file, {rounds} rounds x {iters} iterations, interleaved; {} tenants; {} time",
@@ -280,7 +340,9 @@ fn real_main() -> Result<(), String> {
     );
     println!("|---|---|---|---|---|---|");
     for v in &mut variants {
-        let (bare, limit) = if v.name.starts_with("100kt") {
+        let (bare, limit) = if v.name.starts_with("100kt zipf") {
+            (&bare_zipf, &fstat_zipf)
+        } else if v.name.starts_with("100kt") {
             (&bare100k, &fstat100k)
         } else if v.name.starts_with("outside root, relative") {
             (&bare_rel, &bare_rel)
@@ -309,21 +371,29 @@ fn real_main() -> Result<(), String> {
             end.1
         );
     }
-    for (name, shim100k) in [
-        ("100kt +shim (4096 slots)", shim100k_small),
-        ("100kt +shim (131072 slots)", shim100k_big),
-    ] {
-        let per_open: Vec<f64> = ratios(&shim100k, &shim1);
+    let per_tenant_rows: Vec<(&str, Vec<f64>)> = variants
+        .iter()
+        .filter(|v| v.name.starts_with("100kt") && v.name.contains("shim"))
+        .map(|v| (v.name, v.ns_per_iter.clone()))
+        .collect();
+    for (name, shim100k) in per_tenant_rows {
+        let bare_t = if name.contains("zipf") {
+            &bare_zipf
+        } else {
+            &bare100k
+        };
+        let shim1 = if name.contains("shim B") { &shim1_b } else { &shim1 };
+        let per_open: Vec<f64> = ratios(&shim100k, shim1);
         let guard_cost =
             |shim: &[f64], bare: &[f64]| -> Vec<f64> { shim.iter().zip(bare).map(|(s, b)| s - b).collect() };
-        let extra1 = guard_cost(&shim1, &bare1);
-        let extra100k = guard_cost(&shim100k, &bare100k);
+        let extra1 = guard_cost(shim1, &bare1);
+        let extra100k = guard_cost(&shim100k, bare_t);
         println!(
             "\n{name} vs 1 tenant: per-open cost {}; guard's own ns per open: 1 tenant {:.0}, {tenants} tenants {:.0}; (shim/bare at {tenants}) / (shim/bare at 1) = {}",
             fmt_ratio(&per_open),
             median(&extra1),
             median(&extra100k),
-            fmt_ratio(&ratios(&ratios(&shim100k, &bare100k), &ratios(&shim1, &bare1)))
+            fmt_ratio(&ratios(&ratios(&shim100k, bare_t), &ratios(shim1, &bare1)))
         );
     }
     // Issue 13's goal: a 100,000-map configuration costs an open what a one-line one does.

@@ -2,10 +2,12 @@
 //! libc, so that under `LD_PRELOAD` the guard's hooks are on the path exactly as they are in
 //! a web-server worker.
 //!
-//! `openloop PREFIX SUFFIX COUNT [--fstat]`: iteration `i` opens `PREFIX{i % COUNT}SUFFIX`
+//! `openloop PREFIX SUFFIX COUNT [--fstat] [--zipf]`: iteration `i` opens `PREFIX{i % COUNT}SUFFIX`
 //! (built in a stack buffer: nothing is allocated while timing, so the process's RSS only
 //! moves because of what the opens themselves cost). `--fstat` adds one bare `fstat` per open,
-//! the physical limit of a check on the descriptor.
+//! the physical limit of a check on the descriptor. `--zipf` picks the index from a fixed
+//! sequence of Zipf(1) draws over `0..COUNT` instead (index `r` the `r+1`-th most popular),
+//! as web traffic over many sites is: drawn once at start, before any timing.
 //!
 //! Commands on stdin, one per line, each answered with one line on stdout:
 //! - `run N`: run N iterations, answer `WALL_NS CPU_NS`: elapsed time, and this thread's CPU
@@ -28,10 +30,34 @@ struct Paths {
     suffix: Vec<u8>,
     count: u64,
     next: u64,
+    /// Zipf draws, when asked for: iteration `i` opens index `order[i % len]`.
+    order: Option<Vec<u32>>,
+}
+
+/// Draws of Zipf(1) over `0..n` by inverse CDF, from a fixed xorshift (the same in every
+/// child, so bare and guarded children open the same sequence).
+fn zipf_order(n: u64, draws: usize) -> Vec<u32> {
+    let n = n.clamp(1, u64::from(u32::MAX)) as usize;
+    let mut cdf = Vec::with_capacity(n);
+    let mut sum = 0.0f64;
+    for r in 1..=n {
+        sum += 1.0 / r as f64;
+        cdf.push(sum);
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..draws)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            cdf.partition_point(|&c| c < u).min(n - 1) as u32
+        })
+        .collect()
 }
 
 impl Paths {
-    fn new(prefix: &[u8], suffix: &[u8], count: u64) -> Paths {
+    fn new(prefix: &[u8], suffix: &[u8], count: u64, zipf: bool) -> Paths {
         assert!(prefix.len() + suffix.len() + 21 < BUF, "path too long");
         let mut buf = [0u8; BUF];
         buf[..prefix.len()].copy_from_slice(prefix);
@@ -41,12 +67,16 @@ impl Paths {
             suffix: suffix.to_vec(),
             count: count.max(1),
             next: 0,
+            order: zipf.then(|| zipf_order(count, 1 << 18)),
         }
     }
 
     /// The next path, NUL-terminated, in the internal buffer.
     fn next(&mut self) -> *const libc::c_char {
-        let i = self.next % self.count;
+        let i = match &self.order {
+            Some(o) => u64::from(o[(self.next % o.len() as u64) as usize]),
+            None => self.next % self.count,
+        };
         self.next = self.next.wrapping_add(1);
         let mut digits = [0u8; 20];
         let mut n = i;
@@ -140,7 +170,7 @@ fn rss() -> (u64, u64) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        eprintln!("usage: openloop PREFIX SUFFIX COUNT [--fstat]");
+        eprintln!("usage: openloop PREFIX SUFFIX COUNT [--fstat] [--zipf]");
         std::process::exit(2);
     }
     let count: u64 = args[2].parse().unwrap_or_else(|_| {
@@ -148,7 +178,8 @@ fn main() {
         std::process::exit(2)
     });
     let extra_fstat = args.iter().skip(3).any(|a| a == "--fstat");
-    let mut paths = Paths::new(args[0].as_bytes(), args[1].as_bytes(), count);
+    let zipf = args.iter().skip(3).any(|a| a == "--zipf");
+    let mut paths = Paths::new(args[0].as_bytes(), args[1].as_bytes(), count, zipf);
 
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();

@@ -64,3 +64,14 @@ pub struct Finding {
     pub path: Vec<u8>,
     pub detail: String,
 }
+
+impl Finding {
+    pub fn new(kind: Kind, tenant: &[u8], path: &[u8], detail: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            tenant: tenant.to_vec(),
+            path: path.to_vec(),
+            detail: detail.into(),
+        }
+    }
+}

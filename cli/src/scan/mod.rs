@@ -5,6 +5,8 @@ mod findings;
 mod report;
 mod walk;
 
+pub(crate) use walk::shown;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

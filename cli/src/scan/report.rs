@@ -70,13 +70,20 @@ pub fn text(t: &Totals, findings: &[Finding], quiet: bool) -> String {
             }
         }
         let denies = findings.iter().filter(|f| f.kind.denies()).count();
+        // What was not entered may hide more: "nothing" is only about what was read.
+        let unseen = findings.len() - denies;
         let _ = writeln!(
             out,
-            "{}",
+            "{}{}",
             if denies == 0 {
                 "nothing would be denied".to_string()
             } else {
                 format!("{denies} finding(s) would be denied when enforcing")
+            },
+            if unseen == 0 {
+                String::new()
+            } else {
+                format!(" in what was scanned; {unseen} part(s) not scanned (other-mount, unreadable)")
             }
         );
         if !findings.is_empty() {

@@ -112,15 +112,11 @@ pub fn scan(policy: &Policy, counters: &Counters, threads: usize) -> Result<Vec<
         ex.tenant_depth = entry.pattern.tenant_depth();
         let tenant = (ex.tenant_depth == 0).then(|| (Vec::new(), root_st));
         if ex.comps.is_empty() {
-            ex.findings.push(Finding {
-                kind: Kind::Unreadable,
-                tenant: Vec::new(),
-                path: b"/".to_vec(),
-                detail: format!(
-                    "'{key}' (line {}) is the whole file system: not scanned",
-                    entry.line
-                ),
-            });
+            let why = format!(
+                "'{key}' (line {}) is the whole file system: not scanned",
+                entry.line
+            );
+            ex.findings.push(Finding::new(Kind::Unreadable, &[], b"/", why));
             continue;
         }
         ex.expand(&root, &[], 0, tenant);
@@ -147,12 +143,7 @@ pub fn scan(policy: &Policy, counters: &Counters, threads: usize) -> Result<Vec<
         for w in workers {
             match w.join() {
                 Ok(f) => findings.extend(f),
-                Err(_) => findings.push(Finding {
-                    kind: Kind::Unreadable,
-                    tenant: Vec::new(),
-                    path: Vec::new(),
-                    detail: "a worker thread failed".into(),
-                }),
+                Err(_) => findings.push(Finding::new(Kind::Unreadable, &[], &[], "a worker thread failed")),
             }
         }
     });
@@ -178,12 +169,25 @@ impl Expand<'_> {
     }
 
     fn find(&mut self, kind: Kind, tenant: &[u8], path: &[u8], detail: String) {
-        self.findings.push(Finding {
-            kind,
-            tenant: tenant.to_vec(),
-            path: path.to_vec(),
-            detail,
-        });
+        self.findings.push(Finding::new(kind, tenant, path, detail));
+    }
+
+    /// Is the link `name` in `dir` (at `path`, above the tenant) an alias of a path this
+    /// pattern's own expansion reaches (ISPConfig's clients/clientN/DOMAIN -> webM)? Every
+    /// component of that path is one the expansion lists, so any link on it is met there.
+    fn alias(&self, dir: &OwnedFd, name: &CStr, path: &[u8]) -> bool {
+        let mut w = Worker::lone(self.policy);
+        if !matches!(w.read_link(dir, name, path), Ok((_, true))) {
+            return false;
+        }
+        let depth = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
+        let comps: Vec<&[u8]> = w
+            .scratch
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        comps.len() == depth && comps.iter().zip(&self.comps).all(|(c, p)| p == b"*" || p == c)
     }
 
     /// `dir` (at `path`, `depth` components deep) matched the pattern so far; `tenant` is the
@@ -232,6 +236,11 @@ impl Expand<'_> {
                 tenant.clone()
             };
             match file_type(&st) {
+                FileType::Symlink
+                    if st.st_uid == 0 && d < self.tenant_depth && self.alias(dir, &name, &child) =>
+                {
+                    // Scanned under its own name.
+                }
                 FileType::Symlink if d < self.tenant_depth || self.fixed() => {
                     // Above the tenant (the guard follows it like any directory on the way)
                     // or a `map`'s directory (its owner is fixed): nothing refused for being a
@@ -426,12 +435,7 @@ impl<'a> Worker<'a> {
     }
 
     fn find(&mut self, kind: Kind, tenant: &[u8], path: &[u8], detail: String) {
-        self.findings.push(Finding {
-            kind,
-            tenant: tenant.to_vec(),
-            path: path.to_vec(),
-            detail,
-        });
+        self.findings.push(Finding::new(kind, tenant, path, detail));
     }
 
     /// List one directory: judge each entry, return its subdirectories to list.
@@ -555,11 +559,21 @@ impl<'a> Worker<'a> {
         self.find(kind, &t.path, path, detail);
     }
 
+    /// The text of the link `name` in `dir` (at `path`), and whether it resolved lexically
+    /// against the link's directory (into `self.scratch`; `false`: too long).
+    fn read_link(&mut self, dir: &OwnedFd, name: &CStr, path: &[u8]) -> Result<(Vec<u8>, bool), Errno> {
+        let target = fs::readlinkat(dir, name, std::mem::take(&mut self.link))?.into_bytes();
+        let base = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+        let base = if base.is_empty() { b"/" as &[u8] } else { base };
+        let resolved = self.lexical.classify(Some(base), &target, &mut *self.scratch) == Target::Outside;
+        Ok((target, resolved))
+    }
+
     /// A symlink `name` in `dir` at `path`: does its target, resolved lexically against the
     /// link's directory, stay in the tenant directory `tenant`?
     fn symlink(&mut self, dir: &OwnedFd, name: &CStr, path: &[u8], tenant: &[u8]) {
-        let target = match fs::readlinkat(dir, name, std::mem::take(&mut self.link)) {
-            Ok(t) => t.into_bytes(),
+        let (target, resolvable) = match self.read_link(dir, name, path) {
+            Ok(t) => t,
             Err(e) => {
                 self.find(
                     Kind::Unreadable,
@@ -570,16 +584,16 @@ impl<'a> Worker<'a> {
                 return;
             }
         };
-        let base = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-        let base = if base.is_empty() { b"/" as &[u8] } else { base };
-        let resolved = match self.lexical.classify(Some(base), &target, &mut *self.scratch) {
-            Target::Outside => Some(self.scratch.as_bytes()),
-            _ => None,
-        };
+        let resolved = resolvable.then(|| self.scratch.as_bytes());
         let inside = |r: &[u8]| {
             tenant.is_empty() || r.starts_with(tenant) && (r.len() == tenant.len() || r[tenant.len()] == b'/')
         };
-        if resolved.is_some_and(inside) {
+        // A link that stays in the tenant but leads out of every root: the guard judges what
+        // is opened through it, no walk reaches what is behind it (links are not followed).
+        let unscanned = resolved
+            .filter(|&r| inside(r))
+            .map(|r| self.policy.classify_clean(r) == Some(Target::Outside));
+        if unscanned == Some(false) {
             self.link = target;
             return;
         }
@@ -597,6 +611,12 @@ impl<'a> Worker<'a> {
                 format!("-> {} (resolves to {}, {what})", shown(&target), shown(r))
             }
         };
+        if unscanned == Some(true) {
+            let detail = format!("{detail}: in the tenant but outside every root: not scanned");
+            self.find(Kind::Unreadable, tenant, path, detail);
+            self.link = target;
+            return;
+        }
         self.find(Kind::SymlinkLeavesTenant, tenant, path, detail);
         self.link = target;
     }

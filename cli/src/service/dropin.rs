@@ -16,9 +16,12 @@ pub const FILE_NAME: &str = "toctou-guard.conf";
 /// DirectAdmin `php-fpm82`).
 pub fn validate(service: &str) -> Result<&str, String> {
     let s = service.strip_suffix(".service").unwrap_or(service);
+    // A file name under /etc/systemd/system: no '/', no "..", nothing hidden or option-like.
     let safe = !s.is_empty()
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+        && !s.contains("..")
+        && !s.starts_with(['.', '-']);
     let known = matches!(s, "apache2" | "httpd" | "nginx" | "lsws" | "lshttpd")
         || (s.contains("php") && s.contains("-fpm"));
     if safe && known {
@@ -187,7 +190,21 @@ mod tests {
         ] {
             assert!(validate(ok).is_ok(), "{ok}");
         }
-        for bad in ["sshd", "", "../nginx", "nginx/x", "php8.2-fpm\n", "mysql"] {
+        for bad in [
+            "sshd",
+            "",
+            "../nginx",
+            "nginx/x",
+            "php8.2-fpm\n",
+            "mysql",
+            "..php-fpm",
+            "php-fpm/../../../tmp/x",
+            ".php-fpm",
+            "-php-fpm",
+            "php..-fpm",
+            "php-fpm\0",
+            "php-fpm ",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         assert!(text("nginx", Path::new("lib.so"), Path::new("/c")).is_err());

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use toctou_policy::config::{SERVER_PROGRAMS, program_matches};
@@ -13,7 +14,12 @@ pub struct Proc {
     pub ppid: u32,
     /// Basename of `/proc/PID/exe` (` (deleted)` stripped), else `comm`.
     pub program: String,
+    /// `/proc/PID/exe` (` (deleted)` stripped); `None` when it cannot be read (not root).
+    pub exe: Option<PathBuf>,
     pub euid: u32,
+    /// Why this is not a server the guard is for (a tenant's process named like one), when
+    /// it is not: such a process is listed, and counts neither way.
+    pub ignored: Option<String>,
     /// The mapped file whose name contains `libtoctou_guard` (`/proc/PID/maps`).
     pub library: Option<String>,
     /// What the shim announced it loaded and guards this process with (its memfd mapping
@@ -35,12 +41,31 @@ fn stat(pid: u32) -> Option<(u32, String)> {
     Some((ppid, comm))
 }
 
-fn program(pid: u32, comm: &str) -> String {
-    fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .map(|n| n.strip_suffix(" (deleted)").map(str::to_string).unwrap_or(n))
-        .unwrap_or_else(|| comm.to_string())
+/// `/proc/PID/exe`, without the ` (deleted)` of a replaced binary.
+fn exe(pid: u32) -> Option<PathBuf> {
+    let p = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let s = p.to_string_lossy();
+    Some(match s.strip_suffix(" (deleted)") {
+        Some(kept) => PathBuf::from(kept),
+        None => p,
+    })
+}
+
+/// Is the running executable (the inode, wherever it is now) a system binary: root's, and
+/// writable by nobody else? A tenant's copy of a server binary is its own file.
+fn system_binary(pid: u32) -> Result<(), String> {
+    // Unreadable (status not run as root): unknown, so counted, never hidden as ignored.
+    let Ok(m) = fs::metadata(format!("/proc/{pid}/exe")) else {
+        return Ok(());
+    };
+    if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "not a system binary (owned by uid {}, mode {:o})",
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn euid(pid: u32) -> u32 {
@@ -106,7 +131,8 @@ fn config_env(pid: u32) -> Option<PathBuf> {
     })
 }
 
-fn is_server(name: &str) -> bool {
+/// Is `name` (a program's file name) one of the servers the guard is for?
+pub fn is_server(name: &str) -> bool {
     SERVER_PROGRAMS
         .iter()
         .any(|p| program_matches(p, name.as_bytes()))
@@ -114,6 +140,12 @@ fn is_server(name: &str) -> bool {
 
 /// Every server process, by pid. With `only` not empty, just those pids and their
 /// descendants.
+///
+/// The program is the executable's name (`comm` only where `/proc/PID/exe` cannot be read):
+/// `comm` is the name of whatever path was executed, a tenant's symlink `nginx` to any
+/// binary included. A process counts as a server when its executable is a system binary and
+/// it runs as root or was started by such a server (a master and its workers); anything else
+/// of that name is a tenant's own process, as privileged as the tenant: `ignored`.
 pub fn servers(only: &[u32]) -> Vec<Proc> {
     let mut parent = HashMap::new();
     let mut found = Vec::new();
@@ -125,12 +157,16 @@ pub fn servers(only: &[u32]) -> Vec<Proc> {
     for pid in pids {
         let Some((ppid, comm)) = stat(pid) else { continue };
         parent.insert(pid, ppid);
-        let program = program(pid, &comm);
-        if is_server(&program) || is_server(&comm) {
-            found.push((pid, ppid, program));
+        let exe = exe(pid);
+        let program = exe
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map_or(comm, |n| n.to_string_lossy().into_owned());
+        if is_server(&program) {
+            found.push((pid, ppid, program, exe));
         }
     }
-    let programs: HashMap<u32, &str> = found.iter().map(|(p, _, n)| (*p, n.as_str())).collect();
+    let programs: HashMap<u32, &str> = found.iter().map(|(p, _, n, _)| (*p, n.as_str())).collect();
     // Bounded: a parent chain is at most as long as the process table.
     let descends = |mut pid: u32| {
         for _ in 0..=parent.len() {
@@ -144,17 +180,37 @@ pub fn servers(only: &[u32]) -> Vec<Proc> {
         }
         false
     };
+    let system: HashMap<u32, (Result<(), String>, u32)> = found
+        .iter()
+        .map(|(pid, ..)| (*pid, (system_binary(*pid), euid(*pid))))
+        .collect();
+    // Started by root's server: up the chain of server processes with system binaries to one
+    // running as root. Bounded like `descends`.
+    let trusted = |mut pid: u32| -> Result<(), String> {
+        let started_by = system.get(&pid).map_or(u32::MAX, |s| s.1);
+        for _ in 0..=parent.len() {
+            match system.get(&pid) {
+                Some((Err(e), _)) => return Err(e.clone()),
+                Some((Ok(()), 0)) => return Ok(()),
+                Some((Ok(()), _)) => pid = parent.get(&pid).copied().unwrap_or(0),
+                None => break,
+            }
+        }
+        Err(format!("started by uid {started_by}, not by root or a server"))
+    };
     let mut out: Vec<Proc> = found
         .iter()
-        .filter(|(pid, _, _)| only.is_empty() || descends(*pid))
-        .map(|(pid, ppid, program)| {
+        .filter(|(pid, ..)| only.is_empty() || descends(*pid))
+        .map(|(pid, ppid, program, exe)| {
             let maps = mapped(*pid);
             Proc {
                 pid: *pid,
                 ppid: *ppid,
                 worker: programs.get(ppid) == Some(&program.as_str()),
                 program: program.clone(),
-                euid: euid(*pid),
+                exe: exe.clone(),
+                euid: system.get(pid).map_or(u32::MAX, |s| s.1),
+                ignored: trusted(*pid).err(),
                 library: library(&maps),
                 loaded: loaded(&maps),
                 config_env: config_env(*pid),

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use serde_json::json;
+
 use super::{denials, procs};
-use crate::json;
 
 pub struct Options {
     pub json: bool,
@@ -64,7 +65,10 @@ pub fn run(o: &Options) -> ExitCode {
         None => ("the journal".to_string(), denials::from_journal()),
     };
     let mut files: HashMap<PathBuf, Result<&'static str, String>> = HashMap::new();
-    let rows: Vec<Row> = procs::servers(&o.pids)
+    let (ignored, servers): (Vec<procs::Proc>, Vec<procs::Proc>) = procs::servers(&o.pids)
+        .into_iter()
+        .partition(|p| p.ignored.is_some());
+    let rows: Vec<Row> = servers
         .into_iter()
         .map(|p| {
             let (guarded, why) = match (&p.library, &p.loaded) {
@@ -99,7 +103,7 @@ pub fn run(o: &Options) -> ExitCode {
                 None
             };
             Row {
-                user: users.get(&p.euid).cloned().unwrap_or_else(|| p.euid.to_string()),
+                user: user(&users, p.euid),
                 denials: counts.as_ref().ok().map(|c| c.get(&p.pid).copied().unwrap_or(0)),
                 config,
                 mode,
@@ -116,9 +120,9 @@ pub fn run(o: &Options) -> ExitCode {
         Err(e) => format!("denials unknown: {e} (pass --log FILE)"),
     };
     if o.json {
-        print_json(&rows, guarded, &source, &log);
+        print_json(&rows, &ignored, &users, guarded, &source, &log);
     } else {
-        print_table(&rows, guarded, &source);
+        print_table(&rows, &ignored, &users, guarded, &source);
     }
     if guarded == rows.len() {
         ExitCode::SUCCESS
@@ -127,10 +131,31 @@ pub fn run(o: &Options) -> ExitCode {
     }
 }
 
-fn print_table(rows: &[Row], guarded: usize, source: &str) {
+fn exe(p: &procs::Proc) -> String {
+    p.exe
+        .as_ref()
+        .map_or("?".to_string(), |e| e.display().to_string())
+}
+
+/// Lossy, not `Path`'s serde (which fails on a non-UTF-8 name).
+fn path_json(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
+
+fn user(users: &HashMap<u32, String>, uid: u32) -> String {
+    users.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+}
+
+fn print_table(
+    rows: &[Row],
+    ignored: &[procs::Proc],
+    users: &HashMap<u32, String>,
+    guarded: usize,
+    source: &str,
+) {
     println!(
-        "{:>7} {:>7} {:<6} {:<10} {:<12} {:<9} {:<8} {:>7}  CONFIG",
-        "PID", "PPID", "ROLE", "USER", "PROGRAM", "GUARDED", "MODE", "DENIALS"
+        "{:>7} {:>7} {:<6} {:<10} {:>6} {:<12} {:<9} {:<8} {:>7}  {:<24} CONFIG",
+        "PID", "PPID", "ROLE", "USER", "UID", "PROGRAM", "GUARDED", "MODE", "DENIALS", "EXE"
     );
     for r in rows {
         let denials = r.denials.map_or("-".to_string(), |n| n.to_string());
@@ -142,52 +167,88 @@ fn print_table(rows: &[Row], guarded: usize, source: &str) {
             config.push_str(&format!(" [UNGUARDED: {}]", r.why));
         }
         println!(
-            "{:>7} {:>7} {:<6} {:<10} {:<12} {:<9} {:<8} {:>7}  {config}",
+            "{:>7} {:>7} {:<6} {:<10} {:>6} {:<12} {:<9} {:<8} {:>7}  {:<24} {config}",
             r.p.pid,
             r.p.ppid,
             if r.p.worker { "worker" } else { "master" },
             r.user,
+            r.p.euid,
             r.p.program,
             if r.guarded { "yes" } else { "NO" },
             r.mode,
-            denials
+            denials,
+            exe(&r.p),
         );
     }
     if rows.is_empty() {
         println!("no web server or php-fpm process is running");
     }
+    // A tenant's own process named like a server: shown, so that an operator can tell.
+    for p in ignored {
+        println!(
+            "ignored: pid {} ppid {} {} uid {} ({}) exe {}: {}",
+            p.pid,
+            p.ppid,
+            p.program,
+            p.euid,
+            user(users, p.euid),
+            exe(p),
+            p.ignored.as_deref().unwrap_or_default()
+        );
+    }
     println!("{guarded} of {} server processes guarded ({source})", rows.len());
 }
 
-fn print_json(rows: &[Row], guarded: usize, source: &str, log: &str) {
-    let opt = |s: Option<String>| s.map_or("null".to_string(), |s| json::string(&s));
-    let procs: Vec<String> = rows
+fn print_json(
+    rows: &[Row],
+    ignored: &[procs::Proc],
+    users: &HashMap<u32, String>,
+    guarded: usize,
+    source: &str,
+    log: &str,
+) {
+    let procs: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
-            format!(
-                "{{\"pid\":{},\"ppid\":{},\"role\":\"{}\",\"user\":{},\"uid\":{},\"program\":{},\"guarded\":{},\
-                 \"unguarded_because\":{},\"library\":{},\"config\":{},\"mode\":{},\"config_now\":{},\"denials\":{}}}",
-                r.p.pid,
-                r.p.ppid,
-                if r.p.worker { "worker" } else { "master" },
-                json::string(&r.user),
-                r.p.euid,
-                json::string(&r.p.program),
-                r.guarded,
-                opt((!r.guarded).then(|| r.why.to_string())),
-                opt(r.p.library.clone()),
-                json::string(&r.config.display().to_string()),
-                opt(r.guarded.then(|| r.mode.clone())),
-                opt(r.now.clone()),
-                r.denials.map_or("null".to_string(), |n| n.to_string()),
-            )
+            json!({
+                "pid": r.p.pid,
+                "ppid": r.p.ppid,
+                "role": if r.p.worker { "worker" } else { "master" },
+                "user": r.user,
+                "uid": r.p.euid,
+                "program": r.p.program,
+                "exe": path_json(&r.p.exe),
+                "guarded": r.guarded,
+                "unguarded_because": (!r.guarded).then_some(r.why),
+                "library": r.p.library,
+                "config": r.config.display().to_string(),
+                "mode": r.guarded.then_some(&r.mode),
+                "config_now": r.now,
+                "denials": r.denials,
+            })
         })
         .collect();
-    println!(
-        "{{\"processes\":[{}],\"guarded\":{guarded},\"total\":{},\"log\":{},\"denials_source\":{}}}",
-        procs.join(","),
-        rows.len(),
-        json::string(log),
-        json::string(source)
-    );
+    let ignored: Vec<serde_json::Value> = ignored
+        .iter()
+        .map(|p| {
+            json!({
+                "pid": p.pid,
+                "ppid": p.ppid,
+                "user": user(users, p.euid),
+                "uid": p.euid,
+                "program": p.program,
+                "exe": path_json(&p.exe),
+                "because": p.ignored,
+            })
+        })
+        .collect();
+    let out = json!({
+        "processes": procs,
+        "ignored": ignored,
+        "guarded": guarded,
+        "total": rows.len(),
+        "log": log,
+        "denials_source": source,
+    });
+    println!("{out}");
 }

@@ -3,7 +3,7 @@
 use crate::config::{Config, Mode, OwnerRule};
 use crate::index::{Found, RootIndex};
 use crate::meta::Meta;
-use crate::path::{PathBuf, TooLong, components};
+use crate::path::{Components, PathBuf, TooLong, WORDS, clean_slashes, components};
 
 /// The tenant rule's expected owner: the owner of the tenant directory, from what `lstat`
 /// (never following it) said of it (`None`: it could not be read). A symlinked tenant
@@ -94,49 +94,6 @@ pub enum Target {
     Deny(DenyReason),
 }
 
-/// The components of a clean absolute path.
-fn clean_components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
-}
-
-/// Byte length of the first `n` components of a clean absolute path (`/` itself for 0).
-fn prefix_len(path: &[u8], n: usize) -> usize {
-    if n == 0 {
-        return 1;
-    }
-    let mut seen = 0;
-    for (i, &b) in path.iter().enumerate().skip(1) {
-        if b == b'/' {
-            seen += 1;
-            if seen == n {
-                return i;
-            }
-        }
-    }
-    path.len()
-}
-
-/// Absolute, shorter than `PATH_MAX`, no empty, `.` or `..` component, no trailing `/`.
-#[inline]
-fn is_clean(path: &[u8]) -> bool {
-    if path.first() != Some(&b'/') || path.len() >= crate::path::PATH_MAX {
-        return false;
-    }
-    if path.len() == 1 {
-        return true;
-    }
-    let mut i = 0;
-    while let Some(off) = path[i..].iter().position(|&b| b == b'/') {
-        let c = &path[i + off + 1..];
-        let next = c.iter().position(|&b| b == b'/').unwrap_or(c.len());
-        if matches!(&c[..next], b"" | b"." | b"..") {
-            return false;
-        }
-        i += off + 1;
-    }
-    true
-}
-
 /// The answer for one opened file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -199,20 +156,23 @@ impl Policy {
     }
 
     /// The fast path: an absolute path that is already clean (no `//`, `.` or `..`
-    /// component, no trailing `/`) is matched in place, with no copy: one scan for
-    /// cleanliness, then a few byte comparisons per root. `None` means "not clean: use
-    /// [`Self::classify`]". Tenant lengths index into `path` itself.
+    /// component, no trailing `/`) is matched in place, with no copy: one pass over its
+    /// bytes checks it and finds its `/`s ([`clean_slashes`]), then the trie walks the
+    /// components so found. `None` means "not clean: use [`Self::classify`]". Tenant
+    /// lengths index into `path` itself.
     #[inline]
     pub fn classify_clean(&self, path: &[u8]) -> Option<Target> {
-        if !is_clean(path) {
+        let mut slashes = [0; WORDS];
+        if !clean_slashes(path, &mut slashes) {
             return None;
         }
+        let mut comps = Components::new(path, &slashes);
         // The first root a walk would enter is the shallowest match (the first line at a tie).
-        let best = match self.index.first(clean_components(path)) {
+        let best = match self.index.first(&mut comps) {
             Found::Nothing => None,
             Found::Root { root, .. } => Some((
                 root,
-                prefix_len(path, self.config.roots[root].pattern.tenant_depth()),
+                comps.prefix_len(self.config.roots[root].pattern.tenant_depth()),
             )),
             Found::TooMany => self.scan_clean(path),
         };
@@ -310,8 +270,12 @@ impl Policy {
             Some(Target::Outside) => {}
             _ => return true,
         }
+        let mut slashes = [0; WORDS];
+        if !clean_slashes(dir, &mut slashes) {
+            return true;
+        }
         self.index
-            .deeper_below(clean_components(dir))
+            .deeper_below(Components::new(dir, &slashes))
             .unwrap_or_else(|| self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir)))
     }
 

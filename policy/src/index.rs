@@ -2,23 +2,149 @@
 //! the root a path enters costs O(its components), whether the configuration has one line or
 //! 100,000 `map` lines (one per vhost), and whether the path is under a root or outside all.
 //!
-//! Each node has its literal children in a hash map (looked up with the borrowed component:
-//! no allocation), at most one `*` child, and the lowest index of a pattern ending there
+//! Each node has its literal children (one compared directly, more in a hash map looked up
+//! with the borrowed component: no allocation), at most one `*` child, and the lowest index of a pattern ending there
 //! (the first line wins at a tie, as before). A walk keeps the set of nodes still possible
 //! (one per way the `*`s can have matched) in a fixed array; a configuration whose `*`s make
 //! more than [`MAX_ACTIVE`] of them possible at once answers [`Found::TooMany`], and the
 //! caller falls back to trying each pattern.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 
 use crate::pattern::RootPattern;
 
 /// Nodes a walk may have active at once.
 const MAX_ACTIVE: usize = 16;
 
+/// A multiply-fold hash of 8-byte words (as foldhash's): a few instructions per component
+/// where SipHash took ~170. Seeded once per index from `RandomState`, so a configuration
+/// generated from names a tenant chose (vhosts) cannot be made to collide in advance and
+/// turn the load quadratic; a lookup's bytes cannot degrade a table that is already built.
+#[derive(Debug, Clone, Copy)]
+struct FoldHash(u64);
+
+impl FoldHash {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline(always)]
+    fn mix(&mut self, w: u64) {
+        let m = u128::from(self.0 ^ w) * u128::from(Self::K);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl Hasher for FoldHash {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut w = [0u8; 8];
+            w[..tail.len()].copy_from_slice(tail);
+            self.mix(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seeded(u64);
+
+impl BuildHasher for Seeded {
+    type Hasher = FoldHash;
+
+    #[inline]
+    fn build_hasher(&self) -> FoldHash {
+        FoldHash(self.0)
+    }
+}
+
+/// `a == b`, inline: a component is a few words, and a call to `bcmp` made the walk spill
+/// and reload its state at every level.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .and_then(|w| w.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let half = |s: &[u8], i: usize| {
+        s.get(i..i + 4)
+            .and_then(|w| w.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    match n {
+        // Words from the front, then the last 8 bytes (overlapping the one before).
+        8.. => (0..(n - 1) / 8).all(|k| word(a, 8 * k) == word(b, 8 * k)) && word(a, n - 8) == word(b, n - 8),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a.iter().zip(b).all(|(x, y)| x == y),
+    }
+}
+
+/// A node's literal children: most levels of a configuration have one, compared directly.
+#[derive(Debug, Clone, Default)]
+enum Literals {
+    #[default]
+    None,
+    One(Box<[u8]>, u32),
+    Many(HashMap<Box<[u8]>, u32, Seeded>),
+}
+
+impl Literals {
+    #[inline]
+    fn get(&self, comp: &[u8]) -> Option<u32> {
+        match self {
+            Literals::None => None,
+            Literals::One(lit, child) => same(lit, comp).then_some(*child),
+            Literals::Many(map) => map.get(comp).copied(),
+        }
+    }
+
+    /// The child named `lit`, made `next` if there is none.
+    fn get_or_insert(&mut self, lit: &[u8], next: u32, seed: Seeded) -> u32 {
+        match self {
+            Literals::None => {
+                *self = Literals::One(lit.into(), next);
+                next
+            }
+            Literals::One(l, child) if **l == *lit => *child,
+            Literals::One(l, child) => {
+                let mut map = HashMap::with_hasher(seed);
+                map.insert(std::mem::take(l), *child);
+                map.insert(lit.into(), next);
+                *self = Literals::Many(map);
+                next
+            }
+            Literals::Many(map) => *map.entry(lit.into()).or_insert(next),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Literals::None)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Node {
-    literal: HashMap<Box<[u8]>, u32>,
+    literal: Literals,
     star: Option<u32>,
     /// The lowest pattern index ending at this node.
     root: Option<u32>,
@@ -51,12 +177,13 @@ struct Active {
 impl RootIndex {
     pub(crate) fn new<'a>(patterns: impl Iterator<Item = &'a RootPattern>) -> RootIndex {
         let mut nodes = vec![Node::default()];
+        let seed = Seeded(RandomState::new().hash_one(0x746f_6374_6f75_u64));
         for (i, p) in patterns.enumerate() {
             let mut at = 0usize;
             for part in p.parts() {
                 let next = nodes.len() as u32;
                 let child = match part {
-                    Some(lit) => *nodes[at].literal.entry(lit.into()).or_insert(next),
+                    Some(lit) => nodes[at].literal.get_or_insert(lit, next, seed),
                     None => *nodes[at].star.get_or_insert(next),
                 };
                 if child == next {
@@ -78,7 +205,7 @@ impl RootIndex {
         };
         for &n in &active.nodes[..active.len] {
             let node = &self.nodes[n as usize];
-            for child in [node.literal.get(comp).copied(), node.star].into_iter().flatten() {
+            for child in [node.literal.get(comp), node.star].into_iter().flatten() {
                 *next.nodes.get_mut(next.len)? = child;
                 next.len += 1;
             }
@@ -102,11 +229,37 @@ impl RootIndex {
         }
     }
 
+    /// A literal child and the `*` child both continue: two nodes possible from here.
+    fn pair(literal: u32, star: u32) -> Active {
+        let mut nodes = [0; MAX_ACTIVE];
+        nodes[0] = literal;
+        nodes[1] = star;
+        Active { nodes, len: 2 }
+    }
+
     /// The shallowest pattern the path `comps` lies under (a walk down it enters that root
     /// first), the lowest index at that depth.
     pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
-        let mut active = Self::start();
-        let mut depth = 0;
+        let (mut at, mut depth) = (0, 0);
+        // While one node at a time is possible (the usual configuration), no set to copy.
+        let mut active = loop {
+            let node = &self.nodes[at];
+            if let Some(root) = node.root {
+                return Found::Root {
+                    depth,
+                    root: root as usize,
+                };
+            }
+            let Some(c) = comps.next() else {
+                return Found::Nothing;
+            };
+            depth += 1;
+            match (node.literal.get(c), node.star) {
+                (None, None) => return Found::Nothing,
+                (Some(n), None) | (None, Some(n)) => at = n as usize,
+                (Some(literal), Some(star)) => break Self::pair(literal, star),
+            }
+        };
         loop {
             if let Some(root) = self.root_of(&active) {
                 return Found::Root { depth, root };
@@ -126,9 +279,24 @@ impl RootIndex {
     }
 
     /// The lowest-index pattern matching exactly the path `comps` (as deep as it).
-    pub(crate) fn exact<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
-        let mut active = Self::start();
-        let mut depth = 0;
+    pub(crate) fn exact<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
+        let (mut at, mut depth) = (0, 0);
+        // One node at a time first, as in `first`.
+        let mut active = loop {
+            let node = &self.nodes[at];
+            let Some(c) = comps.next() else {
+                return node.root.map_or(Found::Nothing, |root| Found::Root {
+                    depth,
+                    root: root as usize,
+                });
+            };
+            depth += 1;
+            match (node.literal.get(c), node.star) {
+                (None, None) => return Found::Nothing,
+                (Some(n), None) | (None, Some(n)) => at = n as usize,
+                (Some(literal), Some(star)) => break Self::pair(literal, star),
+            }
+        };
         for c in comps {
             match self.step(&active, c) {
                 Some(next) if next.len == 0 => return Found::Nothing,

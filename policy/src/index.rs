@@ -109,13 +109,20 @@ enum Literals {
 }
 
 impl Literals {
-    #[inline]
+    /// Inline in the walk; the hash map's lookup stays out of line so that it does not make
+    /// the walk keep its state on the stack.
+    #[inline(always)]
     fn get(&self, comp: &[u8]) -> Option<u32> {
         match self {
             Literals::None => None,
             Literals::One(lit, child) => same(lit, comp).then_some(*child),
-            Literals::Many(map) => map.get(comp).copied(),
+            Literals::Many(map) => Self::lookup(map, comp),
         }
+    }
+
+    #[inline(never)]
+    fn lookup(map: &HashMap<Box<[u8]>, u32, Seeded>, comp: &[u8]) -> Option<u32> {
+        map.get(comp).copied()
     }
 
     /// The child named `lit`, made `next` if there is none.

@@ -497,6 +497,42 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_literals_is_matched_whole() {
+        // `srv/www/shop` is one compare in the trie; near misses stay outside.
+        let p = policy("root /srv/www/shop/*/public_html\nroot /var/{www}/html/site\n");
+        for outside in [
+            "/srv/www/shopping/a/public_html/x",
+            "/srv/www/shop",
+            "/srv/www/sho",
+            "/srv/wwwx/shop/a/public_html",
+            "/srv/www",
+            "/var/www/html",
+            "/var/www/html/sitex",
+        ] {
+            assert_eq!(
+                p.classify_clean(outside.as_bytes()),
+                Some(Target::Outside),
+                "{outside}"
+            );
+        }
+        for (path, tenant) in [
+            ("/srv/www/shop/a/public_html/x", "/srv/www/shop/a"),
+            ("/srv/www/shop/a/public_html", "/srv/www/shop/a"),
+            // The tenant ends inside the run: its length is counted again.
+            ("/var/www/html/site/index.php", "/var/www"),
+        ] {
+            let fast = p.classify_clean(path.as_bytes());
+            let (slow, want) = classify(&p, None, path);
+            assert_eq!(fast, Some(slow), "{path}");
+            assert_eq!(want, tenant, "{path}");
+            let Some(Target::Guarded { tenant_len, .. }) = fast else {
+                panic!("{path}: {fast:?}");
+            };
+            assert_eq!(&path[..tenant_len], tenant, "{path}");
+        }
+    }
+
+    #[test]
     fn decisions() {
         let p = policy("root /home/*/public_html\nallow_uid 0\n");
         assert_eq!(p.decide(1001, 1001), Decision::Allow);

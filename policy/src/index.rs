@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
+use crate::path::{Components, same};
 use crate::pattern::RootPattern;
 
 /// Nodes a walk may have active at once.
@@ -73,32 +74,6 @@ impl BuildHasher for Seeded {
     }
 }
 
-/// `a == b`, inline: a component is a few words, and a call to `bcmp` made the walk spill
-/// and reload its state at every level.
-#[inline(always)]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], i: usize| {
-        s.get(i..i + 8)
-            .and_then(|w| w.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let half = |s: &[u8], i: usize| {
-        s.get(i..i + 4)
-            .and_then(|w| w.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    match n {
-        // Words from the front, then the last 8 bytes (overlapping the one before).
-        8.. => (0..(n - 1) / 8).all(|k| word(a, 8 * k) == word(b, 8 * k)) && word(a, n - 8) == word(b, n - 8),
-        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => a.iter().zip(b).all(|(x, y)| x == y),
-    }
-}
-
 /// A node's literal children: most levels of a configuration have one, compared directly.
 #[derive(Debug, Clone, Default)]
 enum Literals {
@@ -155,6 +130,29 @@ struct Node {
     star: Option<u32>,
     /// The lowest pattern index ending at this node.
     root: Option<u32>,
+    /// Where a run of levels with one literal child each (no `*`, no pattern ending) leads.
+    chain: Option<Box<Chain>>,
+}
+
+/// A run of levels with one literal child each, taken in one compare of the path's bytes
+/// (`/tmp/toctou-attack-…/www` of `root /tmp/toctou-attack-…/www/*/public_html`).
+#[derive(Debug, Clone)]
+struct Chain {
+    /// The literals, joined by `/`.
+    text: Box<[u8]>,
+    /// The node after the last of them, and how many they are.
+    to: u32,
+    depth: u32,
+}
+
+impl Node {
+    /// A level a chain passes through: one literal child, nothing else.
+    fn one_way(&self) -> Option<(&[u8], u32)> {
+        match (&self.literal, self.star, self.root) {
+            (Literals::One(lit, child), None, None) => Some((lit, *child)),
+            _ => None,
+        }
+    }
 }
 
 /// The patterns of a configuration, as a trie.
@@ -201,7 +199,40 @@ impl RootIndex {
             let root = &mut nodes[at].root;
             *root = Some(root.map_or(i as u32, |r| r.min(i as u32)));
         }
+        Self::chain(&mut nodes);
         RootIndex { nodes }
+    }
+
+    /// Give each run of two or more one-way levels a [`Chain`] at its top (only there: a
+    /// walk enters a run at its top, so the texts add up to the patterns' bytes at most).
+    fn chain(nodes: &mut [Node]) {
+        let mut inner = vec![false; nodes.len()];
+        for n in nodes.iter() {
+            if let Some((_, child)) = n.one_way() {
+                inner[child as usize] = true;
+            }
+        }
+        for top in 0..nodes.len() {
+            if inner[top] {
+                continue;
+            }
+            let (mut text, mut at, mut depth) = (Vec::new(), top, 0);
+            while let Some((lit, child)) = nodes[at].one_way() {
+                if depth > 0 {
+                    text.push(b'/');
+                }
+                text.extend_from_slice(lit);
+                at = child as usize;
+                depth += 1;
+            }
+            if depth >= 2 {
+                nodes[top].chain = Some(Box::new(Chain {
+                    text: text.into(),
+                    to: at as u32,
+                    depth,
+                }));
+            }
+        }
     }
 
     /// One component down from every active node.
@@ -246,7 +277,7 @@ impl RootIndex {
 
     /// The shallowest pattern the path `comps` lies under (a walk down it enters that root
     /// first), the lowest index at that depth.
-    pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
+    pub(crate) fn first(&self, comps: &mut Components<'_, '_>) -> Found {
         let (mut at, mut depth) = (0, 0);
         // While one node at a time is possible (the usual configuration), no set to copy.
         let mut active = loop {
@@ -256,6 +287,15 @@ impl RootIndex {
                     depth,
                     root: root as usize,
                 };
+            }
+            // A run of one-way levels: the path takes all of them, or it leaves every pattern.
+            if let Some(chain) = &node.chain {
+                if !comps.take(&chain.text, chain.depth as usize) {
+                    return Found::Nothing;
+                }
+                at = chain.to as usize;
+                depth += chain.depth as usize;
+                continue;
             }
             let Some(c) = comps.next() else {
                 return Found::Nothing;
@@ -348,19 +388,29 @@ mod tests {
         path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes)
     }
 
+    /// `first` as `classify_clean` calls it, on a clean path.
+    fn first(i: &RootIndex, path: &str) -> Found {
+        let mut slashes = [0; crate::path::WORDS];
+        assert!(
+            crate::path::clean_slashes(path.as_bytes(), &mut slashes),
+            "{path}"
+        );
+        i.first(&mut Components::new(path.as_bytes(), &slashes))
+    }
+
     #[test]
     fn shallowest_then_lowest_index() {
         let i = index(&["/home/*/public_html", "/home/alice/public_html/shop", "/home/bob"]);
         assert_eq!(
-            i.first(comps("/home/alice/public_html/shop/x")),
+            first(&i, "/home/alice/public_html/shop/x"),
             Found::Root { depth: 3, root: 0 }
         );
         assert_eq!(
-            i.first(comps("/home/bob/public_html/x")),
+            first(&i, "/home/bob/public_html/x"),
             Found::Root { depth: 2, root: 2 }
         );
-        assert_eq!(i.first(comps("/home/carol/private")), Found::Nothing);
-        assert_eq!(i.first(comps("/srv")), Found::Nothing);
+        assert_eq!(first(&i, "/home/carol/private"), Found::Nothing);
+        assert_eq!(first(&i, "/srv"), Found::Nothing);
         assert_eq!(
             i.exact(comps("/home/alice/public_html/shop")),
             Found::Root { depth: 4, root: 1 }
@@ -375,7 +425,7 @@ mod tests {
     #[test]
     fn the_root_of_everything_and_duplicates() {
         let i = index(&["/srv/x", "/", "/srv/x"]);
-        assert_eq!(i.first(comps("/etc/passwd")), Found::Root { depth: 0, root: 1 });
+        assert_eq!(first(&i, "/etc/passwd"), Found::Root { depth: 0, root: 1 });
         assert_eq!(i.exact(comps("/srv/x")), Found::Root { depth: 2, root: 0 });
     }
 
@@ -392,10 +442,7 @@ mod tests {
             .collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let i = index(&refs);
-        assert_eq!(i.first(comps("/b/b/b/b/b/end")), Found::TooMany);
-        assert_eq!(
-            i.first(comps("/c/c/c/c/c/end")),
-            Found::Root { depth: 6, root: 31 }
-        );
+        assert_eq!(first(&i, "/b/b/b/b/b/end"), Found::TooMany);
+        assert_eq!(first(&i, "/c/c/c/c/c/end"), Found::Root { depth: 6, root: 31 });
     }
 }

@@ -197,6 +197,32 @@ fn clean_word(slashes: &mut Slashes, i: usize, w: u64, prev: (u64, u64)) -> Opti
     Some((sd, s))
 }
 
+/// `a == b`, inline: what the trie walk compares is a few words, and a call to `bcmp` made
+/// it spill and reload its state at every level.
+#[inline(always)]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .and_then(|w| w.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let half = |s: &[u8], i: usize| {
+        s.get(i..i + 4)
+            .and_then(|w| w.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    match n {
+        // Words from the front, then the last 8 bytes (overlapping the one before).
+        8.. => (0..(n - 1) / 8).all(|k| word(a, 8 * k) == word(b, 8 * k)) && word(a, n - 8) == word(b, n - 8),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a.iter().zip(b).all(|(x, y)| x == y),
+    }
+}
+
 /// Component ends [`Components`] remembers for [`Components::prefix_len`].
 const ENDS: usize = 16;
 
@@ -209,8 +235,10 @@ pub(crate) struct Components<'s, 'a> {
     /// The word of `slashes` being read, and its `/`s not yet used.
     word: usize,
     bits: u64,
-    /// Where the first components read end (`ends[d]`: the byte length of `d + 1` of them).
+    /// Where the first components read end (`ends[d]`: the byte length of `d + 1` of them),
+    /// for those whose bit is set in `known`.
     ends: [u16; ENDS],
+    known: u16,
     /// Components read.
     depth: usize,
 }
@@ -226,8 +254,20 @@ impl<'s, 'a> Components<'s, 'a> {
             word: 0,
             bits: slashes[0],
             ends: [0; ENDS],
+            known: 0,
             depth: 0,
         }
+    }
+
+    /// The `depth + 1`-th component ends at `end`.
+    #[inline(always)]
+    fn ended(&mut self, end: usize) {
+        if let Some(e) = self.ends.get_mut(self.depth) {
+            *e = end as u16; // < PATH_MAX
+            self.known |= 1 << self.depth;
+        }
+        self.depth += 1;
+        self.start = end;
     }
 
     /// Offset of the `/` (or of the end) the current component stops at.
@@ -249,13 +289,35 @@ impl<'s, 'a> Components<'s, 'a> {
         Some(end)
     }
 
+    /// Take the next `depth` components if they are exactly `text` (those joined by `/`): one
+    /// compare for a run of trie levels. False (nothing taken) when they are not.
+    #[inline]
+    pub(crate) fn take(&mut self, text: &[u8], depth: usize) -> bool {
+        let from = self.start + 1;
+        let end = from + text.len();
+        let whole = self.path.get(end).is_none_or(|&b| b == b'/');
+        if !whole || !self.path.get(from..end).is_some_and(|p| same(p, text)) {
+            return false;
+        }
+        // Read on from the `/` at `end` (its own bit and those before it used).
+        self.word = (end / 8).min(WORDS - 1);
+        self.bits = match self.slashes.get(end / 8) {
+            Some(&m) => m & u64::MAX.checked_shl(8 * (end % 8) as u32 + 8).unwrap_or(0),
+            None => 0,
+        };
+        // Where the components inside the run end is not recorded (counted again if asked).
+        self.depth += depth - 1;
+        self.ended(end);
+        true
+    }
+
     /// Byte length of the first `n` components (`/` itself for 0), as
     /// [`PathBuf::prefix_len`]; remembered for those already read.
     #[inline]
     pub(crate) fn prefix_len(&self, n: usize) -> usize {
         match n.checked_sub(1) {
             None => 1,
-            Some(i) if n <= self.depth && i < ENDS => usize::from(self.ends[i]),
+            Some(i) if i < ENDS && self.known & (1 << i) != 0 => usize::from(self.ends[i]),
             Some(_) => clean_prefix_len(self.path, n),
         }
     }
@@ -272,11 +334,7 @@ impl<'a> Iterator for Components<'_, 'a> {
         }
         let end = self.end()?;
         let comp = self.path.get(self.start + 1..end)?;
-        if let Some(e) = self.ends.get_mut(self.depth) {
-            *e = end as u16; // < PATH_MAX
-        }
-        self.depth += 1;
-        self.start = end;
+        self.ended(end);
         Some(comp)
     }
 }

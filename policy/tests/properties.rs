@@ -341,6 +341,9 @@ fn path_comp() -> impl Strategy<Value = String> {
     prop_oneof![
         12 => prop::sample::select(vec![
             "home", "a", "b", "public_html", "x", "y", "srv", "shop", "web", ".", "..", "", "*",
+            // Longer than a pattern's literal, with it as their start (a run of literals is
+            // matched in one compare, which must end at a `/`).
+            "shopping", "bb", "a.b",
         ])
         .prop_map(str::to_string),
         1 => "[a-z]{20,70}",

@@ -143,29 +143,21 @@ pub(crate) fn clean_slashes(path: &[u8], slashes: &mut Slashes) -> bool {
     if len == 1 {
         return true;
     }
-    let mut words = path.chunks_exact(8);
+    let (words, rest) = path.as_chunks::<8>();
     let mut prev = (0, 0);
-    for (i, w) in (&mut words).enumerate() {
-        let Some(next) = w
-            .try_into()
-            .ok()
-            .and_then(|w| clean_word(slashes, i, u64::from_le_bytes(w), prev))
-        else {
+    for (i, &w) in words.iter().enumerate() {
+        let Some(next) = clean_word(slashes, i, u64::from_le_bytes(w), prev) else {
             return false;
         };
         prev = next;
     }
     // The last bytes (as the top of the last 8 when there are 8), then the extra `/`;
     // zeros past it are neither `/` nor `.`.
-    let tail = words.remainder().len();
-    let last = match path.get(len.wrapping_sub(8)..) {
-        Some(w) if tail > 0 => u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) >> (8 * (8 - tail)),
+    let tail = rest.len();
+    let last = match path.last_chunk::<8>() {
+        Some(&w) if tail > 0 => u64::from_le_bytes(w) >> (8 * (8 - tail)),
         Some(_) => 0,
-        None => words
-            .remainder()
-            .iter()
-            .rev()
-            .fold(0, |w, &b| (w << 8) | u64::from(b)),
+        None => rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b)),
     };
     let Some(_) = clean_word(slashes, len / 8, last | (u64::from(b'/') << (8 * tail)), prev) else {
         return false;

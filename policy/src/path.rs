@@ -143,16 +143,19 @@ pub(crate) fn clean_slashes(path: &[u8], slashes: &mut Slashes) -> bool {
     if len == 1 {
         return true;
     }
-    let (words, rest) = path.as_chunks::<8>();
+    // (`as_chunks` is newer than the workspace's rust-version.)
+    let mut words = path.chunks_exact(8);
     let mut prev = (0, 0);
-    for (i, &w) in words.iter().enumerate() {
-        let Some(next) = clean_word(slashes, i, u64::from_le_bytes(w), prev) else {
+    for (i, w) in (&mut words).enumerate() {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let Some(next) = clean_word(slashes, i, w, prev) else {
             return false;
         };
         prev = next;
     }
     // The last bytes (as the top of the last 8 when there are 8), then the extra `/`;
     // zeros past it are neither `/` nor `.`.
+    let rest = words.remainder();
     let tail = rest.len();
     let last = match path.last_chunk::<8>() {
         Some(&w) if tail > 0 => u64::from_le_bytes(w) >> (8 * (8 - tail)),

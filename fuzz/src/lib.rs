@@ -405,6 +405,88 @@ pub fn clean_components(path: &[u8]) -> Vec<&[u8]> {
     }
 }
 
+/// The clean fast path's scanner before the one-pass rewrite (decide.rs at 5fba592), kept as
+/// a second reference: cleanliness by a search for each `/` and a look at what follows it.
+pub fn old_is_clean(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') || path.len() >= PATH_MAX {
+        return false;
+    }
+    if path.len() == 1 {
+        return true;
+    }
+    let mut i = 0;
+    while let Some(off) = path[i..].iter().position(|&b| b == b'/') {
+        let c = &path[i + off + 1..];
+        let next = c.iter().position(|&b| b == b'/').unwrap_or(c.len());
+        if matches!(&c[..next], b"" | b"." | b"..") {
+            return false;
+        }
+        i += off + 1;
+    }
+    true
+}
+
+/// The old scanner's components of a clean absolute path.
+pub fn old_clean_components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
+/// The old scanner's byte length of the first `n` components (`/` itself for 0).
+pub fn old_prefix_len(path: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return 1;
+    }
+    let mut seen = 0;
+    for (i, &b) in path.iter().enumerate().skip(1) {
+        if b == b'/' {
+            seen += 1;
+            if seen == n {
+                return i;
+            }
+        }
+    }
+    path.len()
+}
+
+/// `toctou_policy::path::clean_scan` (the one pass of `Policy::classify_clean`) against the
+/// reference and the old scanner: the same verdict on cleanliness, the same components, the
+/// same prefix lengths (the tenant's length is one of them).
+pub fn check_clean_scan(path: &[u8]) -> Check {
+    let want = ref_is_clean(path);
+    ensure!(
+        old_is_clean(path) == want,
+        "{}: the two references disagree",
+        show(path)
+    );
+    let got = toctou_policy::path::clean_scan(path);
+    ensure!(
+        got.is_some() == want,
+        "{}: clean_scan says clean = {}, the reference {want}",
+        show(path),
+        got.is_some()
+    );
+    let Some((comps, prefixes)) = got else {
+        return Ok(());
+    };
+    let want_comps = clean_components(path);
+    ensure!(
+        comps == want_comps && old_clean_components(path).eq(comps.iter().copied()),
+        "{}: components {:?}, expected {:?}",
+        show(path),
+        comps.iter().map(|c| show(c)).collect::<Vec<_>>(),
+        want_comps.iter().map(|c| show(c)).collect::<Vec<_>>()
+    );
+    for (n, &len) in prefixes.iter().enumerate() {
+        let want_len = join(&want_comps[..n]).len();
+        ensure!(
+            len == want_len && old_prefix_len(path, n) == want_len,
+            "{}: prefix of {n} components {len} bytes long, expected {want_len}",
+            show(path)
+        );
+    }
+    Ok(())
+}
+
 /// `/` and the components joined by `/`.
 pub fn join(comps: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -698,6 +780,7 @@ pub fn check_classify(
     let ts = policy.classify(base, path, &mut small);
     let want_small = ref_classify(roots, owner, base, path, 64);
     agree(ts, small.as_bytes(), &want_small).map_err(|e| format!("{} in 64 bytes: {e}", ctx()))?;
+    check_clean_scan(path).map_err(|e| format!("{}: {e}", ctx()))?;
     match policy.classify_clean(path) {
         None => ensure!(
             !ref_is_clean(path),

@@ -4,7 +4,7 @@ use crate::config::{Config, Mode, OwnerRule};
 use crate::image::{self, Image};
 use crate::index::{Found, RootIndex};
 use crate::meta::Meta;
-use crate::path::{PathBuf, TooLong, components};
+use crate::path::{Components, PathBuf, TooLong, WORDS, clean_prefix_len, clean_slashes, components};
 
 /// The tenant rule's expected owner: the owner of the tenant directory, from what `lstat`
 /// (never following it) said of it (`None`: it could not be read). A symlinked tenant
@@ -98,49 +98,6 @@ pub enum Target {
     },
     /// Refuse without opening.
     Deny(DenyReason),
-}
-
-/// The components of a clean absolute path.
-fn clean_components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
-}
-
-/// Byte length of the first `n` components of a clean absolute path (`/` itself for 0).
-fn prefix_len(path: &[u8], n: usize) -> usize {
-    if n == 0 {
-        return 1;
-    }
-    let mut seen = 0;
-    for (i, &b) in path.iter().enumerate().skip(1) {
-        if b == b'/' {
-            seen += 1;
-            if seen == n {
-                return i;
-            }
-        }
-    }
-    path.len()
-}
-
-/// Absolute, shorter than `PATH_MAX`, no empty, `.` or `..` component, no trailing `/`.
-#[inline]
-fn is_clean(path: &[u8]) -> bool {
-    if path.first() != Some(&b'/') || path.len() >= crate::path::PATH_MAX {
-        return false;
-    }
-    if path.len() == 1 {
-        return true;
-    }
-    let mut i = 0;
-    while let Some(off) = path[i..].iter().position(|&b| b == b'/') {
-        let c = &path[i + off + 1..];
-        let next = c.iter().position(|&b| b == b'/').unwrap_or(c.len());
-        if matches!(&c[..next], b"" | b"." | b"..") {
-            return false;
-        }
-        i += off + 1;
-    }
-    true
 }
 
 /// The answer for one opened file.
@@ -255,7 +212,7 @@ impl Policy {
         }
     }
 
-    fn index_first<'p>(&self, comps: impl Iterator<Item = &'p [u8]>) -> Found {
+    fn index_first(&self, comps: &mut Components<'_, '_>) -> Found {
         match &self.rules {
             Rules::Parsed(i) => i.first(comps),
             Rules::Compiled(img) => img.first(comps),
@@ -292,18 +249,21 @@ impl Policy {
     }
 
     /// The fast path: an absolute path that is already clean (no `//`, `.` or `..`
-    /// component, no trailing `/`) is matched in place, with no copy: one scan for
-    /// cleanliness, then a few byte comparisons per root. `None` means "not clean: use
-    /// [`Self::classify`]". Tenant lengths index into `path` itself.
+    /// component, no trailing `/`) is matched in place, with no copy: one pass over its
+    /// bytes checks it and finds its `/`s ([`clean_slashes`]), then the trie walks the
+    /// components so found. `None` means "not clean: use [`Self::classify`]". Tenant
+    /// lengths index into `path` itself.
     #[inline]
     pub fn classify_clean(&self, path: &[u8]) -> Option<Target> {
-        if !is_clean(path) {
+        let mut slashes = [0; WORDS];
+        if !clean_slashes(path, &mut slashes) {
             return None;
         }
+        let mut comps = Components::new(path, &slashes);
         // The first root a walk would enter is the shallowest match (the first line at a tie).
-        let best = match self.index_first(clean_components(path)) {
+        let best = match self.index_first(&mut comps) {
             Found::Nothing => None,
-            Found::Root { root, .. } => Some((root, prefix_len(path, self.root_facts(root).0))),
+            Found::Root { root, .. } => Some((root, comps.prefix_len(self.root_facts(root).0))),
             Found::TooMany => self.scan_clean(path),
         };
         Some(match best {
@@ -328,10 +288,8 @@ impl Policy {
             Rules::Compiled(img) => {
                 for i in 0..img.root_count() {
                     let r = img.root(i);
-                    if image::key_under(r.key, clean_components(path))
-                        && best.is_none_or(|(d, _, _)| r.depth < d)
-                    {
-                        best = Some((r.depth, i, prefix_len(path, r.tenant_depth)));
+                    if image::key_under(r.key, components(path)) && best.is_none_or(|(d, _, _)| r.depth < d) {
+                        best = Some((r.depth, i, clean_prefix_len(path, r.tenant_depth)));
                     }
                 }
             }
@@ -417,14 +375,19 @@ impl Policy {
             Some(Target::Outside) => {}
             _ => return true,
         }
+        // `classify_clean` found `dir` clean: its components are cut in the same one pass.
+        let mut slashes = [0; WORDS];
+        if !clean_slashes(dir, &mut slashes) {
+            return true;
+        }
         let found = match &self.rules {
-            Rules::Parsed(i) => i.deeper_below(clean_components(dir)),
-            Rules::Compiled(img) => img.deeper_below(clean_components(dir)),
+            Rules::Parsed(i) => i.deeper_below(Components::new(dir, &slashes)),
+            Rules::Compiled(img) => img.deeper_below(Components::new(dir, &slashes)),
         };
         found.unwrap_or_else(|| match &self.rules {
             Rules::Parsed(_) => self.config.roots.iter().any(|r| r.pattern.could_lie_below(dir)),
             Rules::Compiled(img) => (0..img.root_count())
-                .any(|i| image::key_could_lie_below(img.root(i).key, clean_components(dir))),
+                .any(|i| image::key_could_lie_below(img.root(i).key, Components::new(dir, &slashes))),
         })
     }
 
@@ -647,6 +610,42 @@ mod tests {
         let p = policy("root /\nowner euid\n");
         assert_eq!(p.classify_clean(b"/etc/x"), Some(classify(&p, None, "/etc/x").0));
         assert_eq!(p.classify_clean(b"/"), Some(classify(&p, None, "/").0));
+    }
+
+    #[test]
+    fn a_run_of_literals_is_matched_whole() {
+        // `srv/www/shop` is one compare in the trie; near misses stay outside.
+        let p = policy("root /srv/www/shop/*/public_html\nroot /var/{www}/html/site\n");
+        for outside in [
+            "/srv/www/shopping/a/public_html/x",
+            "/srv/www/shop",
+            "/srv/www/sho",
+            "/srv/wwwx/shop/a/public_html",
+            "/srv/www",
+            "/var/www/html",
+            "/var/www/html/sitex",
+        ] {
+            assert_eq!(
+                p.classify_clean(outside.as_bytes()),
+                Some(Target::Outside),
+                "{outside}"
+            );
+        }
+        for (path, tenant) in [
+            ("/srv/www/shop/a/public_html/x", "/srv/www/shop/a"),
+            ("/srv/www/shop/a/public_html", "/srv/www/shop/a"),
+            // The tenant ends inside the run: its length is counted again.
+            ("/var/www/html/site/index.php", "/var/www"),
+        ] {
+            let fast = p.classify_clean(path.as_bytes());
+            let (slow, want) = classify(&p, None, path);
+            assert_eq!(fast, Some(slow), "{path}");
+            assert_eq!(want, tenant, "{path}");
+            let Some(Target::Guarded { tenant_len, .. }) = fast else {
+                panic!("{path}: {fast:?}");
+            };
+            assert_eq!(&path[..tenant_len], tenant, "{path}");
+        }
     }
 
     #[test]

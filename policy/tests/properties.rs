@@ -15,8 +15,9 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use oracle::{
-    DENY_REASONS, LONGEST_TAG, RefRoot, check_classify, check_config, check_denial, check_escaped,
-    check_image_agrees, check_image_bytes, check_may_guard_below, check_pattern, compiled, ref_roots,
+    DENY_REASONS, LONGEST_TAG, RefRoot, check_classify, check_clean_scan, check_config, check_denial,
+    check_escaped, check_image_agrees, check_image_bytes, check_may_guard_below, check_pattern, compiled,
+    ref_is_clean, ref_roots,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
@@ -342,6 +343,9 @@ fn path_comp() -> impl Strategy<Value = String> {
     prop_oneof![
         12 => prop::sample::select(vec![
             "home", "a", "b", "public_html", "x", "y", "srv", "shop", "web", ".", "..", "", "*",
+            // Longer than a pattern's literal, with it as their start (a run of literals is
+            // matched in one compare, which must end at a `/`).
+            "shopping", "bb", "a.b",
         ])
         .prop_map(str::to_string),
         1 => "[a-z]{20,70}",
@@ -465,6 +469,104 @@ proptest! {
         }
         check_image_bytes(b, &[b"/home/a/public_html/x", b"/srv/shop"]).map_err(fail)?;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clean fast path's one-pass scanner (8 bytes at a time) against the old byte-wise one.
+
+/// A component made of the bytes the scanner looks at (`.`, NUL, a high byte), or long.
+fn scan_comp() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => prop::collection::vec(prop::sample::select(vec![b'a', b'.', 0u8, 0xff, b'z']), 1..12),
+        1 => prop::collection::vec(Just(b'x'), 1..200),
+        1 => prop::sample::select(vec![&b"."[..], b"..", b"...", b".a", b"a."]).prop_map(<[u8]>::to_vec),
+    ]
+}
+
+/// Components joined by `/`, perhaps brought to about `PATH_MAX` bytes, perhaps with a bad
+/// piece (`//`, `/./`, `/..`, a trailing `/`, NUL) put at any offset; or any bytes at all.
+fn scan_path() -> impl Strategy<Value = Vec<u8>> {
+    let bad = prop::sample::select(vec![
+        &b"//"[..],
+        b"/./",
+        b"/../",
+        b"/",
+        b"/.",
+        b"/..",
+        b"\0",
+        b"./",
+        b".",
+    ]);
+    let built = (
+        any::<bool>(),
+        prop::collection::vec(scan_comp(), 0..40),
+        prop::option::of(prop::sample::select(vec![4094usize, 4095, 4096, 4097])),
+        prop::option::of((any::<prop::sample::Index>(), bad)),
+    )
+        .prop_map(|(absolute, comps, len, cut)| {
+            let mut p = if absolute { vec![b'/'] } else { Vec::new() };
+            p.extend(comps.join(&b'/'));
+            if let Some(len) = len {
+                p.resize(len, b'y');
+            }
+            if let Some((at, piece)) = cut {
+                let at = at.index(p.len() + 1);
+                p.splice(at..at, piece.iter().copied());
+            }
+            p
+        });
+    prop_oneof![
+        4 => built,
+        1 => prop::collection::vec(any::<u8>(), 0..80).prop_map(|mut p| {
+            p.insert(0, b'/');
+            p
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(2048))]
+
+    /// The one-pass scanner gives the old scanner's (and the reference's) verdict, components
+    /// and prefix lengths, on paths near `PATH_MAX` and with every bad piece anywhere.
+    #[test]
+    fn clean_scan_matches_the_old_scanner(paths in prop::collection::vec(scan_path(), 1..8)) {
+        for p in &paths {
+            check_clean_scan(p).map_err(fail)?;
+        }
+    }
+}
+
+/// Every bad piece at every offset of a clean path (so at every place in an 8-byte word and
+/// across two), and clean paths past the scanner's 16 words and 16 remembered components.
+#[test]
+fn clean_scan_at_every_offset_and_length() {
+    let base = b"/abcdefg/h/ijklmnopqrs/t.u/..v/w../xyz";
+    assert!(ref_is_clean(base));
+    let mut clean = 0;
+    for piece in [&b"//"[..], b"/./", b"/../", b"/.", b"/..", b"/", b"\0", b"."] {
+        for at in 0..=base.len() {
+            let mut p = base.to_vec();
+            p.splice(at..at, piece.iter().copied());
+            clean += usize::from(ref_is_clean(&p));
+            check_clean_scan(&p).unwrap();
+        }
+    }
+    assert!(clean > 0, "some insertions stay clean (a `.` inside a name)");
+    for len in 0..=base.len() {
+        check_clean_scan(&base[..len]).unwrap();
+    }
+    // `/a/a/…` up to PATH_MAX (2,047 components), one byte short, and one byte too long.
+    for len in [4093, 4094, 4095, 4096, 4097] {
+        let mut p: Vec<u8> = b"/a".iter().copied().cycle().take(len).collect();
+        check_clean_scan(&p).unwrap();
+        p.push(b'b');
+        check_clean_scan(&p).unwrap();
+    }
+    let long = format!("/{}/x/{}", "y".repeat(300), "z/".repeat(40));
+    check_clean_scan(long.trim_end_matches('/').as_bytes()).unwrap();
+    check_clean_scan(long.as_bytes()).unwrap();
+    assert!(ref_is_clean(long.trim_end_matches('/').as_bytes()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -391,7 +391,13 @@ fn rows(out: &Output) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn assert_guarded(s: &Servers, server: &str, program: &str) {
+/// `status` on a `server` started with the drop-in's environment: every process guarded,
+/// with its config, and the one denial counted for the worker that logged it.
+fn assert_guarded(kind: TargetKind, server: &str, program: &str) {
+    let Some(s) = Servers::new(&[kind]) else {
+        return;
+    };
+    let _g = heavy();
     let env = s.dropin_env(if server == "nginx" { "nginx" } else { "apache2" }, &s.conf);
     let (p, port) = s.start(server, Some(env));
     assert_eq!(
@@ -479,20 +485,12 @@ fn assert_guarded(s: &Servers, server: &str, program: &str) {
 
 #[test]
 fn status_reports_guarded_nginx_workers_with_their_config_and_denials() {
-    let Some(s) = Servers::new(&[TargetKind::NginxShim]) else {
-        return;
-    };
-    let _g = heavy();
-    assert_guarded(&s, "nginx", "nginx");
+    assert_guarded(TargetKind::NginxShim, "nginx", "nginx");
 }
 
 #[test]
 fn status_reports_guarded_apache_workers_with_their_config_and_denials() {
-    let Some(s) = Servers::new(&[TargetKind::ApacheShim]) else {
-        return;
-    };
-    let _g = heavy();
-    assert_guarded(&s, "apache", "apache2");
+    assert_guarded(TargetKind::ApacheShim, "apache", "apache2");
 }
 
 #[test]

@@ -726,17 +726,24 @@ fn key_parts(key: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
         .map(|c| (c != b"*").then_some(c))
 }
 
-/// Does the path `comps` match the pattern `key` exactly (as deep as it)?
-pub(crate) fn key_matches<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> bool {
+/// Walks `comps` along the leading components of `key`: `None` when one differs or `comps`
+/// is deeper than `key`, else whether `key` has components left (the two callers differ only
+/// in which answer they want).
+fn key_left_after<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> Option<bool> {
     let mut parts = key_parts(key);
     for c in comps {
         match parts.next() {
             Some(None) => {}
             Some(Some(l)) if l == c => {}
-            _ => return false,
+            _ => return None,
         }
     }
-    parts.next().is_none()
+    Some(parts.next().is_some())
+}
+
+/// Does the path `comps` match the pattern `key` exactly (as deep as it)?
+pub(crate) fn key_matches<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> bool {
+    key_left_after(key, comps) == Some(false)
 }
 
 /// Is the path `comps` under the pattern `key` (it or below)?
@@ -750,15 +757,7 @@ pub(crate) fn key_under<'p>(key: &[u8], mut comps: impl Iterator<Item = &'p [u8]
 
 /// Could a path matching `key` lie strictly below the directory `comps`?
 pub(crate) fn key_could_lie_below<'p>(key: &[u8], comps: impl Iterator<Item = &'p [u8]>) -> bool {
-    let mut parts = key_parts(key);
-    for c in comps {
-        match parts.next() {
-            Some(None) => {}
-            Some(Some(l)) if l == c => {}
-            _ => return false,
-        }
-    }
-    parts.next().is_some()
+    key_left_after(key, comps) == Some(true)
 }
 
 #[cfg(test)]

@@ -326,6 +326,30 @@ impl Pending<'_> {
     }
 }
 
+/// Zipf(1) draws over `0..n` ranks by inverse CDF, from a fixed xorshift, so every run (and
+/// every bench child) sees the same sequence. Shared by this module's hit-rate test and
+/// the bench's `openloop --zipf`; not part of the policy API.
+#[doc(hidden)]
+pub fn zipf_draws(n: usize, draws: usize) -> Vec<usize> {
+    let n = n.max(1);
+    let mut cdf = Vec::with_capacity(n);
+    let mut sum = 0.0f64;
+    for r in 1..=n {
+        sum += 1.0 / r as f64;
+        cdf.push(sum);
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..draws)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            cdf.partition_point(|&c| c < u).min(n - 1)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,26 +558,6 @@ mod tests {
         assert!(hits > 0, "the readers never hit: the test tests nothing");
     }
 
-    /// A Zipf(1) draw over `n` ranks by inverse CDF, with a fixed xorshift (reproducible).
-    fn zipf(n: usize, draws: usize) -> Vec<usize> {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for r in 1..=n {
-            sum += 1.0 / r as f64;
-            cdf.push(sum);
-        }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        (0..draws)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let u = (x >> 11) as f64 / (1u64 << 53) as f64 * sum;
-                cdf.partition_point(|&c| c < u).min(n - 1)
-            })
-            .collect()
-    }
-
     fn hit_rate(c: &OwnerCache, ks: &[u64], draws: &[usize]) -> f64 {
         let mut hits = 0;
         for (t, &d) in draws.iter().enumerate() {
@@ -573,7 +577,7 @@ mod tests {
     #[test]
     fn zipf_traffic_over_100k_tenants_mostly_hits() {
         let n = 100_000;
-        let draws = zipf(n, 400_000);
+        let draws = zipf_draws(n, 400_000);
         let c = OwnerCache::new(4096, u32::MAX, SEED);
         let entries = OwnerCache::buckets_for(4096) * WAYS;
         let ks = keys(&c, n);

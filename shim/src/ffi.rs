@@ -234,6 +234,25 @@ unsafe impl Zeroable for toctou_policy::owner_cache::Bucket {}
 // SAFETY: `#[repr(C)]`, one `AtomicU64`.
 unsafe impl Zeroable for crate::owners::Header {}
 
+/// A fresh zeroed read-write anonymous mapping of `len` bytes (at least 1), `SHARED` for
+/// [`SharedRegion`] or `PRIVATE` for [`Mapped`]: the pointer and the length mapped.
+fn map_anon(len: usize, sharing: rustix::mm::MapFlags) -> Option<(core::ptr::NonNull<u8>, usize)> {
+    debug_assert!(sharing == rustix::mm::MapFlags::SHARED || sharing == rustix::mm::MapFlags::PRIVATE);
+    let len = len.max(1);
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks (no `FIXED`): it
+    // aliases nothing in this process.
+    let p = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            sharing,
+        )
+    }
+    .ok()?;
+    Some((core::ptr::NonNull::new(p.cast())?, len))
+}
+
 /// A shared anonymous mapping (`MAP_SHARED|MAP_ANONYMOUS`), zeroed, never unmapped: made
 /// before a server's master forks, it is the same memory in every worker (no
 /// `MADV_DONTFORK`: inherited on purpose). Typed views of it are `&'static`.
@@ -250,21 +269,8 @@ unsafe impl Send for SharedRegion {}
 
 impl SharedRegion {
     pub fn new(len: usize) -> Option<SharedRegion> {
-        let len = len.max(1);
-        // SAFETY: a fresh shared anonymous mapping; it aliases nothing in this process.
-        let p = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-            )
-        }
-        .ok()?;
-        Some(SharedRegion {
-            ptr: core::ptr::NonNull::new(p.cast())?,
-            len,
-        })
+        let (ptr, len) = map_anon(len, rustix::mm::MapFlags::SHARED)?;
+        Some(SharedRegion { ptr, len })
     }
 
     /// `n` values of `T` from byte `offset`; `None` if they do not fit or are misaligned.
@@ -379,21 +385,8 @@ pub struct Mapped {
 
 impl Mapped {
     pub fn zeroed(len: usize) -> Option<Mapped> {
-        let len = len.max(1);
-        // SAFETY: a fresh private anonymous mapping; it aliases nothing.
-        let p = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE,
-            )
-        }
-        .ok()?;
-        Some(Mapped {
-            ptr: core::ptr::NonNull::new(p.cast())?,
-            len,
-        })
+        let (ptr, len) = map_anon(len, rustix::mm::MapFlags::PRIVATE)?;
+        Some(Mapped { ptr, len })
     }
 
     /// The mapping as bytes.

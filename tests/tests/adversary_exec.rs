@@ -397,6 +397,15 @@ fn decoy_library(dir: &Path) {
     assert!(out.status.success(), "cc decoy: {}", text(&out));
 }
 
+/// `f.base/decoy`, world-readable (tenant uids search it), holding a decoy library.
+fn decoy_dir(f: &Fixture) -> std::path::PathBuf {
+    let dir = f.base.join("decoy");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    decoy_library(&dir);
+    dir
+}
+
 /// Found in review: a child's environment can bring back an unguarded loader. `LD_AUDIT`
 /// names a library whose `la_symbind64` rebinds `open` to raw system calls; a bare-name
 /// `LD_PRELOAD=libtoctou_guard.so` with `LD_LIBRARY_PATH` at a decoy of that name loads the
@@ -409,10 +418,7 @@ fn item8_children_cannot_bring_back_an_unguarded_loader() {
     };
     let execs = c_program("execs");
     let audit = c_program("audit");
-    let decoys = f.base.join("decoy");
-    fs::create_dir_all(&decoys).unwrap();
-    fs::set_permissions(&decoys, fs::Permissions::from_mode(0o755)).unwrap();
-    decoy_library(&decoys);
+    let decoys = decoy_dir(&f);
     let victim = f.bob("secret.txt");
     let mut failures = Vec::new();
     for (env, arg) in [("setaudit", audit.as_os_str()), ("setdecoy", decoys.as_os_str())] {
@@ -539,10 +545,7 @@ fn r3_the_loader_run_as_a_program_cannot_take_an_auditor() {
     };
     let execs = c_program("execs");
     let audit = c_program("audit");
-    let decoys = f.base.join("decoy");
-    fs::create_dir_all(&decoys).unwrap();
-    fs::set_permissions(&decoys, fs::Permissions::from_mode(0o755)).unwrap();
-    decoy_library(&decoys);
+    let decoys = decoy_dir(&f);
     let victim = f.bob("secret.txt");
     let own = f.alice("index.html");
     let allowed: [&[&OsStr]; 5] = [

@@ -22,8 +22,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use toctou_attack::guardconf::LogListener;
-use toctou_attack::process::{ServerProcess, wait_http};
-use toctou_attack::targets::{apache, nginx, set_preload, with_port_retries};
+use toctou_attack::process::ServerProcess;
+use toctou_attack::targets::{apache, nginx, set_preload, spawn_listening};
 use toctou_guard_tests::shim_fixture::c_program;
 use toctou_guard_tests::{describe, heavy, prereq};
 
@@ -252,23 +252,66 @@ fn assert_served(addr: SocketAddr, log: &LogListener, sample: &[(&Tenant, String
         .unwrap_or_else(|| panic!("no denial line for {path} among {:?}", log.lines()));
 }
 
-#[test]
-fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
-    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
-        return;
-    };
+/// What both tests need: the CLI, root, the server program at `server` and the shim; the
+/// CLI's and the server's paths (`None` after a `SKIP:`, or a failure under `CI`).
+fn prereqs(server: &str, name: &str) -> Option<(PathBuf, PathBuf)> {
+    let bin = toctou_guard_tests::artifacts::guard_cli()?;
     if !prereq::root() {
-        return;
+        return None;
     }
-    let Some(ngx) = prereq::program(&["/usr/sbin/nginx"], "nginx") else {
-        return;
-    };
-    if !prereq::file(
+    let program = prereq::program(&[server], name)?;
+    prereq::file(
         &c_program("libtoctou_guard.so"),
         "the shim (cargo build --release -p toctou-guard-shim)",
-    ) {
+    )
+    .then_some((bin, program))
+}
+
+/// `import SERVER` of `conf` against an empty operator config with the tree's php-fpm pools:
+/// it succeeds and its `map` lines are `expected`; its stdout and stderr.
+fn imported(bin: &Path, tree: &Tree, server: &str, conf: &Path, expected: &[String]) -> (String, String) {
+    let operator = tree.config("toctou-guard.conf", "");
+    let fpm = format!("{}/fpm/pool.d", tree.base.display());
+    let out = import(bin, server, conf, &operator, &fpm);
+    let (got, stderr) = maps(&out);
+    assert_eq!(got, expected, "{}", describe(&out));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// The shim's environment for a server's command, as `nginx::spawn` / `apache::spawn` take it.
+type Preload<'a> = &'a dyn Fn(&mut Command) -> toctou_attack::Result<()>;
+
+/// `fragment` passes `check` under a `root` line; the server `start` spawns on a port, guarded
+/// by that config, serves the `sample` tenants' sites and refuses another owner's file
+/// behind `symlinked`'s document root; then it is stopped.
+fn assert_guarded_serving(
+    bin: &Path,
+    tree: &Tree,
+    fragment: &str,
+    name: &str,
+    start: impl Fn(u16, Preload) -> toctou_attack::Result<ServerProcess>,
+    sample: &[&Tenant],
+    symlinked: &Tenant,
+) {
+    let conf = assert_fragment_checks(bin, tree, fragment);
+    let log = LogListener::bind(&tree.base.join("log.sock")).expect("log socket");
+    let so = c_program("libtoctou_guard.so");
+    let preload = |c: &mut Command| {
+        set_preload(c, Some((&so, &conf)));
+        Ok(())
+    };
+    let (mut server, addr) = spawn_listening("/", Duration::from_secs(20), |port| start(port, &preload))
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let sample: Vec<(&Tenant, String)> = sample.iter().map(|t| (*t, format!("{}.test", t.name))).collect();
+    assert_served(addr, &log, &sample, symlinked);
+    server.stop();
+}
+
+#[test]
+fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
+    let Some((bin, ngx)) = prereqs("/usr/sbin/nginx", "nginx") else {
         return;
-    }
+    };
     let _g = heavy();
     let tree = Tree::new("nginx");
     let b = tree.base.display().to_string();
@@ -364,11 +407,7 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
     };
     let conf_path = dir.join("nginx.conf");
     fs::write(&conf_path, main(1)).unwrap();
-    let operator = tree.config("toctou-guard.conf", "");
-    let out = import(&bin, "nginx", &conf_path, &operator, &format!("{b}/fpm/pool.d"));
-    let (got, stderr) = maps(&out);
-    assert_eq!(got, expected, "{}", describe(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, stderr) = imported(&bin, &tree, "nginx", &conf_path, &expected);
     let f1 = format!("{}/t01.conf", sites.display());
     assert!(
         stdout.contains(&format!(
@@ -418,46 +457,17 @@ fn import_nginx_maps_a_dozen_vhosts_by_their_php_fpm_pool_users() {
         "only the symlinked root: {stderr}"
     );
 
-    let fragment = stdout.into_owned();
-    let conf = assert_fragment_checks(&bin, &tree, &fragment);
-    let log = LogListener::bind(&tree.base.join("log.sock")).expect("log socket");
-    let so = c_program("libtoctou_guard.so");
-    let (mut server, addr) = with_port_retries(|port| {
-        let text = main(port);
-        let mut p: ServerProcess = nginx::spawn(&ngx, &dir, &text, |c| {
-            set_preload(c, Some((&so, &conf)));
-            Ok(())
-        })?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_http(addr, "/", &mut [&mut p], Duration::from_secs(20))?;
-        Ok((p, addr))
-    })
-    .unwrap_or_else(|e| panic!("start nginx: {e}"));
-    let sample: Vec<(&Tenant, String)> = [0, 6, 7, 9, 11]
-        .iter()
-        .map(|&i| (&t[i], format!("{}.test", t[i].name)))
-        .collect();
-    assert_served(addr, &log, &sample, &t[6]);
-    server.stop();
+    let start = |port, preload: Preload| nginx::spawn(&ngx, &dir, &main(port), preload);
+    let sample = [&t[0], &t[6], &t[7], &t[9], &t[11]];
+    assert_guarded_serving(&bin, &tree, &stdout, "nginx", start, &sample, &t[6]);
 }
 
 #[test]
 fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
-    let Some(bin) = toctou_guard_tests::artifacts::guard_cli() else {
+    let Some((bin, httpd)) = prereqs("/usr/sbin/apache2", "apache2") else {
         return;
     };
-    if !prereq::root() {
-        return;
-    }
-    let Some(httpd) = prereq::program(&["/usr/sbin/apache2"], "apache2") else {
-        return;
-    };
-    if prereq::program(&["/usr/sbin/apache2ctl"], "apache2ctl").is_none()
-        || !prereq::file(
-            &c_program("libtoctou_guard.so"),
-            "the shim (cargo build --release -p toctou-guard-shim)",
-        )
-    {
+    if prereq::program(&["/usr/sbin/apache2ctl"], "apache2ctl").is_none() {
         return;
     }
     let _g = heavy();
@@ -540,11 +550,7 @@ fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
     };
     let conf_path = dir.join("apache.conf");
     fs::write(&conf_path, text(1)).unwrap();
-    let operator = tree.config("toctou-guard.conf", "");
-    let out = import(&bin, "apache", &conf_path, &operator, &format!("{b}/fpm/pool.d"));
-    let (got, stderr) = maps(&out);
-    assert_eq!(got, expected, "{}", describe(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, stderr) = imported(&bin, &tree, "apache", &conf_path, &expected);
     assert!(stdout.contains("from `apache2ctl -t -D DUMP_VHOSTS`"), "{stdout}");
     let f = |n: &str| format!("{}/sites/{n}.conf", dir.display());
     for (n, owner) in [
@@ -603,23 +609,7 @@ fn import_apache_maps_a_dozen_vhosts_from_dump_vhosts() {
         "only the symlinked root: {stderr}"
     );
 
-    let conf = assert_fragment_checks(&bin, &tree, &stdout);
-    let log = LogListener::bind(&tree.base.join("log.sock")).expect("log socket");
-    let so = c_program("libtoctou_guard.so");
-    let (mut server, addr) = with_port_retries(|port| {
-        let mut p = apache::spawn(&httpd, &dir, &text(port), |c| {
-            set_preload(c, Some((&so, &conf)));
-            Ok(())
-        })?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_http(addr, "/", &mut [&mut p], Duration::from_secs(20))?;
-        Ok((p, addr))
-    })
-    .unwrap_or_else(|e| panic!("start apache: {e}"));
-    let sample: Vec<(&Tenant, String)> = [0, 3, 6, 8, 9, 11]
-        .iter()
-        .map(|&i| (&t[i], format!("{}.test", t[i].name)))
-        .collect();
-    assert_served(addr, &log, &sample, &t[8]);
-    server.stop();
+    let start = |port, preload: Preload| apache::spawn(&httpd, &dir, &text(port), preload);
+    let sample = [&t[0], &t[3], &t[6], &t[8], &t[9], &t[11]];
+    assert_guarded_serving(&bin, &tree, &stdout, "apache", start, &sample, &t[8]);
 }

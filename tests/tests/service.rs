@@ -33,12 +33,17 @@ fn run(bin: &Path, args: &[&str]) -> Output {
 }
 
 /// A root-owned 0755 scratch directory (the config's parents must not be writable by others).
-fn scratch(name: &str) -> PathBuf {
+/// A fresh world-readable scratch directory, its `guard.conf` holding `conf_text`, and an
+/// empty `root/` in it for `--root`.
+fn scratch(name: &str, conf_text: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("service-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
     fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-    d
+    let conf = write_conf(&d, conf_text);
+    let root = d.join("root");
+    fs::create_dir(&root).unwrap();
+    (d, conf, root)
 }
 
 fn write_conf(dir: &Path, text: &str) -> PathBuf {
@@ -105,10 +110,7 @@ fn enable_and_disable_with_root_write_and_remove_exactly_the_dropin() {
     ) {
         return;
     }
-    let d = scratch("enable");
-    let conf = write_conf(&d, "mode audit\nroot /home/*/public_html\n");
-    let root = d.join("root");
-    fs::create_dir(&root).unwrap();
+    let (_, conf, root) = scratch("enable", "mode audit\nroot /home/*/public_html\n");
     let (conf_s, so_s, root_s) = (
         conf.to_str().unwrap(),
         so.to_str().unwrap(),
@@ -168,10 +170,7 @@ fn enable_and_disable_with_root_write_and_remove_exactly_the_dropin() {
 #[test]
 fn enable_refuses_a_bad_config_or_service_and_writes_nothing() {
     let Some((bin, so)) = enable_prereqs() else { return };
-    let d = scratch("refuse");
-    let conf = write_conf(&d, "root /home/*/public_html\nmap /srv/shop alice\n");
-    let root = d.join("root");
-    fs::create_dir(&root).unwrap();
+    let (d, conf, root) = scratch("refuse", "root /home/*/public_html\nmap /srv/shop alice\n");
     let (conf_s, so_s, root_s) = (
         conf.to_str().unwrap(),
         so.to_str().unwrap(),
@@ -245,10 +244,7 @@ fn generated_dropins_pass_systemd_analyze_verify_with_the_real_units() {
     if prereq::program(&["/usr/bin/systemd-analyze"], "systemd-analyze").is_none() {
         return;
     }
-    let d = scratch("verify");
-    let conf = write_conf(&d, "root /home/*/public_html\n");
-    let root = d.join("root");
-    fs::create_dir(&root).unwrap();
+    let (_, conf, root) = scratch("verify", "root /home/*/public_html\n");
     for service in ["nginx", "apache2", "php8.2-fpm"] {
         let unit = format!("/lib/systemd/system/{service}.service");
         if !prereq::file(Path::new(&unit), &format!("{service}'s unit file")) {
@@ -391,7 +387,13 @@ fn rows(out: &Output) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn assert_guarded(s: &Servers, server: &str, program: &str) {
+/// `status` on a `server` started with the drop-in's environment: every process guarded,
+/// with its config, and the one denial counted for the worker that logged it.
+fn assert_guarded(kind: TargetKind, server: &str, program: &str) {
+    let Some(s) = Servers::new(&[kind]) else {
+        return;
+    };
+    let _g = heavy();
     let env = s.dropin_env(if server == "nginx" { "nginx" } else { "apache2" }, &s.conf);
     let (p, port) = s.start(server, Some(env));
     assert_eq!(
@@ -479,20 +481,12 @@ fn assert_guarded(s: &Servers, server: &str, program: &str) {
 
 #[test]
 fn status_reports_guarded_nginx_workers_with_their_config_and_denials() {
-    let Some(s) = Servers::new(&[TargetKind::NginxShim]) else {
-        return;
-    };
-    let _g = heavy();
-    assert_guarded(&s, "nginx", "nginx");
+    assert_guarded(TargetKind::NginxShim, "nginx", "nginx");
 }
 
 #[test]
 fn status_reports_guarded_apache_workers_with_their_config_and_denials() {
-    let Some(s) = Servers::new(&[TargetKind::ApacheShim]) else {
-        return;
-    };
-    let _g = heavy();
-    assert_guarded(&s, "apache", "apache2");
+    assert_guarded(TargetKind::ApacheShim, "apache", "apache2");
 }
 
 #[test]

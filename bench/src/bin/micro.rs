@@ -18,6 +18,16 @@ struct Variant {
     rss_start: (u64, u64),
 }
 
+/// The named variant's per-round ns/iter (empty when that variant was not run). A function,
+/// not a closure: `variants` is borrowed mutably between the two places that read it.
+fn ns_per_iter(variants: &[Variant], name: &str) -> Vec<f64> {
+    variants
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| v.ns_per_iter.clone())
+        .unwrap_or_default()
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], flag: &str, default: T) -> T {
     args.iter()
         .position(|a| a == flag)
@@ -311,13 +321,7 @@ fn real_main() -> Result<(), String> {
         eprintln!("round {}/{rounds} done", round + 1);
     }
 
-    let find = |name: &str| -> Vec<f64> {
-        variants
-            .iter()
-            .find(|v| v.name == name)
-            .map(|v| v.ns_per_iter.clone())
-            .unwrap_or_default()
-    };
+    let find = |name: &str| ns_per_iter(&variants, name);
     let bare1 = find("1t bare");
     let fstat1 = find("1t +fstat (limit)");
     let bare100k = find("100kt bare");
@@ -397,13 +401,7 @@ fn real_main() -> Result<(), String> {
         );
     }
     // Issue 13's goal: a 100,000-map configuration costs an open what a one-line one does.
-    let find = |name: &str| -> Vec<f64> {
-        variants
-            .iter()
-            .find(|v| v.name == name)
-            .map(|v| v.ns_per_iter.clone())
-            .unwrap_or_default()
-    };
+    let find = |name: &str| ns_per_iter(&variants, name);
     let shim_out = find("outside root +shim");
     for (name, inside, outside) in [
         (

@@ -34,25 +34,13 @@ struct Paths {
     order: Option<Vec<u32>>,
 }
 
-/// Draws of Zipf(1) over `0..n` by inverse CDF, from a fixed xorshift (the same in every
-/// child, so bare and guarded children open the same sequence).
+/// Zipf(1) draws over `0..n` (the policy's fixed-seed generator: bare and guarded children
+/// open the same sequence), as u32 to keep the order table small.
 fn zipf_order(n: u64, draws: usize) -> Vec<u32> {
     let n = n.clamp(1, u64::from(u32::MAX)) as usize;
-    let mut cdf = Vec::with_capacity(n);
-    let mut sum = 0.0f64;
-    for r in 1..=n {
-        sum += 1.0 / r as f64;
-        cdf.push(sum);
-    }
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..draws)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * sum;
-            cdf.partition_point(|&c| c < u).min(n - 1) as u32
-        })
+    toctou_policy::owner_cache::zipf_draws(n, draws)
+        .into_iter()
+        .map(|d| d as u32)
         .collect()
 }
 

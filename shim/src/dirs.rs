@@ -54,13 +54,13 @@ fn slot(dev: u64, ino: u64) -> &'static Slot {
     &TABLE[(h as usize) % SLOTS]
 }
 
-/// The hash key: the kernel's `AT_RANDOM` bytes, read once (no system call).
+/// The hash key, derived from the kernel's `AT_RANDOM` bytes once (no system call).
 fn key() -> [u64; 2] {
     static K0: AtomicU64 = AtomicU64::new(0);
     static K1: AtomicU64 = AtomicU64::new(0);
     static READ: AtomicBool = AtomicBool::new(false);
     if !READ.load(Ordering::Acquire) {
-        let [a, b] = ffi::at_random();
+        let [a, b] = ffi::seed(b"toctou-guard dirs");
         K0.store(a, Ordering::Relaxed);
         K1.store(b, Ordering::Relaxed);
         READ.store(true, Ordering::Release);

@@ -203,9 +203,10 @@ pub fn program_interpreter() -> Option<&'static CStr> {
     CStr::from_bytes_until_nul(bytes).ok()
 }
 
-/// The 16 random bytes the kernel gave this process at exec (`AT_RANDOM`): a hash key with
-/// no system call. Zero if absent (then the cache still works, with a guessable key).
-pub fn at_random() -> [u64; 2] {
+/// The 16 random bytes the kernel gave this process at exec (`AT_RANDOM`), with no system
+/// call. Zero if absent (then the caches still work, with a guessable key). Only through
+/// [`seed`].
+fn at_random() -> [u64; 2] {
     // SAFETY: as above.
     let p = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u8; 16];
     if p.is_null() {
@@ -219,6 +220,62 @@ pub fn at_random() -> [u64; 2] {
         u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
         u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
     ]
+}
+
+/// A 128-bit key for one use (`domain`) derived from [`at_random`] by SipHash-2-4 keyed with
+/// it: glibc takes its stack canary and pointer guard from the same bytes, so a table whose
+/// tags leak (the shared owner cache is readable by every worker) must not be keyed by them
+/// raw. Recovering the key from outputs is breaking SipHash as a PRF. Called once per use.
+pub fn seed(domain: &[u8]) -> [u64; 2] {
+    let key = at_random();
+    [sip24(key, domain, 0), sip24(key, domain, 1)]
+}
+
+/// SipHash-2-4 of `msg` followed by the byte `tail` (so one domain gives two outputs).
+fn sip24([k0, k1]: [u64; 2], msg: &[u8], tail: u8) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    let compress = |v: &mut [u64; 4], m: u64| {
+        v[3] ^= m;
+        round(v);
+        round(v);
+        v[0] ^= m;
+    };
+    let len = msg.len() + 1;
+    let mut word = [0u8; 8];
+    let mut n = 0;
+    for &b in msg.iter().chain(core::iter::once(&tail)) {
+        word[n] = b;
+        n += 1;
+        if n == 8 {
+            compress(&mut v, u64::from_le_bytes(word));
+            n = 0;
+        }
+    }
+    word[n..].fill(0);
+    word[7] = len as u8;
+    compress(&mut v, u64::from_le_bytes(word));
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// Types the guard keeps in a [`Mapped`] region: valid for any bytes, with no drop.
@@ -515,4 +572,27 @@ pub unsafe fn real_dlmopen(lmid: libc::Lmid_t, file: *const c_char, mode: c_int)
     let real: DlmopenFn = unsafe { core::mem::transmute::<*mut libc::c_void, DlmopenFn>(f) };
     // SAFETY: arguments as the caller's contract.
     unsafe { real(lmid, file, mode) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip24_matches_the_reference_vectors() {
+        // The SipHash paper's key 00..0f; messages 00..n-1, the last byte passed as `tail`.
+        let key = [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908];
+        let msg: [u8; 15] = core::array::from_fn(|i| i as u8);
+        assert_eq!(sip24(key, &[], 0), 0x74f8_39c5_93dc_67fd);
+        assert_eq!(sip24(key, &msg[..14], 14), 0xa129_ca61_49be_45e5);
+        assert_eq!(sip24(key, &msg[..7], 7), 0x93f5_f579_9a93_2462);
+    }
+
+    #[test]
+    fn seeds_differ_by_domain_and_hide_at_random() {
+        let (a, b) = (seed(b"one"), seed(b"two"));
+        assert_ne!(a, b);
+        assert_ne!(a[0], a[1]);
+        assert_ne!(a, at_random());
+    }
 }

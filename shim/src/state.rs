@@ -149,7 +149,7 @@ fn load() {
     quiet_panics(&config.log_socket);
     announce(config.mode.as_str(), path.as_os_str().as_bytes());
     let state = State {
-        owners: Owners::new(config, ffi::at_random()),
+        owners: Owners::new(config, ffi::seed(b"toctou-guard owner cache")),
         log: Logger::new(&config.log_socket, config.log_rate),
         policy: loaded.policy,
     };

@@ -78,8 +78,9 @@ pub struct Config {
     pub cache_ttl_ms: u32,
     /// Entries in the tenant owner cache (a power of two; rounded up to whole buckets).
     pub cache_slots: usize,
-    /// One owner cache for all the workers a server's master forks (same uid only).
-    pub cache_shared: bool,
+    /// The one effective uid whose processes use an owner cache shared by all the workers a
+    /// server's master forks; `None`: every process keeps a private cache.
+    pub cache_shared: Option<u32>,
 }
 
 pub const DEFAULT_LOG_SOCKET: &str = "/dev/log";
@@ -98,7 +99,7 @@ impl Config {
             log_rate: 20,
             cache_ttl_ms: 1000,
             cache_slots: 32768,
-            cache_shared: true,
+            cache_shared: None,
         }
     }
 
@@ -281,11 +282,17 @@ impl Config {
                     cfg.cache_slots = n as usize;
                 }
                 "cache_shared" => {
-                    exactly(1, "cache_shared on|off")?;
+                    exactly(1, "cache_shared off|UID")?;
                     cfg.cache_shared = match args[0] {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(err("'cache_shared': expected on or off".into())),
+                        "off" => None,
+                        // `on` named no uid, and the shared table then trusted whatever uid
+                        // claimed it first, which its writers could forge: say so.
+                        "on" => {
+                            return Err(err("'cache_shared': 'on' is gone, name the workers' \
+                                 UID (cache_shared UID, from `id -u NAME`) or off"
+                                .into()));
+                        }
+                        a => Some(parse_uid(a).map_err(|m| err(format!("'cache_shared': {m} (or off)")))?),
                     };
                 }
                 other => {
@@ -439,8 +446,12 @@ mod tests {
         assert!(!c.guards_program(b"bash"));
         assert_eq!(c.log_socket, Path::new("/run/x.sock"));
         assert_eq!((c.log_rate, c.cache_ttl_ms, c.cache_slots), (5, 200, 1024));
-        assert!(!c.cache_shared);
-        assert!(parse("root /a/*\n").unwrap().cache_shared, "shared by default");
+        assert_eq!(c.cache_shared, None);
+        assert_eq!(parse("root /a/*\n").unwrap().cache_shared, None, "private by default");
+        assert_eq!(
+            parse("root /a/*\ncache_shared 33\n").unwrap().cache_shared,
+            Some(33)
+        );
     }
 
     #[test]
@@ -491,8 +502,14 @@ mod tests {
         assert!(
             err_at("root /a/*\ncache_shared yes\n")
                 .1
-                .contains("expected on or off")
+                .contains(":2: 'cache_shared': a UID is not numeric (use `id -u NAME` to find it) (or off)")
         );
+        assert!(
+            err_at("root /a/*\ncache_shared on\n")
+                .1
+                .contains(":2: 'cache_shared': 'on' is gone, name the workers' UID")
+        );
+        assert!(err_at("root /a/*\ncache_shared 33 34\n").1.contains("takes 1 argument"));
         assert!(
             err_at("root /a/*\nroot /a/*/\n")
                 .1

@@ -48,7 +48,8 @@ use crate::index::Found;
 
 pub const MAGIC: [u8; 8] = *b"TGUARDC\0";
 /// Bumped on any change of the layout; an image of another version is not used.
-pub const VERSION: u32 = 1;
+/// 2: `cache_shared` names a uid (`off|UID`), no longer `on|off`.
+pub const VERSION: u32 = 2;
 /// The largest image accepted (100,000 `map` lines of long vhost paths compile to ~20 MiB).
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 /// The suffix the loader looks for next to the text: `CONFIG.tgc`.
@@ -131,7 +132,7 @@ fn settings_text(cfg: &Config) -> String {
     let _ = writeln!(
         s,
         "log_rate {log_rate}\ncache_ttl_ms {cache_ttl_ms}\ncache_slots {cache_slots}\ncache_shared {}",
-        if *cache_shared { "on" } else { "off" }
+        cache_shared.map_or_else(|| "off".to_string(), |u| u.to_string())
     );
     s
 }
@@ -815,7 +816,7 @@ mod tests {
     #[test]
     fn every_setting_survives_compiling() {
         let text = "mode audit\nowner euid\nallow_uid 0 33\nprograms nginx php-fpm*\nlog_socket /run/x.sock\n\
-                    log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\ncache_shared off\nroot /home/*/public_html\n";
+                    log_rate 5\ncache_ttl_ms 200\ncache_slots 1024\ncache_shared 33\nroot /home/*/public_html\n";
         let cfg = Config::parse(text, Path::new("t.conf")).unwrap();
         let (_, image) = both(text);
         let mut want = cfg.clone();
@@ -823,7 +824,20 @@ mod tests {
         want.source = image.config().source.clone();
         assert_eq!(image.config(), &want);
         let (_, image) = both("root /x\n");
-        assert!(image.config().cache_shared, "the defaults too");
+        assert_eq!(image.config().cache_shared, None, "the defaults too");
+    }
+
+    #[test]
+    fn an_image_of_the_previous_version_is_refused() {
+        // Version 1 wrote `cache_shared on`, which this version must not read as a uid.
+        let cfg = Config::parse("root /a/*/b\n", Path::new("t.conf")).unwrap();
+        let mut bytes = compile(&cfg, Stamp::default()).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let e = Image::open(Arc::new(bytes), Path::new("/etc/t.conf.tgc")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/t.conf.tgc: compiled form: format version 1, this guard reads version 2 (run toctou-guard compile)"
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ const DIRECTIVES: [&str; 11] = [
     "cache_shared",
 ];
 
-const GOOD_LINES: [&str; 8] = [
+const GOOD_LINES: [&str; 9] = [
     "root /home/*/public_html",
     "map /srv/shop 1005",
     "mode audit",
@@ -67,6 +67,7 @@ const GOOD_LINES: [&str; 8] = [
     "",
     "log_rate 5",
     "programs nginx php-fpm*",
+    "cache_shared 33",
 ];
 
 /// A word nobody should see again: printable, no space, no `#`.

@@ -288,8 +288,6 @@ pub unsafe trait Zeroable {}
 unsafe impl Zeroable for crate::scratch::LongPath {}
 // SAFETY: `#[repr(C, align(64))]`, eight `AtomicU64`s (all zeroes: an empty bucket).
 unsafe impl Zeroable for toctou_policy::owner_cache::Bucket {}
-// SAFETY: `#[repr(C)]`, one `AtomicU64`.
-unsafe impl Zeroable for crate::owners::Header {}
 
 /// A fresh zeroed read-write anonymous mapping of `len` bytes (at least 1), `SHARED` for
 /// [`SharedRegion`] or `PRIVATE` for [`Mapped`]: the pointer and the length mapped.

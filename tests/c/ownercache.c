@@ -1,16 +1,21 @@
 /* The shared tenant-owner cache across forked workers, seen from outside: what a worker
  * serves tells whether it used an entry another worker cached.
- * usage: ownercache share|killed DOCROOT FILE LINK SERVER_UID OTHER_UID ALICE_UID BOB_UID
+ * usage: ownercache share|killed|forge DOCROOT FILE LINK SERVER_UID OTHER_UID ALICE_UID BOB_UID
  * Run as root under LD_PRELOAD (the master); every worker is a fork that drops to a uid
  * with setuid() (hooked), opens, prints one line, exits. The master itself opens nothing
- * under a root (it would claim the table for root). It flips the owner of DOCROOT (the
+ * under a root (as root, not the configured uid, it would drop the table). It flips the owner of DOCROOT (the
  * tenant directory) with a raw fchownat between workers: a worker that still accepts
  * FILE (ALICE's) after DOCROOT became BOB's used a cached entry.
  *
  * `killed` plays a writer killed mid-update: a worker marks every bucket of the shared table
  * busy, stores BOB as the owner of each entry (half an update), and SIGKILLs itself. The
  * layout written is policy/src/owner_cache.rs `Bucket` (64 bytes: lock, referenced, then 3
- * entries of tag and `uid << 32 | expiry`) after the 64-byte header of shim/src/owners.rs. */
+ * entries of tag and `uid << 32 | expiry`) from the start of the mapping (shim/src/owners.rs).
+ *
+ * `forge` plays code of the configured uid's worker (PHP FFI, a memory bug) that knows the
+ * table's seed (it can read its own process's memory; here it derives it from AT_RANDOM as
+ * shim/src/ffi.rs `seed` does) and rewrites every cached ALICE owner to BOB with valid tags:
+ * a sibling of its uid then believes it, a worker of another uid must not. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,8 +86,8 @@ static void die_mid_update(void) {
     uintptr_t a = 0, b = 0;
     if (shared_maps(&a, &b) != 1) { printf("ERR no shared table\n"); fflush(stdout); _exit(2); }
     size_t len = b - a, n = 1;
-    while (64 + 2 * n * 64 <= len) n *= 2;
-    volatile uint64_t *bucket = (volatile uint64_t *)(a + 64);
+    while (2 * n * 64 <= len) n *= 2;
+    volatile uint64_t *bucket = (volatile uint64_t *)a;
     uint64_t now = now_ms(), stamp = now & 0x7fffffff;
     for (size_t i = 0; i < n; i++, bucket += 8) {
         uint64_t lock = __atomic_load_n(&bucket[0], __ATOMIC_ACQUIRE);
@@ -91,7 +97,70 @@ static void die_mid_update(void) {
     raise(SIGKILL);
 }
 
-enum action { OPEN_FILE, OPEN_LINK, OPEN_BOTH, COUNT_MAPS, DIE };
+/* SipHash-2-4 of MSG then the byte TAIL under K (shim/src/ffi.rs `sip24`). */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                              \
+    do {                                                                                      \
+        v0 += v1; v1 = ROTL(v1, 13) ^ v0; v0 = ROTL(v0, 32);                                  \
+        v2 += v3; v3 = ROTL(v3, 16) ^ v2;                                                     \
+        v0 += v3; v3 = ROTL(v3, 21) ^ v0;                                                     \
+        v2 += v1; v1 = ROTL(v1, 17) ^ v2; v2 = ROTL(v2, 32);                                  \
+    } while (0)
+static uint64_t sip24(const uint64_t k[2], const char *msg, uint8_t tail) {
+    uint64_t v0 = k[0] ^ 0x736f6d6570736575ULL, v1 = k[1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k[0] ^ 0x6c7967656e657261ULL, v3 = k[1] ^ 0x7465646279746573ULL;
+    size_t len = strlen(msg) + 1, n = 0;
+    uint8_t word[8] = {0};
+    for (size_t i = 0; i < len; i++) {
+        word[n++] = i + 1 < len ? (uint8_t)msg[i] : tail;
+        if (n == 8) {
+            uint64_t m;
+            memcpy(&m, word, 8);
+            v3 ^= m; SIPROUND; SIPROUND; v0 ^= m;
+            n = 0;
+        }
+    }
+    memset(word + n, 0, 8 - n);
+    word[7] = (uint8_t)len;
+    uint64_t m;
+    memcpy(&m, word, 8);
+    v3 ^= m; SIPROUND; SIPROUND; v0 ^= m;
+    v2 ^= 0xff;
+    SIPROUND; SIPROUND; SIPROUND; SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* policy/src/owner_cache.rs `tag` without the key: tag = key ^ mix(word). */
+static uint64_t mix(uint64_t word, uint64_t s1) {
+    uint64_t x = word ^ s1;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Every cached ALICE owner rewritten to BOB, its tag made valid for the new word. */
+static void forge_entries(void) {
+    uintptr_t a = 0, b = 0;
+    if (shared_maps(&a, &b) != 1) { printf("ERR no shared table\n"); fflush(stdout); _exit(2); }
+    uint64_t k[2];
+    memcpy(k, (const void *)getauxval(AT_RANDOM), 16);
+    uint64_t s1 = sip24(k, "toctou-guard owner cache", 1);
+    volatile uint64_t *bucket = (volatile uint64_t *)a;
+    int forged = 0;
+    for (size_t i = 0; (i + 1) * 64 <= b - a; i++, bucket += 8) {
+        for (int e = 0; e < 3; e++) {
+            uint64_t tag = bucket[2 + 2 * e], word = bucket[3 + 2 * e];
+            if (word >> 32 != alice || !(uint32_t)word) continue;
+            uint64_t forged_word = (uint64_t)bob << 32 | (word & 0xffffffffULL);
+            bucket[3 + 2 * e] = forged_word;
+            bucket[2 + 2 * e] = tag ^ mix(word, s1) ^ mix(forged_word, s1);
+            forged++;
+        }
+    }
+    printf("forger rewrote %d entr%s to bob\n", forged, forged == 1 ? "y" : "ies");
+}
+
+enum action { OPEN_FILE, OPEN_LINK, OPEN_BOTH, COUNT_MAPS, DIE, FORGE };
 
 static void worker(uid_t uid, const char *label, enum action what) {
     fflush(stdout);
@@ -105,6 +174,7 @@ static void worker(uid_t uid, const char *label, enum action what) {
         case OPEN_LINK: report_open(label, link_path); break;
         case COUNT_MAPS: printf("%s shared-maps %d\n", label, shared_maps(NULL, NULL)); break;
         case DIE: die_mid_update(); break;
+        case FORGE: report_open(label, file); forge_entries(); break;
         }
         fflush(stdout);
         _exit(0);
@@ -123,7 +193,7 @@ static void owner_of_docroot(uid_t uid) {
 
 int main(int argc, char **argv) {
     if (argc != 9) {
-        fprintf(stderr, "usage: ownercache share|killed DOCROOT FILE LINK SERVER OTHER ALICE BOB\n");
+        fprintf(stderr, "usage: ownercache share|killed|forge DOCROOT FILE LINK SERVER OTHER ALICE BOB\n");
         return 2;
     }
     docroot = argv[2], file = argv[3], link_path = argv[4];
@@ -156,6 +226,15 @@ int main(int argc, char **argv) {
         owner_of_docroot(bob);
         worker(server, "shared-again", OPEN_FILE);
         owner_of_docroot(alice);
+        return 0;
+    }
+    if (!strcmp(argv[1], "forge")) {
+        worker(server, "forger", FORGE);
+        /* Forked after the forgery, as a server's master forks workers on demand. */
+        worker(server, "sibling", OPEN_LINK);
+        worker(other, "other-uid", OPEN_LINK);
+        worker(other, "other-uid", OPEN_FILE);
+        worker(other, "other-uid", COUNT_MAPS);
         return 0;
     }
     fprintf(stderr, "unknown mode %s\n", argv[1]);

@@ -1,6 +1,7 @@
-//! The tenant-owner cache shared by a server's workers (`cache_shared`): forked workers of
-//! one uid share hits, a worker of another uid never uses (nor keeps mapped) the shared
-//! table, and a writer killed mid-update leaves it usable and correct. Needs root; the
+//! The tenant-owner cache shared by a server's workers (`cache_shared UID`): forked workers of
+//! the configured uid share hits, a worker of another uid never uses (nor keeps mapped) the
+//! shared table — not even after a worker of the configured uid forged it — and a writer
+//! killed mid-update leaves it usable and correct. Needs root; the
 //! helper is `tests/c/ownercache.c` (the master forks the workers and flips the tenant
 //! directory's owner between them: a worker that still accepts the file used a cached entry).
 
@@ -39,11 +40,14 @@ fn run(f: &Fixture, mode: &str) -> Vec<String> {
         .collect()
 }
 
-const CONF: &str = "cache_ttl_ms 60000\ncache_slots 64\n";
+/// Shared by [`SERVER`]'s workers.
+fn conf() -> String {
+    format!("cache_ttl_ms 60000\ncache_slots 64\ncache_shared {SERVER}\n")
+}
 
 #[test]
 fn forked_workers_share_hits_and_another_uid_never_shares() {
-    let Some(f) = Fixture::new("ownercache-share", CONF) else {
+    let Some(f) = Fixture::new("ownercache-share", &conf()) else {
         return;
     };
     assert_eq!(
@@ -65,7 +69,8 @@ fn forked_workers_share_hits_and_another_uid_never_shares() {
 
 #[test]
 fn cache_shared_off_keeps_every_worker_to_itself() {
-    let Some(f) = Fixture::new("ownercache-off", &format!("{CONF}cache_shared off\n")) else {
+    let conf = "cache_ttl_ms 60000\ncache_slots 64\ncache_shared off\n";
+    let Some(f) = Fixture::new("ownercache-off", conf) else {
         return;
     };
     assert_eq!(
@@ -82,8 +87,30 @@ fn cache_shared_off_keeps_every_worker_to_itself() {
 }
 
 #[test]
+fn entries_forged_by_the_shared_uid_never_reach_another_uid() {
+    let Some(f) = Fixture::new("ownercache-forge", &conf()) else {
+        return;
+    };
+    assert_eq!(
+        run(&f, "forge"),
+        [
+            "forger OK alice-own",
+            // Alice's tenant now "owned" by bob, with a valid tag (the forger knows the seed).
+            "forger rewrote 1 entry to bob",
+            // The forgery works on its own uid (what such code can do anyway)...
+            "sibling OK BOB-SECRET",
+            // ...but a worker of another uid forked later dropped the table at its setuid,
+            // whatever was written in it: it looks the owner up itself.
+            "other-uid ERR EACCES",
+            "other-uid OK alice-own",
+            "other-uid shared-maps 0",
+        ]
+    );
+}
+
+#[test]
 fn the_shared_cache_survives_a_writer_killed_mid_update() {
-    let Some(f) = Fixture::new("ownercache-killed", CONF) else {
+    let Some(f) = Fixture::new("ownercache-killed", &conf()) else {
         return;
     };
     assert_eq!(

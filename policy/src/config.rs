@@ -447,7 +447,11 @@ mod tests {
         assert_eq!(c.log_socket, Path::new("/run/x.sock"));
         assert_eq!((c.log_rate, c.cache_ttl_ms, c.cache_slots), (5, 200, 1024));
         assert_eq!(c.cache_shared, None);
-        assert_eq!(parse("root /a/*\n").unwrap().cache_shared, None, "private by default");
+        assert_eq!(
+            parse("root /a/*\n").unwrap().cache_shared,
+            None,
+            "private by default"
+        );
         assert_eq!(
             parse("root /a/*\ncache_shared 33\n").unwrap().cache_shared,
             Some(33)
@@ -509,7 +513,11 @@ mod tests {
                 .1
                 .contains(":2: 'cache_shared': 'on' is gone, name the workers' UID")
         );
-        assert!(err_at("root /a/*\ncache_shared 33 34\n").1.contains("takes 1 argument"));
+        assert!(
+            err_at("root /a/*\ncache_shared 33 34\n")
+                .1
+                .contains("takes 1 argument")
+        );
         assert!(
             err_at("root /a/*\nroot /a/*/\n")
                 .1

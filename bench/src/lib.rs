@@ -16,3 +16,10 @@ pub mod lab;
 pub mod proc;
 pub mod stats;
 pub mod wrk;
+
+/// The operator command (`toctou-guard compile`, `scan`), found like the shim and the daemon.
+pub const CLI: toctou_attack::artefacts::Artefact = toctou_attack::artefacts::Artefact {
+    package: "toctou-guard",
+    file: "toctou-guard",
+    env: Some("TOCTOU_GUARD_CLI"),
+};

@@ -138,9 +138,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let a = args()?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = toctou_attack::artefacts::find(&exe, "toctou-guard")
-        .ok_or("toctou-guard not built (cargo build --release -p toctou-guard)")?;
+    let bin = toctou_guard_bench::CLI.locate()?;
     println!("binary: {}", toctou_attack::artefacts::describe(&bin));
     let conf = build(&a)?;
     let (entries, secs) = scan_once(&bin, &conf)?;

@@ -1,7 +1,9 @@
 //! Process start under `/etc/ld.so.preload`: what every program on the box pays when the
 //! shim is loaded into all of them, with a configuration of 100,000 `map` lines against a
-//! one-rule configuration and against no preload at all; for a guarded server (`nginx -t`)
-//! and for a program the `programs` filter leaves out (`bash -c true`).
+//! one-rule configuration and against no preload at all, and with the same 100,000 lines
+//! compiled (`toctou-guard compile`: `CONFIG.tgc` mapped instead of the text parsed); for a
+//! guarded server (`nginx -t`) and for a program the `programs` filter leaves out
+//! (`bash -c true`).
 //!
 //! `startup [--runs N (50)] [--maps N (100000)] [--no-instructions]`
 //!
@@ -15,7 +17,13 @@
 //! unguarded; its own RSS, the floor of every figure, is printed. Instructions: `perf stat -r N -e
 //! instructions:u` when the machine has counters, else one start under
 //! `valgrind --tool=callgrind` (a start's instruction count hardly varies), which also
-//! shows that the shim was loaded.
+//! shows that the shim was loaded and whether it mapped the compiled image.
+//!
+//! The image is fresh only for the text's dev/ino/size/mtime/ctime, and the rename that
+//! puts a parked configuration in place changes its ctime: so the compiled cell compiles
+//! after its text is renamed in (outside the timed start), and its `.tgc` is removed when
+//! the next cell takes `/etc/toctou-guard.conf` (a stale image beside the text cell would
+//! only add a check, but the text cell must measure the text alone).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -27,6 +35,7 @@ use std::time::Instant;
 
 use toctou_attack::artefacts::{self, SHIM};
 use toctou_attack::sys;
+use toctou_guard_bench::CLI;
 use toctou_guard_bench::cost::callgrind_total;
 use toctou_guard_bench::fixture::map_lines;
 use toctou_guard_bench::proc;
@@ -34,6 +43,8 @@ use toctou_guard_bench::stats::{fmt_ratio, median, range, ratios};
 
 /// The configuration every guarded start reads.
 const CONF: &str = "/etc/toctou-guard.conf";
+/// Its compiled form (`toctou_policy::image::path_for(CONF)`), written by `toctou-guard compile`.
+const CONF_IMAGE: &str = "/etc/toctou-guard.conf.tgc";
 const PRELOAD: &str = "/etc/ld.so.preload";
 /// Only the servers are guarded; everything else is left alone, as README advises for
 /// `/etc/ld.so.preload`.
@@ -83,16 +94,19 @@ enum Etc {
     OneRule,
     /// The shim preloaded, the configuration the `root` rule plus the `map` lines.
     Maps,
+    /// The same text, compiled beside it (`/etc/toctou-guard.conf.tgc`).
+    Compiled,
 }
 
 impl Etc {
-    const ALL: [Etc; 3] = [Etc::Bare, Etc::OneRule, Etc::Maps];
+    const ALL: [Etc; 4] = [Etc::Bare, Etc::OneRule, Etc::Maps, Etc::Compiled];
 
     fn label(self, maps: u32) -> String {
         match self {
             Etc::Bare => "no ld.so.preload".into(),
             Etc::OneRule => "preload, 1-rule config".into(),
             Etc::Maps => format!("preload, {maps} map lines"),
+            Etc::Compiled => format!("preload, {maps} map lines compiled"),
         }
     }
 
@@ -102,6 +116,7 @@ impl Etc {
             Etc::Bare => None,
             Etc::OneRule => Some("/etc/toctou-guard-bench-1rule.conf"),
             Etc::Maps => Some("/etc/toctou-guard-bench-maps.conf"),
+            Etc::Compiled => Some("/etc/toctou-guard-bench-maps-compiled.conf"),
         }
     }
 }
@@ -147,13 +162,14 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("run as root: /etc is overlaid in a private mount namespace".into());
     }
     let shim = std::fs::canonicalize(SHIM.locate()?).map_err(|e| format!("shim: {e}"))?;
+    let cli = CLI.locate()?;
     let dir = std::env::var_os("TOCTOU_BENCH_DIR")
         .map_or_else(|| PathBuf::from("/var/tmp/toctou-guard-bench"), PathBuf::from)
         .join(format!("startup-{}", std::process::id()));
     let result = private_etc(&dir).and_then(|()| {
         // Before any /etc/ld.so.preload: the spawner runs unguarded, as small as it started.
         let mut spawner = Spawner::new()?;
-        measure(args, &shim, &mut spawner)
+        measure(args, &shim, &cli, &mut spawner)
     });
     // The namespace (and its overlay) goes with this process; the layers' directories stay.
     let _ = std::fs::remove_dir_all(&dir);
@@ -218,10 +234,15 @@ fn write_etc(path: &str, text: &[u8]) -> Result<(), String> {
 }
 
 /// Puts `etc` in place: `/etc/ld.so.preload` and `/etc/toctou-guard.conf` (renamed in from
-/// where it was parked, so no start reads a half-written file).
-fn switch(from: Option<Etc>, to: Etc, shim: &Path) -> Result<(), String> {
+/// where it was parked, so no start reads a half-written file; compiled after the rename
+/// for [`Etc::Compiled`]). The seconds `toctou-guard compile` took and the image's size,
+/// when it ran.
+fn switch(from: Option<Etc>, to: Etc, shim: &Path, cli: &Path) -> Result<Option<(f64, u64)>, String> {
     if from == Some(to) {
-        return Ok(());
+        return Ok(None);
+    }
+    if from == Some(Etc::Compiled) {
+        std::fs::remove_file(CONF_IMAGE).map_err(|e| format!("rm {CONF_IMAGE}: {e}"))?;
     }
     if let Some(p) = from.and_then(Etc::parked) {
         std::fs::rename(CONF, p).map_err(|e| format!("park {CONF}: {e}"))?;
@@ -229,13 +250,39 @@ fn switch(from: Option<Etc>, to: Etc, shim: &Path) -> Result<(), String> {
     match to.parked() {
         Some(p) => {
             std::fs::rename(p, CONF).map_err(|e| format!("rename {p} {CONF}: {e}"))?;
-            write_etc(PRELOAD, format!("{}\n", shim.display()).as_bytes())
+            write_etc(PRELOAD, format!("{}\n", shim.display()).as_bytes())?;
+            if to == Etc::Compiled {
+                return compile(cli).map(Some);
+            }
+            Ok(None)
         }
         None => match std::fs::remove_file(PRELOAD) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("rm {PRELOAD}: {e}")),
-            _ => Ok(()),
+            _ => Ok(None),
         },
     }
+}
+
+/// `toctou-guard compile /etc/toctou-guard.conf` (it checks the image it wrote reads as
+/// fresh): the seconds it took, and the image's size.
+fn compile(cli: &Path) -> Result<(f64, u64), String> {
+    let t0 = Instant::now();
+    let out = Command::new(cli)
+        .args(["compile", CONF])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", cli.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} compile {CONF}: {}: {}",
+            cli.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let size = std::fs::metadata(CONF_IMAGE).map_err(|e| format!("{CONF_IMAGE} after compile: {e}"))?;
+    Ok((secs, size.len()))
 }
 
 /// `--spawner`: for each line `ERRFILE\tPROGRAM\tARG…` on stdin, one start of the program
@@ -371,7 +418,7 @@ struct Cell {
     instructions: String,
 }
 
-fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String> {
+fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Result<(), String> {
     let root = "root /srv/toctou-guard-bench/*/public_html";
     write_etc(
         Etc::OneRule.parked().unwrap_or_default(),
@@ -380,13 +427,15 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
     let mut big = format!("{root}\n{PROGRAMS}\n");
     big.push_str(&map_lines(args.maps));
     write_etc(Etc::Maps.parked().unwrap_or_default(), big.as_bytes())?;
+    write_etc(Etc::Compiled.parked().unwrap_or_default(), big.as_bytes())?;
     let big_len = big.len();
     drop(big);
     let programs = programs()?;
     println!("# toctou-guard startup under /etc/ld.so.preload (private mount namespace, overlay /etc)");
     println!("shim: {}", artefacts::describe(shim));
+    println!("compiler: {} compile {CONF}", artefacts::describe(cli));
     println!(
-        "config: `{root}` + `{PROGRAMS}` (1-rule), the same + {} `map` lines ({} bytes); {} starts per cell, interleaved; load before: {}",
+        "config: `{root}` + `{PROGRAMS}` (1-rule), the same + {} `map` lines ({} bytes; also compiled after each rename into place, untimed); {} starts per cell, interleaved; load before: {}",
         args.maps,
         big_len,
         args.runs,
@@ -407,6 +456,7 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
         })
         .collect();
     let mut current = None;
+    let mut compiles = Vec::new();
     let n = programs.len() * Etc::ALL.len();
     let (busy0, total0) = proc::cpu_jiffies();
     for run in 0..args.runs {
@@ -414,7 +464,7 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
         for k in 0..n {
             let idx = (k + run) % n;
             let (p, e) = (idx / Etc::ALL.len(), idx % Etc::ALL.len());
-            switch(current, Etc::ALL[e], shim)?;
+            compiles.extend(switch(current, Etc::ALL[e], shim, cli)?);
             current = Some(Etc::ALL[e]);
             let (ms, rss) = spawner.start(&programs[p].1, &err_file)?;
             cells[p][e].times.push(ms);
@@ -427,7 +477,7 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
         let perf = perf_works();
         for (p, (_, argv)) in programs.iter().enumerate() {
             for (e, etc) in Etc::ALL.iter().enumerate() {
-                switch(current, *etc, shim)?;
+                compiles.extend(switch(current, *etc, shim, cli)?);
                 current = Some(*etc);
                 cells[p][e].instructions = if perf {
                     perf_instructions(argv, args.runs)
@@ -439,6 +489,13 @@ fn measure(args: &Args, shim: &Path, spawner: &mut Spawner) -> Result<(), String
         }
     }
     let _ = std::fs::remove_file(&err_file);
+    let secs: Vec<f64> = compiles.iter().map(|c| c.0).collect();
+    println!(
+        "toctou-guard compile ran {} times (untimed), median {:.2} s; image {} bytes",
+        compiles.len(),
+        median(&secs),
+        compiles.last().map_or(0, |c| c.1)
+    );
     println!(
         "\n| program | /etc | start ms, median [min–max] | ratio to no preload, same run | max RSS KiB (median) | instructions per start |"
     );
@@ -522,12 +579,28 @@ fn callgrind_instructions(argv: &[OsString], err_file: &Path) -> Result<String, 
         return Err(format!("valgrind {argv:?}: {status}"));
     }
     let ir = callgrind_total(&text).ok_or("no callgrind summary")?;
-    let shim = if text.contains("libtoctou_guard") {
-        "shim loaded"
-    } else {
-        "no shim"
-    };
+    let shim = what_loaded(&text);
     Ok(format!("{ir} (callgrind; {shim})"))
+}
+
+/// What the shim did with the configuration, from the function names of a callgrind dump:
+/// a fresh image is checked through (`Image::validate`) before a guarded program uses it,
+/// and a program the `programs` lines leave out reads only its header (`open_header`); the
+/// text is parsed (`load::parse`, also for a stale image) or, for a program left unguarded,
+/// prescanned (`program_left_unguarded`).
+fn what_loaded(callgrind: &str) -> &'static str {
+    let has = |f: &str| callgrind.contains(f);
+    if !has("libtoctou_guard") {
+        "no shim"
+    } else if has("Image::validate") {
+        "shim loaded, image mapped"
+    } else if has("toctou_policy::load::parse\n") || has("program_left_unguarded") {
+        "shim loaded, text read"
+    } else if has("Image::open_header") {
+        "shim loaded, image header only"
+    } else {
+        "shim loaded"
+    }
 }
 
 #[cfg(test)]
@@ -546,5 +619,27 @@ mod tests {
             Some(8343260.0)
         );
         assert_eq!(parse_perf("<not supported>,,instructions:u,0,100.00,,\n"), None);
+    }
+
+    #[test]
+    fn tells_an_image_from_the_text() {
+        // Function names as a callgrind dump of the shim's start has them.
+        let lib = "ob=(3) /t/libtoctou_guard.so\n";
+        let header = "fn=(1032) toctou_policy::image::Image::open_header\n";
+        let settings = "fn=(1044) toctou_policy::config::Config::parse_inner\n";
+        assert_eq!(what_loaded("ob=(1) /usr/lib/libc.so.6\nfn=(2) main\n"), "no shim");
+        let mapped = format!("{lib}{header}{settings}fn=(1192) toctou_policy::image::Image::validate\n");
+        assert_eq!(what_loaded(&mapped), "shim loaded, image mapped");
+        let parsed = format!("{lib}fn=(1202) toctou_policy::load::parse\n{settings}");
+        assert_eq!(what_loaded(&parsed), "shim loaded, text read");
+        let stale = format!("{lib}{header}{settings}fn=(1202) toctou_policy::load::parse\n");
+        assert_eq!(what_loaded(&stale), "shim loaded, text read");
+        let prescan = format!("{lib}fn=(1170) toctou_policy::config::program_left_unguarded\n");
+        assert_eq!(what_loaded(&prescan), "shim loaded, text read");
+        assert_eq!(
+            what_loaded(&format!("{lib}{header}{settings}")),
+            "shim loaded, image header only"
+        );
+        assert_eq!(what_loaded(lib), "shim loaded");
     }
 }

@@ -339,7 +339,7 @@ pub fn instructions(setup: &Setup, lab: &Lab, o: &CostOptions, cost: &mut Cost) 
     let n = o.callgrind_requests.max(1) as f64;
     cost.instructions = Some((ir1 as f64 - ir0 as f64) / n);
     let sum = |m: BTreeMap<String, u64>| m.values().sum::<u64>() as f64;
-    if setup.shim {
+    if setup.shim.is_some() {
         cost.shim_self = Some((sum(shim_costs(&self1, false)) - sum(shim_costs(&self0, false))) / n);
         let before = shim_costs(&incl0, true);
         let mut fns: Vec<(String, f64)> = shim_costs(&incl1, true)

@@ -100,8 +100,8 @@ pub struct Setup {
     /// Row label, e.g. `+shim`.
     pub label: String,
     pub docroot: PathBuf,
-    /// Preload the shim.
-    pub shim: bool,
+    /// The shim preloaded (the tree's [`Lab::shim`], or another build to compare), if any.
+    pub shim: Option<PathBuf>,
     /// The server's own defence (nginx `disable_symlinks if_not_owner`, Apache
     /// `SymLinksIfOwnerMatch`).
     pub symlink_check: bool,
@@ -131,7 +131,7 @@ impl Server {
             work: &lab.tenants.run,
             tuning: lab.tuning,
             symlink_check: setup.symlink_check,
-            shim: setup.shim.then_some((lab.shim.as_path(), lab.conf.as_path())),
+            shim: setup.shim.as_deref().map(|so| (so, lab.conf.as_path())),
         };
         let serving = setup.server.serve(tools, &site).map_err(|e| e.to_string())?;
         let mut server = Server {
@@ -159,8 +159,12 @@ impl Server {
         if small != (200, SMALL_FILE_BYTES) || big != (200, BIG_BYTES) {
             return Err(format!("small file gave {small:?}, 1 MB file gave {big:?}"));
         }
-        if self.setup.shim && !proc::maps_contain(self.pid(), "libtoctou_guard") {
-            return Err("the shim is not loaded in the server".into());
+        if let Some(so) = &self.setup.shim {
+            // The very file (`+shim B` loads another build of the same name).
+            let real = std::fs::canonicalize(so).map_err(|e| format!("{}: {e}", so.display()))?;
+            if !proc::maps_contain(self.pid(), &real.to_string_lossy()) {
+                return Err(format!("{} is not loaded in the server", so.display()));
+            }
         }
         Ok(get(LEAK)?.0.to_string())
     }

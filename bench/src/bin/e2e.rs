@@ -4,11 +4,17 @@
 //!
 //! `cargo run --release -p toctou-guard-bench --bin e2e -- [--seconds S] [--rounds R]
 //!  [--connections C] [--threads T] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]
-//!  [--workers N] [--files small|big|both] [--cost N] [--figure]`
+//!  [--workers N] [--files small|big|both] [--cost N] [--figure] [--compare-fs DAEMON]
+//!  [--compare-so LIB]`
 //!
 //! `--figure` is issue 13's nginx figure: one nginx worker, `wrk -t1 -c16`, the small file,
 //! bare / `+shim` / `if_not_owner` in 5 interleaved rounds, then the instructions and system
 //! calls per request of each ([`toctou_guard_bench::cost`]).
+//!
+//! `--compare-so LIB` adds, per server, a row `+shim B`: the server run exactly as `+shim`
+//! (same configuration) but preloading LIB, e.g. the build before a change, measured in the
+//! same interleaved rounds (and counted by `--cost` like the others); `--compare-fs DAEMON`
+//! does the same for `toctou-guard-fs` (`+fuse noopen B`).
 //!
 //! Needs root (tenant uids, FUSE mounts, servers dropping to www-data). The lab is the
 //! attack harness's (`toctou_attack`): its two tenants, its servers tuned for throughput,
@@ -62,6 +68,8 @@ struct Args {
     /// Another `toctou-guard-fs` (e.g. the build before a change), mounted `noopen` as
     /// row `+fuse noopen B` in the same interleaved rounds.
     compare_fs: Option<PathBuf>,
+    /// Another `libtoctou_guard.so`, preloaded as row `+shim B` in the same rounds.
+    compare_so: Option<PathBuf>,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -70,7 +78,7 @@ fn words(s: &str) -> Vec<String> {
 
 fn usage() -> String {
     format!(
-        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")] [--compare-fs DAEMON]\n           [--workers N (server default)] [--files small|big|both (both)] [--cost REQUESTS (0)] [--out DIR (/var/tmp/toctou-guard-bench/cost)]\n           [--figure: --only nginx --no-fuse --no-bindfs --workers 1 --threads 1 --files small --cost 20000]\n\n--cost N: after the rounds, each nginx set-up's worker is counted: system calls per request\n(strace -c over N requests) and user-space instructions per request (callgrind, N/4 requests;\nworker_processes 1 needed).\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
+        "usage: e2e [--seconds S (2)] [--rounds R (5)] [--connections C (16)] [--threads T (2)] [--only nginx|apache] [--no-fuse] [--no-bindfs] [--keep]\n           [--max-foreign PCT (15)] [--retries N (2)] [--budget SECONDS (290)]\n           [--bindfs \"BINDFS OPTIONS\" (\"{BINDFS_FASTEST}\")] [--compare-fs DAEMON] [--compare-so LIB]\n           [--workers N (server default)] [--files small|big|both (both)] [--cost REQUESTS (0)] [--out DIR (/var/tmp/toctou-guard-bench/cost)]\n           [--figure: --only nginx --no-fuse --no-bindfs --workers 1 --threads 1 --files small --cost 20000]\n\n--cost N: after the rounds, each nginx set-up's worker is counted: system calls per request\n(strace -c over N requests) and user-space instructions per request (callgrind, N/4 requests;\nworker_processes 1 needed).\n\nA run during which other processes used more than PCT% of the CPUs is repeated up to N times\n(while the elapsed time is under the budget), keeping the quietest attempt."
     )
 }
 
@@ -93,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
         cost: 0,
         out: PathBuf::from("/var/tmp/toctou-guard-bench/cost"),
         compare_fs: None,
+        compare_so: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -137,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
                 a.cost = 20_000;
             }
             "--compare-fs" => a.compare_fs = Some(PathBuf::from(value()?)),
+            "--compare-so" => a.compare_so = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -212,7 +222,7 @@ fn mount_guard_fs(lab: &Lab, mounts: &mut Vec<(String, FuseMount)>, skipped: &mu
     }
 }
 
-/// Per server: bare, `+shim`, its own defence, and one row per mount.
+/// Per server: bare, `+shim` (and `+shim B`), its own defence, and one row per mount.
 fn setups(args: &Args, lab: &Lab, mounts: &[(String, FuseMount)]) -> Vec<Setup> {
     let mut setups = Vec::new();
     for server in [WebServer::Nginx, WebServer::Apache] {
@@ -223,15 +233,21 @@ fn setups(args: &Args, lab: &Lab, mounts: &[(String, FuseMount)]) -> Vec<Setup> 
             server,
             label: label.into(),
             docroot: lab.docroot(&lab.tenants.www),
-            shim: false,
+            shim: None,
             symlink_check: false,
             helper_pids: Vec::new(),
         };
         setups.push(plain("bare"));
         setups.push(Setup {
-            shim: true,
+            shim: Some(lab.shim.clone()),
             ..plain("+shim")
         });
+        if let Some(b) = &args.compare_so {
+            setups.push(Setup {
+                shim: Some(b.clone()),
+                ..plain("+shim B")
+            });
+        }
         let own = match server {
             WebServer::Nginx => "disable_symlinks if_not_owner",
             WebServer::Apache => "SymLinksIfOwnerMatch",
@@ -407,6 +423,9 @@ fn run(args: &Args) -> Result<(), String> {
     let lab = Lab::new(args.keep, tuning)?;
     println!("# toctou-guard e2e");
     println!("shim: {}", artefacts::describe(&lab.shim));
+    if let Some(b) = &args.compare_so {
+        println!("shim B: {}", artefacts::describe(b));
+    }
     let mut skipped = Vec::new();
     let mounts = mount_all(args, &lab, &mut skipped);
     let servers = start_servers(setups(args, &lab, &mounts), &lab, &mut skipped);

@@ -13,7 +13,9 @@ use toctou_guard_bench::stats::{fmt_ratio, median, range, ratios};
 
 struct Variant {
     name: &'static str,
-    child: OpenLoop,
+    /// `Err`: the shim B build did not start with this row's configuration (an older build
+    /// may refuse a configuration it predates); the row says so and the others run.
+    child: Result<OpenLoop, String>,
     ns_per_iter: Vec<f64>,
     rss_start: (u64, u64),
 }
@@ -284,7 +286,7 @@ fn real_main() -> Result<(), String> {
         } else {
             (prefix.to_string(), suffix, count)
         };
-        let mut child = OpenLoop::spawn(&Spec {
+        let spec = Spec {
             openloop: &openloop,
             prefix: &prefix,
             suffix,
@@ -294,8 +296,16 @@ fn real_main() -> Result<(), String> {
             guard: guard.map(|c| (lib, c.as_path())),
             // Relative prefixes are relative to the fixture's base directory.
             cwd: Some(fx.base.as_path()),
-        })?;
-        let rss_start = child.rss()?;
+        };
+        let started = OpenLoop::spawn(&spec).and_then(|mut c| Ok((c.rss()?, c)));
+        let (child, rss_start) = match started {
+            Ok((rss, c)) => (Ok(c), rss),
+            Err(e) if name.contains("shim B") => {
+                eprintln!("{name}: refused ({e}; the shim's message is above)");
+                (Err(e), (0, 0))
+            }
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
         variants.push(Variant {
             name,
             child,
@@ -307,14 +317,17 @@ fn real_main() -> Result<(), String> {
     // Warm-up: one full pass over the tenants for every child (dentries, page cache, shim
     // cache), then the timed rounds.
     for v in &mut variants {
-        v.child.run(tenants.min(iters).max(10_000))?;
+        if let Ok(c) = &mut v.child {
+            c.run(tenants.min(iters).max(10_000))?;
+        }
     }
     for round in 0..rounds {
         // Rotate the starting variant so no one is always first after a pause.
         let n = variants.len();
         for k in 0..n {
             let v = &mut variants[(k + round) % n];
-            let (wall, cpu) = v.child.run_both(iters)?;
+            let Ok(child) = &mut v.child else { continue };
+            let (wall, cpu) = child.run_both(iters)?;
             let d = if use_wall { wall } else { cpu };
             v.ns_per_iter.push(d.as_nanos() as f64 / iters as f64);
         }
@@ -355,8 +368,18 @@ fn real_main() -> Result<(), String> {
         } else {
             (&bare1, &fstat1)
         };
+        let child = match &mut v.child {
+            Ok(c) => c,
+            Err(e) => {
+                println!(
+                    "| {} | refused: shim B stopped the child at start ({e}; its reason is on stderr) | n/a | n/a | – | – |",
+                    v.name
+                );
+                continue;
+            }
+        };
         let (lo, hi) = range(&v.ns_per_iter);
-        let end = v.child.rss()?;
+        let end = child.rss()?;
         println!(
             "| {} | {:.0} [{:.0}–{:.0}] | {} | {} | {}→{} | {}→{} |",
             v.name,

@@ -374,8 +374,9 @@ impl Spawner {
         }
     }
 
-    /// One start: wall milliseconds, maximum RSS in KiB; an error with its stderr if it failed.
-    fn start(&mut self, argv: &[OsString], err_file: &Path) -> Result<(f64, u64), String> {
+    /// One start: wall milliseconds, maximum RSS in KiB; `Ok(Err)` with its stderr if the
+    /// program failed (e.g. an older shim refusing a configuration), `Err` if the spawner did.
+    fn start(&mut self, argv: &[OsString], err_file: &Path) -> Result<Result<(f64, u64), String>, String> {
         let mut line = err_file.display().to_string();
         for a in argv {
             line.push('\t');
@@ -385,12 +386,9 @@ impl Spawner {
         let (ms, rss, status) = parse_reply(&reply).ok_or_else(|| format!("spawner: {reply}"))?;
         if status != 0 {
             let text = std::fs::read_to_string(err_file).unwrap_or_default();
-            return Err(format!(
-                "{argv:?} exited with wait status {status}: {}",
-                text.trim()
-            ));
+            return Ok(Err(format!("wait status {status}: {}", text.trim())));
         }
-        Ok((ms, rss))
+        Ok(Ok((ms, rss)))
     }
 }
 
@@ -416,6 +414,8 @@ struct Cell {
     times: Vec<f64>,
     rss: Vec<f64>,
     instructions: String,
+    /// Why the program did not start in this cell: its starts stop, the other cells go on.
+    refused: Option<String>,
 }
 
 fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Result<(), String> {
@@ -451,6 +451,7 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
                     times: Vec::new(),
                     rss: Vec::new(),
                     instructions: "–".into(),
+                    refused: None,
                 })
                 .collect()
         })
@@ -464,11 +465,26 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
         for k in 0..n {
             let idx = (k + run) % n;
             let (p, e) = (idx / Etc::ALL.len(), idx % Etc::ALL.len());
+            let cell = &mut cells[p][e];
+            if cell.refused.is_some() {
+                continue;
+            }
             compiles.extend(switch(current, Etc::ALL[e], shim, cli)?);
             current = Some(Etc::ALL[e]);
-            let (ms, rss) = spawner.start(&programs[p].1, &err_file)?;
-            cells[p][e].times.push(ms);
-            cells[p][e].rss.push(rss as f64);
+            match spawner.start(&programs[p].1, &err_file)? {
+                Ok((ms, rss)) => {
+                    cell.times.push(ms);
+                    cell.rss.push(rss as f64);
+                }
+                Err(why) => {
+                    eprintln!(
+                        "startup: {} with {}: did not start: {why}",
+                        programs[p].0,
+                        Etc::ALL[e].label(args.maps)
+                    );
+                    cell.refused = Some(why);
+                }
+            }
         }
     }
     let (busy1, total1) = proc::cpu_jiffies();
@@ -477,6 +493,9 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
         let perf = perf_works();
         for (p, (_, argv)) in programs.iter().enumerate() {
             for (e, etc) in Etc::ALL.iter().enumerate() {
+                if cells[p][e].refused.is_some() {
+                    continue;
+                }
                 compiles.extend(switch(current, *etc, shim, cli)?);
                 current = Some(*etc);
                 cells[p][e].instructions = if perf {
@@ -504,6 +523,15 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
         let bare = cells[p][0].times.clone();
         for (e, etc) in Etc::ALL.iter().enumerate() {
             let c = &cells[p][e];
+            if let Some(why) = &c.refused {
+                // The first line: the shim's own message.
+                let why = why.lines().next().unwrap_or_default();
+                println!(
+                    "| {name} | {} | refused: {why} | n/a | n/a | – |",
+                    etc.label(args.maps)
+                );
+                continue;
+            }
             let (lo, hi) = range(&c.times);
             println!(
                 "| {name} | {} | {:.2} [{lo:.2}–{hi:.2}] | {} | {:.0} | {} |",

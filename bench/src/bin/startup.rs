@@ -5,7 +5,11 @@
 //! guarded server (`nginx -t`) and for a program the `programs` filter leaves out
 //! (`bash -c true`).
 //!
-//! `startup [--runs N (50)] [--maps N (100000)] [--no-instructions]`
+//! `startup [--runs N (50)] [--maps N (100000)] [--no-instructions] [--compare-so LIB]`
+//!
+//! `--compare-so LIB` adds every preloaded cell again with LIB in `/etc/ld.so.preload` (e.g.
+//! the shim before a change), in the same rotation; a cell whose program does not start
+//! (an older shim refusing the configuration) says `refused` and why.
 //!
 //! As root, in a private mount namespace whose `/etc` is an overlay of the real one (the
 //! method of `tests/src/private_etc.rs`): the real `/etc` is never written, and the overlay
@@ -54,6 +58,8 @@ struct Args {
     runs: usize,
     maps: u32,
     instructions: bool,
+    /// Another `libtoctou_guard.so`: its cells rotate with the others.
+    compare_so: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -61,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 50,
         maps: 100_000,
         instructions: true,
+        compare_so: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,8 +76,11 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = number(&flag, value()?)?,
             "--maps" => a.maps = number(&flag, value()?)?,
             "--no-instructions" => a.instructions = false,
+            "--compare-so" => a.compare_so = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("usage: startup [--runs N (50)] [--maps N (100000)] [--no-instructions]");
+                println!(
+                    "usage: startup [--runs N (50)] [--maps N (100000)] [--no-instructions] [--compare-so LIB]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -121,6 +131,35 @@ impl Etc {
     }
 }
 
+/// One cell's `/etc`: its configuration state and which shim `/etc/ld.so.preload` names
+/// (an index into the shims: 0 the tree's, 1 `--compare-so`'s).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct State {
+    etc: Etc,
+    shim: usize,
+}
+
+impl State {
+    /// Every state of the tree's shim, then the preloaded ones of each other shim.
+    fn all(shims: usize) -> Vec<State> {
+        let mut v: Vec<State> = Etc::ALL.iter().map(|&etc| State { etc, shim: 0 }).collect();
+        for shim in 1..shims {
+            v.extend(
+                Etc::ALL
+                    .iter()
+                    .filter(|&&e| e != Etc::Bare)
+                    .map(|&etc| State { etc, shim }),
+            );
+        }
+        v
+    }
+
+    fn label(self, maps: u32) -> String {
+        let b = if self.shim > 0 { " (shim B)" } else { "" };
+        format!("{}{b}", self.etc.label(maps))
+    }
+}
+
 /// The programs started.
 fn programs() -> Result<Vec<(String, Vec<OsString>)>, String> {
     let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
@@ -161,7 +200,10 @@ fn run(args: &Args) -> Result<(), String> {
     if sys::geteuid() != 0 {
         return Err("run as root: /etc is overlaid in a private mount namespace".into());
     }
-    let shim = std::fs::canonicalize(SHIM.locate()?).map_err(|e| format!("shim: {e}"))?;
+    let mut shims = Vec::new();
+    for so in std::iter::once(SHIM.locate()?).chain(args.compare_so.clone()) {
+        shims.push(std::fs::canonicalize(&so).map_err(|e| format!("shim {}: {e}", so.display()))?);
+    }
     let cli = CLI.locate()?;
     let dir = std::env::var_os("TOCTOU_BENCH_DIR")
         .map_or_else(|| PathBuf::from("/var/tmp/toctou-guard-bench"), PathBuf::from)
@@ -169,7 +211,7 @@ fn run(args: &Args) -> Result<(), String> {
     let result = private_etc(&dir).and_then(|()| {
         // Before any /etc/ld.so.preload: the spawner runs unguarded, as small as it started.
         let mut spawner = Spawner::new()?;
-        measure(args, &shim, &cli, &mut spawner)
+        measure(args, &shims, &cli, &mut spawner)
     });
     // The namespace (and its overlay) goes with this process; the layers' directories stay.
     let _ = std::fs::remove_dir_all(&dir);
@@ -233,25 +275,35 @@ fn write_etc(path: &str, text: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("chmod {path}: {e}"))
 }
 
-/// Puts `etc` in place: `/etc/ld.so.preload` and `/etc/toctou-guard.conf` (renamed in from
-/// where it was parked, so no start reads a half-written file; compiled after the rename
-/// for [`Etc::Compiled`]). The seconds `toctou-guard compile` took and the image's size,
-/// when it ran.
-fn switch(from: Option<Etc>, to: Etc, shim: &Path, cli: &Path) -> Result<Option<(f64, u64)>, String> {
+/// Puts `to` in place: `/etc/toctou-guard.conf` (renamed in from where it was parked, so no
+/// start reads a half-written file; compiled after the rename for [`Etc::Compiled`]) and
+/// `/etc/ld.so.preload` naming `to`'s shim. The seconds `toctou-guard compile` took and the
+/// image's size, when it ran.
+fn switch(
+    from: Option<State>,
+    to: State,
+    shims: &[PathBuf],
+    cli: &Path,
+) -> Result<Option<(f64, u64)>, String> {
     if from == Some(to) {
         return Ok(None);
     }
+    // Another shim with the same configuration: only the preload line changes.
+    let moved = from.map(|f| f.etc) != Some(to.etc);
+    let from = from.map(|f| f.etc).filter(|_| moved);
     if from == Some(Etc::Compiled) {
         std::fs::remove_file(CONF_IMAGE).map_err(|e| format!("rm {CONF_IMAGE}: {e}"))?;
     }
     if let Some(p) = from.and_then(Etc::parked) {
         std::fs::rename(CONF, p).map_err(|e| format!("park {CONF}: {e}"))?;
     }
-    match to.parked() {
+    match to.etc.parked() {
         Some(p) => {
-            std::fs::rename(p, CONF).map_err(|e| format!("rename {p} {CONF}: {e}"))?;
-            write_etc(PRELOAD, format!("{}\n", shim.display()).as_bytes())?;
-            if to == Etc::Compiled {
+            if moved {
+                std::fs::rename(p, CONF).map_err(|e| format!("rename {p} {CONF}: {e}"))?;
+            }
+            write_etc(PRELOAD, format!("{}\n", shims[to.shim].display()).as_bytes())?;
+            if moved && to.etc == Etc::Compiled {
                 return compile(cli).map(Some);
             }
             Ok(None)
@@ -418,7 +470,8 @@ struct Cell {
     refused: Option<String>,
 }
 
-fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Result<(), String> {
+fn measure(args: &Args, shims: &[PathBuf], cli: &Path, spawner: &mut Spawner) -> Result<(), String> {
+    let states = State::all(shims.len());
     let root = "root /srv/toctou-guard-bench/*/public_html";
     write_etc(
         Etc::OneRule.parked().unwrap_or_default(),
@@ -432,7 +485,10 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
     drop(big);
     let programs = programs()?;
     println!("# toctou-guard startup under /etc/ld.so.preload (private mount namespace, overlay /etc)");
-    println!("shim: {}", artefacts::describe(shim));
+    println!("shim: {}", artefacts::describe(&shims[0]));
+    if let Some(b) = shims.get(1) {
+        println!("shim B: {}", artefacts::describe(b));
+    }
     println!("compiler: {} compile {CONF}", artefacts::describe(cli));
     println!(
         "config: `{root}` + `{PROGRAMS}` (1-rule), the same + {} `map` lines ({} bytes; also compiled after each rename into place, untimed); {} starts per cell, interleaved; load before: {}",
@@ -445,7 +501,7 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
     let mut cells: Vec<Vec<Cell>> = programs
         .iter()
         .map(|_| {
-            Etc::ALL
+            states
                 .iter()
                 .map(|_| Cell {
                     times: Vec::new(),
@@ -458,19 +514,19 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
         .collect();
     let mut current = None;
     let mut compiles = Vec::new();
-    let n = programs.len() * Etc::ALL.len();
+    let n = programs.len() * states.len();
     let (busy0, total0) = proc::cpu_jiffies();
     for run in 0..args.runs {
         // Rotate the order every run, so no variant always follows the same one.
         for k in 0..n {
             let idx = (k + run) % n;
-            let (p, e) = (idx / Etc::ALL.len(), idx % Etc::ALL.len());
+            let (p, e) = (idx / states.len(), idx % states.len());
             let cell = &mut cells[p][e];
             if cell.refused.is_some() {
                 continue;
             }
-            compiles.extend(switch(current, Etc::ALL[e], shim, cli)?);
-            current = Some(Etc::ALL[e]);
+            compiles.extend(switch(current, states[e], shims, cli)?);
+            current = Some(states[e]);
             match spawner.start(&programs[p].1, &err_file)? {
                 Ok((ms, rss)) => {
                     cell.times.push(ms);
@@ -480,7 +536,7 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
                     eprintln!(
                         "startup: {} with {}: did not start: {why}",
                         programs[p].0,
-                        Etc::ALL[e].label(args.maps)
+                        states[e].label(args.maps)
                     );
                     cell.refused = Some(why);
                 }
@@ -492,12 +548,12 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
     if args.instructions {
         let perf = perf_works();
         for (p, (_, argv)) in programs.iter().enumerate() {
-            for (e, etc) in Etc::ALL.iter().enumerate() {
+            for (e, state) in states.iter().enumerate() {
                 if cells[p][e].refused.is_some() {
                     continue;
                 }
-                compiles.extend(switch(current, *etc, shim, cli)?);
-                current = Some(*etc);
+                compiles.extend(switch(current, *state, shims, cli)?);
+                current = Some(*state);
                 cells[p][e].instructions = if perf {
                     perf_instructions(argv, args.runs)
                 } else {
@@ -521,21 +577,21 @@ fn measure(args: &Args, shim: &Path, cli: &Path, spawner: &mut Spawner) -> Resul
     println!("|---|---|---|---|---|---|");
     for (p, (name, _)) in programs.iter().enumerate() {
         let bare = cells[p][0].times.clone();
-        for (e, etc) in Etc::ALL.iter().enumerate() {
+        for (e, state) in states.iter().enumerate() {
             let c = &cells[p][e];
             if let Some(why) = &c.refused {
                 // The first line: the shim's own message.
                 let why = why.lines().next().unwrap_or_default();
                 println!(
                     "| {name} | {} | refused: {why} | n/a | n/a | – |",
-                    etc.label(args.maps)
+                    state.label(args.maps)
                 );
                 continue;
             }
             let (lo, hi) = range(&c.times);
             println!(
                 "| {name} | {} | {:.2} [{lo:.2}–{hi:.2}] | {} | {:.0} | {} |",
-                etc.label(args.maps),
+                state.label(args.maps),
                 median(&c.times),
                 // Start i of this cell over start i of the bare cell: the same run.
                 fmt_ratio(&ratios(&c.times, &bare)),

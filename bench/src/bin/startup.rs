@@ -706,6 +706,16 @@ mod tests {
     }
 
     #[test]
+    fn shim_b_repeats_every_preloaded_state() {
+        let s = State::all(2);
+        assert_eq!(s.len(), 7);
+        assert!(s[..4].iter().all(|x| x.shim == 0));
+        assert!(s[4..].iter().all(|x| x.shim == 1 && x.etc != Etc::Bare));
+        assert_eq!(s[6].label(100), "preload, 100 map lines compiled (shim B)");
+        assert_eq!(State::all(1).len(), Etc::ALL.len());
+    }
+
+    #[test]
     fn tells_an_image_from_the_text() {
         // Function names as a callgrind dump of the shim's start has them.
         let lib = "ob=(3) /t/libtoctou_guard.so\n";

@@ -16,13 +16,17 @@
 //! * roots, 32 bytes each, in [`Config::roots`] order: key (offset, length in the pool: the
 //!   normalised pattern, `/home/*/public_html`), the text as written (offset, length), the
 //!   `map` uid (`u32::MAX` for a `root`), line, depth, tenant depth;
-//! * nodes of the trie of path components, 12 bytes each: `*` child, lowest root ending here
-//!   (`u32::MAX`: none), number of literal children. A child's index is always greater than
-//!   its parent's, so the trie has no cycle;
+//! * nodes of the trie of path components, 28 bytes each: `*` child, lowest root ending here
+//!   (`u32::MAX`: none), number of literal children; then, for a node heading a run of
+//!   one-way levels (no root, no `*`, one literal child), the run: the node after it, its
+//!   components' text joined by `/` (offset, length in the pool), its number of levels —
+//!   walked with one compare (`u32::MAX` for a node heading none). A child's index is always
+//!   greater than its parent's, so the trie has no cycle;
 //! * a hash table with linear probing of (parent node, component) → child, 16 bytes a slot,
-//!   1.5 slots per edge: parent, child (`u32::MAX`: empty slot), name (offset, length in the
-//!   pool: the component inside a root's key, not a copy). A lookup
-//!   probes at most the longest probe the compiler saw: its cost depends on the path, not on
+//!   2 slots per edge (a pattern with a `*`'s edges placed first, in their home slots):
+//!   parent, child (`u32::MAX`: empty slot), name (offset, length in the pool: the
+//!   component inside a root's key, not a copy). A lookup probes at most the longest probe
+//!   the compiler saw: its cost depends on the path, not on
 //!   the number of lines.
 //!
 //! Freshness is decided by the text's `fstat` (device, inode, size, mtime, ctime), not a
@@ -45,11 +49,13 @@ use std::sync::Arc;
 use crate::config::{Config, OwnerRule};
 use crate::error::{Error, ErrorKind};
 use crate::index::Found;
+use crate::path::Components;
 
 pub const MAGIC: [u8; 8] = *b"TGUARDC\0";
 /// Bumped on any change of the layout; an image of another version is not used.
 /// 2: `cache_shared` names a uid (`off|UID`), no longer `on|off`.
-pub const VERSION: u32 = 2;
+/// 3: a node heading a run of one-way levels carries the run (one compare walks it).
+pub const VERSION: u32 = 3;
 /// The largest image accepted (100,000 `map` lines of long vhost paths compile to ~20 MiB).
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 /// The suffix the loader looks for next to the text: `CONFIG.tgc`.
@@ -57,7 +63,7 @@ pub const SUFFIX: &str = ".tgc";
 
 const HEADER: usize = 128;
 const ROOT_REC: usize = 32;
-const NODE_REC: usize = 12;
+const NODE_REC: usize = 28;
 const SLOT_REC: usize = 16;
 const NONE: u32 = u32::MAX;
 /// Nodes a walk may have active at once (as [`crate::index`]).
@@ -162,11 +168,19 @@ fn fnv(parent: u32, name: &[u8]) -> u64 {
             u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
         );
     }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = mix(h, u64::from_le_bytes(tail));
-    // The table's slot comes from the high bits: spread the low ones up.
-    (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    // The last 0-7 bytes as a zero-padded little-endian word (a loop, not a memcpy call).
+    let tail = chunks
+        .remainder()
+        .iter()
+        .enumerate()
+        .fold(0u64, |t, (i, &b)| t | u64::from(b) << (8 * i));
+    h = mix(h, tail);
+    // The table's slot comes from the high bits: a full avalanche (splitmix64's), since
+    // names differing in one digit under sequential parents must not land side by side —
+    // with a lighter mix, runs of neighbours made probes of up to 68 slots (100,000 maps).
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// Compile a parsed configuration (read from a text whose `fstat` gave `stamp`).
@@ -184,8 +198,11 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
     };
     // The trie, as RootIndex builds it: nodes in creation order, so a child > its parent.
     let mut nodes: Vec<[u32; 3]> = vec![[NONE, NONE, 0]];
-    let mut edges: HashMap<(u32, &[u8]), u32> = HashMap::new();
+    let mut edges: HashMap<(u32, &[u8]), (u32, usize)> = HashMap::new();
     let mut edge_list: Vec<(u32, u32, u64, &[u8])> = Vec::new();
+    // Edges on a pattern with a `*` (one walked by every tenant's requests) go into the table
+    // first, so that they sit in their home slots; a `map` line's are each one vhost's.
+    let mut hot: Vec<bool> = Vec::new();
     let mut roots = Vec::with_capacity(cfg.roots.len() * ROOT_REC);
     let (mut depth_mask, mut max_depth) = (0u64, 0usize);
     for (i, r) in cfg.roots.iter().enumerate() {
@@ -200,13 +217,19 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
         // An edge's name is the component's bytes inside this key (1 + the `/` before it).
         let mut name_at = key.0 + 1;
         let mut at = 0u32;
+        let starred = r.pattern.parts().any(|p| p.is_none());
         for part in r.pattern.parts() {
             let next = nodes.len() as u32;
             let child = match part {
-                Some(lit) => *edges.entry((at, lit)).or_insert_with(|| {
-                    edge_list.push((at, next, name_at, lit));
-                    next
-                }),
+                Some(lit) => {
+                    let (child, e) = *edges.entry((at, lit)).or_insert_with(|| {
+                        edge_list.push((at, next, name_at, lit));
+                        hot.push(false);
+                        (next, edge_list.len() - 1)
+                    });
+                    hot[e] |= starred;
+                    child
+                }
                 None => {
                     let star = &mut nodes[at as usize][0];
                     if *star == NONE {
@@ -245,11 +268,15 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
             roots.extend_from_slice(&u32::try_from(v).map_err(|_| too_large())?.to_le_bytes());
         }
     }
-    // Two slots for every three edges at most: short probes, no power of two to round to.
-    let slots = (edge_list.len() * 3 / 2).max(8);
+    let chains = chains(&nodes, &edge_list, &mut pool);
+    // Two slots per edge: short probes for names that are there and for names that are not
+    // (most components of a path outside every root); no power of two to round to.
+    let slots = (edge_list.len() * 2).max(8);
     let mut table = vec![[0u32, NONE, 0, 0]; slots];
     let mut max_probe = 0usize;
-    for &(parent, child, off, name) in &edge_list {
+    let mut order: Vec<usize> = (0..edge_list.len()).collect();
+    order.sort_by_key(|&e| !hot[e]); // stable: configuration order within each group
+    for &(parent, child, off, name) in order.iter().map(|&e| &edge_list[e]) {
         debug_assert_eq!(&pool[off as usize..off as usize + name.len()], name);
         let mut s = slot_of(fnv(parent, name), slots);
         let mut probe = 0;
@@ -304,8 +331,8 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
     debug_assert_eq!(out.len(), HEADER);
     out.extend_from_slice(settings.as_bytes());
     out.extend_from_slice(&roots);
-    for n in &nodes {
-        for v in n {
+    for (n, chain) in nodes.iter().zip(&chains) {
+        for v in n.iter().chain(chain) {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -316,6 +343,55 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
     }
     out.extend_from_slice(&pool);
     Ok(out)
+}
+
+/// For each node heading a run of one-way levels (no root, no `*`, one literal child, for
+/// one level or more), the run: `[node after it, pool offset, length, levels]` of its
+/// components' text joined by `/`; `[NONE, 0, 0, 0]` for every other node. Only heads: a walk
+/// enters a run from a node with a `*`, a root or several children, or at the top.
+fn chains(nodes: &[[u32; 3]], edges: &[(u32, u32, u64, &[u8])], pool: &mut Vec<u8>) -> Vec<[u32; 4]> {
+    let mut only: Vec<Option<(u64, usize, u32)>> = vec![None; nodes.len()];
+    for &(parent, child, off, name) in edges {
+        only[parent as usize] = Some((off, name.len(), child));
+    }
+    let one_way = |n: usize| {
+        let [star, root, nlit] = nodes[n];
+        (star == NONE && root == NONE && nlit == 1)
+            .then_some(only[n])
+            .flatten()
+    };
+    let mut inner = vec![false; nodes.len()];
+    for &(parent, child, ..) in edges {
+        inner[child as usize] |= one_way(parent as usize).is_some();
+    }
+    let mut out = vec![[NONE, 0, 0, 0]; nodes.len()];
+    for head in (0..nodes.len()).filter(|&n| !inner[n]) {
+        let Some((off, len, mut at)) = one_way(head) else {
+            continue;
+        };
+        let (mut text, mut levels) = (pool[off as usize..off as usize + len].to_vec(), 1u32);
+        while let Some((o, l, next)) = one_way(at as usize) {
+            text.push(b'/');
+            text.extend_from_slice(&pool[o as usize..o as usize + l]);
+            (at, levels) = (next, levels + 1);
+        }
+        // A single level's text is its edge's name, already in the pool.
+        let (o, l) = if levels == 1 {
+            (off, len as u64)
+        } else {
+            let o = pool.len() as u64;
+            pool.extend_from_slice(&text);
+            (o, text.len() as u64)
+        };
+        // Offsets past u32 make the image too large anyway (checked when it is laid out).
+        out[head] = [
+            at,
+            o.min(u64::from(NONE - 1)) as u32,
+            l.min(u64::from(NONE - 1)) as u32,
+            levels,
+        ];
+    }
+    out
 }
 
 fn bad(path: &Path, msg: String) -> Error {
@@ -467,9 +543,23 @@ impl Image {
         let in_pool = |off: u32, len: u32| u64::from(off) + u64::from(len) <= pool.1 as u64;
         for i in 0..nodes.1 {
             let [star, root, nlit] = w.node(i as u32);
+            let [to, off, len, levels] = w.chain(i as u32);
+            let run_ok = to == NONE
+                || (to as usize > i
+                    && (to as usize) < nodes.1
+                    && in_pool(off, len)
+                    && levels >= 1
+                    && levels as usize <= crate::path::PATH_MAX
+                    && {
+                        // `levels` non-empty components joined by `/`.
+                        let text = w.pool(off, len);
+                        text.split(|&b| b == b'/').all(|c| !c.is_empty())
+                            && text.iter().filter(|&&b| b == b'/').count() + 1 == levels as usize
+                    });
             if (star != NONE && (star as usize >= nodes.1 || star as usize <= i))
                 || (root != NONE && root as usize >= roots.1)
                 || nlit as usize > table.1
+                || !run_ok
             {
                 return Err(bad(format!("node {i} is malformed")));
             }
@@ -565,10 +655,42 @@ impl Image {
     }
 
     /// As [`crate::index::RootIndex::first`].
-    pub(crate) fn first<'p>(&self, mut comps: impl Iterator<Item = &'p [u8]>) -> Found {
+    pub(crate) fn first(&self, comps: &mut Components<'_, '_>) -> Found {
         let w = self.walk();
-        let mut active = Active::start();
-        let mut depth = 0;
+        let (mut at, mut depth) = (0u32, 0);
+        // While one node at a time is possible (the usual configuration), no set to carry.
+        let mut active = loop {
+            let [star, root, _] = w.node(at);
+            if root != NONE {
+                return Found::Root {
+                    depth,
+                    root: root as usize,
+                };
+            }
+            // A run of one-way levels: the path takes all of them, or it leaves every pattern.
+            let [to, off, len, levels] = w.chain(at);
+            if to != NONE {
+                if !comps.take(w.pool(off, len), levels as usize) {
+                    return Found::Nothing;
+                }
+                (at, depth) = (to, depth + levels as usize);
+                continue;
+            }
+            let Some(c) = comps.next() else {
+                return Found::Nothing;
+            };
+            depth += 1;
+            match (w.literal(at, c), (star != NONE).then_some(star)) {
+                (None, None) => return Found::Nothing,
+                (Some(n), None) | (None, Some(n)) => at = n,
+                (Some(literal), Some(star)) => {
+                    let mut both = Active::empty();
+                    both.nodes[..2].copy_from_slice(&[literal, star]);
+                    both.len = 2;
+                    break both;
+                }
+            }
+        };
         loop {
             if let Some(root) = w.root_of(&active) {
                 return Found::Root { depth, root };
@@ -653,6 +775,15 @@ impl<'a> Walk<'a> {
         rec(self.b, self.img.nodes.0 + n as usize * NODE_REC)
     }
 
+    /// The run a node heads: `[node after it, text offset, text length, levels]`.
+    #[inline]
+    fn chain(self, n: u32) -> [u32; 4] {
+        if n as usize >= self.img.nodes.1 {
+            return [NONE, 0, 0, 0];
+        }
+        rec(self.b, self.img.nodes.0 + n as usize * NODE_REC + 12)
+    }
+
     #[inline]
     fn slot(self, s: usize) -> [u32; 4] {
         rec(self.b, self.img.table.0 + s * SLOT_REC)
@@ -667,7 +798,7 @@ impl<'a> Walk<'a> {
             if child == NONE {
                 return None;
             }
-            if p == parent && len as usize == name.len() && self.pool(off, len) == name {
+            if p == parent && len as usize == name.len() && crate::path::same(self.pool(off, len), name) {
                 return Some(child);
             }
             s = if s + 1 == slots { 0 } else { s + 1 };
@@ -829,15 +960,20 @@ mod tests {
 
     #[test]
     fn an_image_of_the_previous_version_is_refused() {
-        // Version 1 wrote `cache_shared on`, which this version must not read as a uid.
+        // Version 1 wrote `cache_shared on`, which this version must not read as a uid;
+        // version 2's nodes are 12 bytes, without the runs.
         let cfg = Config::parse("root /a/*/b\n", Path::new("t.conf")).unwrap();
-        let mut bytes = compile(&cfg, Stamp::default()).unwrap();
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let e = Image::open(Arc::new(bytes), Path::new("/etc/t.conf.tgc")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/etc/t.conf.tgc: compiled form: format version 1, this guard reads version 2 (run toctou-guard compile)"
-        );
+        for old in [1u32, 2] {
+            let mut bytes = compile(&cfg, Stamp::default()).unwrap();
+            bytes[8..12].copy_from_slice(&old.to_le_bytes());
+            let e = Image::open(Arc::new(bytes), Path::new("/etc/t.conf.tgc")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "/etc/t.conf.tgc: compiled form: format version {old}, this guard reads version 3 (run toctou-guard compile)"
+                )
+            );
+        }
     }
 
     #[test]

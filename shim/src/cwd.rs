@@ -207,7 +207,7 @@ fn frozen(path: &[u8]) -> Option<(u64, u64)> {
         // Each filesystem met (the root's, then at every mount crossed) must not be FUSE.
         if last.is_none_or(|(dev, _)| dev != st.st_dev) {
             let fs = rustix::fs::statfs(c).ok()?;
-            if i64::from(fs.f_type) == FUSE_SUPER_MAGIC {
+            if fs.f_type == FUSE_SUPER_MAGIC {
                 return None;
             }
         }

@@ -1,15 +1,10 @@
 //! The directory a relative path starts from, named as an absolute path: the working
 //! directory (`getcwd`) or an `openat` descriptor (`/proc/self/fd/N`).
 //!
-//! The working directory is asked of the kernel on every relative open, not remembered from
-//! a hooked `chdir`/`fchdir`: a remembered one goes stale with no call we could see — a
-//! rename of it or of any ancestor (a tenant moving its directory into its docroot), glibc's
-//! internal `fchdir` (`nftw` with `FTW_CHDIR`), a raw `chdir` system call, a thread's
-//! `unshare(CLONE_FS)` — and a stale "outside every root" would pass a tenant's symlink
-//! unjudged (tests/tests/cwd.rs). Keying it by `(st_dev, st_ino)` of `.` catches none of the
-//! renames and costs a system call anyway; `getcwd` is the cheapest one that answers
-//! (85 ns here, against 131 ns for `fstatat(AT_FDCWD, "", AT_EMPTY_PATH)`, 160 ns for
-//! `fstatat(".")` and 50 ns for an empty system call).
+//! The working directory comes from [`crate::cwd`]: remembered when no tenant can move it,
+//! else asked of the kernel (`getcwd`) on every relative open — a remembered tenant-owned
+//! one could go stale by a rename we never see, and a stale "outside every root" would pass
+//! a tenant's symlink unjudged (tests/tests/cwd.rs).
 //!
 //! When it cannot be named — deleted, or deeper than `PATH_MAX` — the guard must not invent
 //! a refusal for a path that is under no root: it climbs (`..`, one `O_PATH` descriptor at a
@@ -22,7 +17,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::ffi;
 use crate::fmtbuf::FmtBuf;
 use crate::guard::Dir;
 
@@ -39,7 +33,7 @@ pub enum BaseDir {
 /// The absolute path of the directory a relative path starts from, in `buf`.
 pub fn dir_path(dir: Dir, buf: &mut [u8]) -> Result<&[u8], BaseDir> {
     match dir {
-        Dir::Cwd => ffi::getcwd(buf).map_err(|e| match e {
+        Dir::Cwd => crate::cwd::path(buf).map_err(|e| match e {
             libc::ERANGE => BaseDir::TooLong,
             _ => BaseDir::Unnamed,
         }),

@@ -150,7 +150,10 @@ pub fn owner_of(dir: Dir) -> Lookup {
         return Lookup::Absent;
     }
     let st = match dir {
-        Dir::Cwd => rustix::fs::statat(CWD, c".", AtFlags::empty()),
+        Dir::Cwd => match crate::cwd::ids() {
+            Some((dev, ino)) => return lookup(dev, ino),
+            None => rustix::fs::statat(CWD, c".", AtFlags::empty()),
+        },
         Dir::Fd(_) => dir.borrowed(|d| rustix::fs::fstat(d)),
     };
     match st {
@@ -206,7 +209,10 @@ pub mod symbols {
             ffi::set_errno(libc::EFAULT);
             return -1;
         };
-        match guard::run(&Chdir { path }) {
+        crate::cwd::forget();
+        let r = guard::run(&Chdir { path });
+        crate::cwd::forget();
+        match r {
             Ok(()) => 0,
             Err(e) => {
                 ffi::set_errno(e.raw_os_error());

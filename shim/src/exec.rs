@@ -599,6 +599,8 @@ macro_rules! variadic_trampoline {
     };
 }
 
+pub(crate) use variadic_trampoline;
+
 pub mod symbols {
     use super::*;
 

@@ -154,6 +154,11 @@ fn guarded<C: PathCall>(st: &State, req: &C) -> Result<C::Out, Errno> {
     {
         return apply(st, target, bytes, req);
     }
+    if matches!(req.dir(), Dir::Cwd)
+        && let Some(done) = from_remembered_cwd(st, req, bytes)
+    {
+        return done;
+    }
     if bytes.len() >= PATH_MAX {
         return Err(Errno::NAMETOOLONG); // the kernel's answer for any path this long
     }
@@ -166,6 +171,25 @@ fn guarded<C: PathCall>(st: &State, req: &C) -> Result<C::Out, Errno> {
     let mut map = ffi::Mapped::zeroed(core::mem::size_of::<LongPath>()).ok_or(Errno::NOMEM)?;
     let long = map.as_mut::<LongPath>().ok_or(Errno::NOMEM)?;
     normalised(st, req, &mut long.base, &mut long.norm, true).unwrap_or(Err(Errno::NAMETOOLONG))
+}
+
+/// A clean relative path from a remembered working directory (see `cwd`): joined to it on
+/// the stack and matched in place like an absolute path — no `getcwd`, no scratch copy.
+/// `None`: not remembered, not clean, or too long for the buffer (the general way then).
+fn from_remembered_cwd<C: PathCall>(st: &State, req: &C, rel: &[u8]) -> Option<Result<C::Out, Errno>> {
+    let mut joined = [0u8; SMALL_BASE];
+    let (len, ..) = crate::cwd::remembered(&mut joined)?;
+    let start = if len == 1 {
+        1 // "/" + rel
+    } else {
+        *joined.get_mut(len)? = b'/';
+        len + 1
+    };
+    let end = start.checked_add(rel.len()).filter(|&e| e <= joined.len())?;
+    joined[start..end].copy_from_slice(rel);
+    let path = &joined[..end];
+    let target = entered_under_a_root(Dir::Cwd, st.policy.classify_clean(path)?);
+    Some(apply(st, target, path, req))
 }
 
 /// Classify and open a path that is relative or not clean, normalising it into `norm`

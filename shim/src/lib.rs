@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod basedir;
+mod cwd;
 mod dirs;
 mod dlopen;
 mod exec;

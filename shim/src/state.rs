@@ -324,6 +324,9 @@ extern "C" fn constructor() {
     // SAFETY: registers a plain `extern "C"` function with no arguments, as the child
     // handler; it only touches atomics in static memory (async-signal-safe).
     unsafe { libc::pthread_atfork(None, None, Some(crate::dirs::after_fork_in_child)) };
+    crate::cwd::owned_by_this_process();
+    // SAFETY: as above; this handler too touches only atomics and makes one getpid.
+    unsafe { libc::pthread_atfork(None, None, Some(crate::cwd::owned_by_this_process)) };
 }
 
 #[used]

@@ -778,9 +778,10 @@ fn assert_denied(got: Result<Vec<u8>, String>, what: &str) {
 /// Issue 13: the kernel's own root inode (made before INIT enabled ACLs) never caches its
 /// ACL, so every walk through the mount root by a caller who is not its owner sent one
 /// GETXATTR (one per HTTP request under nginx). As root the daemon now binds a looked-up
-/// inode of SOURCE's root at the mount point: warm walks by the web server's uid send no
-/// GETXATTR at all (before: one per read), and an ACL set later on SOURCE's root itself is
-/// still enforced (the ctime change invalidates the cached one), as raw.
+/// inode of SOURCE's root at the mount point: warm walks by the web server's uid send a
+/// GETXATTR only when the kernel refreshed an inode's attributes (it then forgets the cached
+/// ACL; before: one per read), and an ACL set later on SOURCE's root itself is still enforced
+/// (the ctime change invalidates the cached one), as raw.
 #[test]
 fn item_mount_root_acl_is_cached_and_still_enforced() {
     let Some(bin) = prerequisites() else { return };
@@ -793,7 +794,7 @@ fn item_mount_root_acl_is_cached_and_still_enforced() {
     t.file("alice/pub/d1/d2/page.html", b"alice page\n", ALICE);
     let stats = t.base.join("stats");
     let stats_s = stats.to_string_lossy().into_owned();
-    let m = Mount::start(&bin, &t, &["--stats", &stats_s, "--attr-ttl-ms", "50"]);
+    let m = Mount::start(&bin, &t, &["--stats", &stats_s, "--attr-ttl-ms", "1000"]);
     let page = t.mnt.join("alice/pub/d1/d2/page.html");
     // The first walk fetches each inode's ACL once (the kernel caches the absence).
     assert_eq!(read_as_server(&page).as_deref(), Ok(&b"alice page\n"[..]));
@@ -806,12 +807,17 @@ fn item_mount_root_acl_is_cached_and_still_enforced() {
     m.signal("USR1");
     let after = wait_stats(&stats, &before);
     let fetched = counter(&after, "getxattr") - counter(&before, "getxattr");
-    assert_eq!(
-        fetched, 0,
-        "{READS} warm reads by the server sent {fetched} GETXATTR: {before} -> {after}"
+    // A TTL (1 s) running out mid-loop on a loaded machine refreshes attributes, and with
+    // them the ACLs: those GETXATTR come with a GETATTR or LOOKUP each; no others.
+    let refreshed = counter(&after, "getattr") + counter(&after, "lookup")
+        - counter(&before, "getattr")
+        - counter(&before, "lookup");
+    assert!(
+        fetched <= refreshed && fetched < READS / 2,
+        "{READS} warm reads by the server sent {fetched} GETXATTR ({refreshed} refreshes): {before} -> {after}"
     );
     // An ACL on SOURCE's root closing it to the server: refused raw, and through the mount
-    // once the root's attributes (50 ms) are fetched again.
+    // once the root's attributes (1 s) are fetched again.
     setfacl_raw(&t.src, &["-m", &format!("u:{SERVER}:---")]);
     assert_denied(
         read_as_server(&t.src.join("alice/pub/d1/d2/page.html")),

@@ -654,8 +654,13 @@ fn rss_kb(pid: u32) -> Option<u64> {
 /// Does `pid` map the shim? `None` when it is gone or exiting (no mappings left): a
 /// php-fpm child lives a few milliseconds under load.
 fn maps_shim(pid: u32) -> Option<bool> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    (!maps.is_empty()).then(|| maps.contains("libtoctou_guard"))
+    // A child exiting this instant (php-fpm's after max_requests) has its mappings removed
+    // one by one, lowest first, and a listing read meanwhile (seen under load on 6.18) may
+    // lack the shim only because it is half gone. Its program's own mapping, the lowest,
+    // goes first: a listing without it is no answer.
+    (maps.contains(exe.to_string_lossy().as_ref())).then(|| maps.contains("libtoctou_guard"))
 }
 
 /// RSS of a master and its workers at one moment.

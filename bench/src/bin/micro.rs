@@ -272,7 +272,15 @@ fn real_main() -> Result<(), String> {
                 false,
                 Some(&maps),
             ),
-        ] as [Row<'_>; 7]);
+            (
+                "outside root, relative +shim B",
+                "outside/i",
+                "",
+                0,
+                false,
+                Some(&conf),
+            ),
+        ] as [Row<'_>; 8]);
     }
     let mut variants = Vec::new();
     for (name, prefix, suffix, count, extra_fstat, guard) in rows {

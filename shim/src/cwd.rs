@@ -84,6 +84,15 @@ pub fn forget() {
     });
 }
 
+/// Run `f`, a call that may move the working directory, forgetting it before and after (a
+/// reader between the two asks the kernel).
+pub fn moving<R>(f: impl FnOnce() -> R) -> R {
+    forget();
+    let r = f();
+    forget();
+    r
+}
+
 /// From now on threads or processes may not agree on the working directory.
 pub fn disable() {
     STATE.store(DISABLED, Ordering::SeqCst);
@@ -284,9 +293,7 @@ pub mod symbols {
     /// C `fchdir`.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
-        forget();
-        let r = Dir::Fd(fd).borrowed(|d| rustix::process::fchdir(d));
-        forget();
+        let r = moving(|| Dir::Fd(fd).borrowed(|d| rustix::process::fchdir(d)));
         r.map_or_else(|e| ffi::fail(e, -1), |()| 0)
     }
 
@@ -298,9 +305,7 @@ pub mod symbols {
         let Some(path) = (unsafe { ffi::cstr(path) }) else {
             return ffi::fail(rustix::io::Errno::FAULT, -1);
         };
-        forget();
-        let r = rustix::process::chroot(path);
-        forget();
+        let r = moving(|| rustix::process::chroot(path));
         r.map_or_else(|e| ffi::fail(e, -1), |()| 0)
     }
 
@@ -336,11 +341,8 @@ pub mod symbols {
         }
         // SAFETY: `f` is glibc's `daemon`, whose signature is `DaemonFn`.
         let real: DaemonFn = unsafe { core::mem::transmute::<*mut c_void, DaemonFn>(f) };
-        forget();
         // SAFETY: the caller's arguments.
-        let r = unsafe { real(nochdir, noclose) };
-        forget();
-        r
+        moving(|| unsafe { real(nochdir, noclose) })
     }
 
     /// # Safety

@@ -13,11 +13,14 @@
  *   vfork-teach DIR REL    chdir(DIR); a vfork child chdirs to "/" and opens; then open(REL)
  *   unshare-teach DIR REL  chdir(DIR); a thread unshares CLONE_FS, chdirs to "/", opens
  *   count DIR REL N        chdir(DIR), N x open(REL); prints the last (strace counts getcwd)
+ *   nftw-back DIR REL      chdir(DIR); nftw("/", FTW_CHDIR) whose callback opens from the
+ *                          first entry's directory ("/", remembered), stops; then open(REL)
  * Built by tests/src/shim_fixture.rs; run under LD_PRELOAD as the server uid. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <fts.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -58,6 +61,14 @@ static void *unshare_and_teach(void *unused) {
     if (unshare(CLONE_FS) || chdir("/")) printf("ERR unshare %s\n", strerrorname_np(errno));
     learn();
     return 0;
+}
+
+/* In "/" (FTW_CHDIR), at the first entry below it: learn "/", stop the walk. */
+static int learn_and_stop(const char *path, const struct stat *st, int type, struct FTW *f) {
+    (void)path, (void)st, (void)type;
+    if (f->level == 0) return 0;
+    learn();
+    return 1;
 }
 
 static int clone_child(void *d) { return chdir(d) ? 1 : 0; }
@@ -130,6 +141,10 @@ int main(int argc, char **argv) {
         if (chdir(dir)) return 1;
         pthread_t t;
         if (pthread_create(&t, 0, unshare_and_teach, 0) || pthread_join(t, 0)) { printf("ERR thread\n"); return 1; }
+    } else if (!strcmp(m, "nftw-back")) {
+        if (chdir(dir)) return 1;
+        /* nftw returns the callback's 1, and has come back to DIR. */
+        if (nftw("/", learn_and_stop, 4, FTW_CHDIR | FTW_PHYS) != 1) { printf("ERR nftw\n"); return 1; }
     } else if (!strcmp(m, "count") && argc == 5) {
         if (chdir(dir)) { printf("ERR chdir %s\n", strerrorname_np(errno)); return 1; }
         for (int i = atoi(argv[4]); i > 1; i--) {

@@ -140,6 +140,27 @@ fn no_other_process_or_thread_teaches_its_directory() {
     }
 }
 
+#[test]
+fn nftw_with_ftw_chdir_forgets_the_directory_it_walked_on_its_way_back() {
+    let Some(f) = Fixture::new("cwd-nftw", "") else {
+        return;
+    };
+    // The walk remembers "/" in its callback, then goes back to alice's docroot: judged by
+    // the stale "/", `link` would be `/link`, outside every root, and bob's secret served.
+    for rel in ["link", "index.html"] {
+        let want = if rel == "link" {
+            "ERR EACCES"
+        } else {
+            "OK alice-own"
+        };
+        assert_eq!(
+            cwd(&f, &[Path::new("nftw-back"), &f.alice(""), Path::new(rel)]),
+            [want],
+            "{rel}"
+        );
+    }
+}
+
 /// `getcwd` system calls made by `cwd count DIR REL N` (as the server uid, under strace,
 /// whose trace is all that reaches fd 2: the shim never writes there), and what it printed.
 fn getcwd_calls(f: &Fixture, dir: &Path, rel: &str, n: u32) -> (usize, Vec<String>) {

@@ -254,6 +254,25 @@ unsafe extern "C" {
     fn toctou_guard_clone();
 }
 
+static REAL_VFORK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// For the `vfork` trampoline, in the parent before the child exists: while a `vfork` child
+/// runs it shares our memory but not our directory, so our other threads would teach it
+/// theirs (or it, by a `chdir`, would hand them its own): stop remembering. Returns glibc's
+/// `vfork` to jump to.
+extern "C" fn before_vfork() -> *mut c_void {
+    disable();
+    let f = ffi::next_symbol(c"vfork", &REAL_VFORK);
+    if f.is_null() {
+        return vfork_unavailable as *mut c_void;
+    }
+    f
+}
+
+extern "C" fn vfork_unavailable() -> c_int {
+    ffi::fail(rustix::io::Errno::NOSYS, -1)
+}
+
 static REAL_DAEMON: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 static REAL_FTS_OPEN: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 static REAL_FTS64_OPEN: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
@@ -288,6 +307,38 @@ pub mod symbols {
     use super::*;
 
     crate::exec::variadic_trampoline!(clone, toctou_guard_clone);
+
+    /// `vfork` cannot be wrapped by a function that calls glibc's: the child would return
+    /// through (and clobber) the frame the parent returns through later. So: call
+    /// `before_vfork` (which returns), then jump to glibc's `vfork` with the caller's own
+    /// return address on the stack, as if it had been called directly.
+    ///
+    /// # Safety
+    /// C `vfork`.
+    #[unsafe(no_mangle)]
+    // SAFETY: `before_vfork` is an `extern "C" fn() -> *mut c_void` that returns (the stack is
+    // 16-byte aligned around the call); the registers it clobbers are caller-saved for
+    // `vfork()`, which takes no arguments; the jump is to glibc's `vfork` or to
+    // `vfork_unavailable`, both `extern "C" fn() -> c_int`.
+    #[unsafe(naked)]
+    pub unsafe extern "C" fn vfork() -> c_int {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::naked_asm!(
+            "sub rsp, 8",
+            "call {before}",
+            "add rsp, 8",
+            "jmp rax",
+            before = sym before_vfork,
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::naked_asm!(
+            "stp x29, x30, [sp, #-16]!",
+            "bl {before}",
+            "ldp x29, x30, [sp], #16",
+            "br x0",
+            before = sym before_vfork,
+        );
+    }
 
     /// # Safety
     /// C `fchdir`.

@@ -124,8 +124,9 @@ fn no_other_process_or_thread_teaches_its_directory() {
     };
     let docroot = f.alice("");
     // A vfork child shares our memory, not our directory; a thread that unshared CLONE_FS
-    // has its own. Either learning "/" for us would make `link` read as `/link`.
-    for how in ["vfork-teach", "unshare-teach"] {
+    // has its own. Either learning "/" for us would make `link` read as `/link`. And the
+    // reverse: our other thread learning our "/" while a vfork child is in alice's docroot.
+    for how in ["vfork-teach", "unshare-teach", "vfork-thread"] {
         let h = Path::new(how);
         assert_eq!(
             cwd(&f, &[h, &docroot, Path::new("link")]),

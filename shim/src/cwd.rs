@@ -29,9 +29,7 @@
 //! either directory, as with `getcwd` before the open.
 
 use core::ffi::{c_char, c_int, c_long, c_void};
-use core::sync::atomic::{
-    AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
-};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use rustix::fs::{AtFlags, CWD, FileType};
 
@@ -51,11 +49,18 @@ const UNCACHED: u8 = 2;
 /// Threads or processes may disagree about it from now on: never remember again.
 const DISABLED: u8 = 3;
 
-static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// The state (the low two bits) and a count of changes (the rest) in one word: a learner
+/// commits with one compare-exchange against the word it read before asking `getcwd`, so no
+/// `chdir` can fit between a check and a store (as it could with two separate atomics).
+static WORD: AtomicU64 = AtomicU64::new(UNKNOWN as u64);
+const STATE_MASK: u64 = 3;
+const ONE_CHANGE: u64 = 4;
+
+fn state_of(word: u64) -> u8 {
+    (word & STATE_MASK) as u8
+}
 /// Even: stable; odd: being written.
 static SEQ: AtomicU32 = AtomicU32::new(0);
-/// Bumped by every change, so that a directory learnt while one happened is not kept.
-static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// The process the remembered directory belongs to (a `vfork` child must not teach it).
 static OWNER_PID: AtomicI32 = AtomicI32::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
@@ -78,16 +83,31 @@ pub extern "C" fn owned_by_this_process() {
 
 /// The working directory may be changing (called before and after each such call).
 pub fn forget() {
-    EPOCH.fetch_add(1, Ordering::SeqCst);
-    let _ = STATE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-        (s != DISABLED).then_some(UNKNOWN)
+    let _ = WORD.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+        let count = (w & !STATE_MASK).wrapping_add(ONE_CHANGE);
+        Some(
+            count
+                | if state_of(w) == DISABLED {
+                    u64::from(DISABLED)
+                } else {
+                    u64::from(UNKNOWN)
+                },
+        )
     });
+}
+
+/// Run `f`, a call that may move the working directory, forgetting it before and after (a
+/// reader between the two asks the kernel).
+pub fn moving<R>(f: impl FnOnce() -> R) -> R {
+    forget();
+    let r = f();
+    forget();
+    r
 }
 
 /// From now on threads or processes may not agree on the working directory.
 pub fn disable() {
-    STATE.store(DISABLED, Ordering::SeqCst);
-    EPOCH.fetch_add(1, Ordering::SeqCst);
+    WORD.fetch_or(u64::from(DISABLED), Ordering::SeqCst); // both state bits: any commit fails
 }
 
 /// The working directory's absolute path in `buf`, remembered or asked of the kernel
@@ -96,12 +116,12 @@ pub fn path(buf: &mut [u8]) -> Result<&[u8], i32> {
     if let Some((len, ..)) = remembered(buf) {
         return Ok(&buf[..len]);
     }
-    if STATE.load(Ordering::Acquire) != UNKNOWN {
+    let word = WORD.load(Ordering::SeqCst);
+    if state_of(word) != UNKNOWN {
         return ffi::getcwd(buf);
     }
-    let epoch = EPOCH.load(Ordering::SeqCst);
     let len = ffi::getcwd(buf)?.len();
-    learn(&buf[..len], epoch);
+    learn(&buf[..len], word);
     Ok(&buf[..len])
 }
 
@@ -113,7 +133,8 @@ pub fn ids() -> Option<(u64, u64)> {
 /// The remembered directory copied into `buf` (only its ids if `buf` is empty): `(length,
 /// dev, ino)`, or `None` if there is none, it does not fit, or a writer was met.
 pub fn remembered(buf: &mut [u8]) -> Option<(usize, u64, u64)> {
-    if STATE.load(Ordering::Acquire) != VALID {
+    let word = WORD.load(Ordering::Acquire);
+    if state_of(word) != VALID {
         return None;
     }
     let before = SEQ.load(Ordering::Acquire);
@@ -132,13 +153,12 @@ pub fn remembered(buf: &mut [u8]) -> Option<(usize, u64, u64)> {
     }
     let (dev, ino) = (DEV.load(Ordering::Relaxed), INO.load(Ordering::Relaxed));
     fence(Ordering::Acquire);
-    (SEQ.load(Ordering::Relaxed) == before && STATE.load(Ordering::Relaxed) == VALID)
-        .then_some((len, dev, ino))
+    (SEQ.load(Ordering::Relaxed) == before && WORD.load(Ordering::Relaxed) == word).then_some((len, dev, ino))
 }
 
-/// Remember `path` (what `getcwd` answered after `epoch` was read) if it is frozen, this
+/// Remember `path` (what `getcwd` answered after `word` was read) if it is frozen, this
 /// process owns the memory it would be written to, and nothing changed meanwhile.
-fn learn(path: &[u8], epoch: u64) {
+fn learn(path: &[u8], word: u64) {
     if rustix::process::getpid().as_raw_nonzero().get() != OWNER_PID.load(Ordering::SeqCst) {
         return; // a vfork child (shares our memory, not our directory), or a raw clone
     }
@@ -166,9 +186,12 @@ fn learn(path: &[u8], epoch: u64) {
         }
         None => UNCACHED,
     };
-    if EPOCH.load(Ordering::SeqCst) == epoch {
-        let _ = STATE.compare_exchange(UNKNOWN, next, Ordering::SeqCst, Ordering::SeqCst);
-    }
+    let _ = WORD.compare_exchange(
+        word,
+        (word & !STATE_MASK) | u64::from(next),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     SEQ.store(seq.wrapping_add(2), Ordering::Release);
 }
 
@@ -245,6 +268,25 @@ unsafe extern "C" {
     fn toctou_guard_clone();
 }
 
+static REAL_VFORK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// For the `vfork` trampoline, in the parent before the child exists: while a `vfork` child
+/// runs it shares our memory but not our directory, so our other threads would teach it
+/// theirs (or it, by a `chdir`, would hand them its own): stop remembering. Returns glibc's
+/// `vfork` to jump to.
+extern "C" fn before_vfork() -> *mut c_void {
+    disable();
+    let f = ffi::next_symbol(c"vfork", &REAL_VFORK);
+    if f.is_null() {
+        return vfork_unavailable as *mut c_void;
+    }
+    f
+}
+
+extern "C" fn vfork_unavailable() -> c_int {
+    ffi::fail(rustix::io::Errno::NOSYS, -1)
+}
+
 static REAL_DAEMON: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 static REAL_FTS_OPEN: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 static REAL_FTS64_OPEN: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
@@ -280,13 +322,43 @@ pub mod symbols {
 
     crate::exec::variadic_trampoline!(clone, toctou_guard_clone);
 
+    /// `vfork` cannot be wrapped by a function that calls glibc's: the child would return
+    /// through (and clobber) the frame the parent returns through later. So: call
+    /// `before_vfork` (which returns), then jump to glibc's `vfork` with the caller's own
+    /// return address on the stack, as if it had been called directly.
+    ///
+    /// # Safety
+    /// C `vfork`.
+    #[unsafe(no_mangle)]
+    // SAFETY: `before_vfork` is an `extern "C" fn() -> *mut c_void` that returns (the stack is
+    // 16-byte aligned around the call); the registers it clobbers are caller-saved for
+    // `vfork()`, which takes no arguments; the jump is to glibc's `vfork` or to
+    // `vfork_unavailable`, both `extern "C" fn() -> c_int`.
+    #[unsafe(naked)]
+    pub unsafe extern "C" fn vfork() -> c_int {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::naked_asm!(
+            "sub rsp, 8",
+            "call {before}",
+            "add rsp, 8",
+            "jmp rax",
+            before = sym before_vfork,
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::naked_asm!(
+            "stp x29, x30, [sp, #-16]!",
+            "bl {before}",
+            "ldp x29, x30, [sp], #16",
+            "br x0",
+            before = sym before_vfork,
+        );
+    }
+
     /// # Safety
     /// C `fchdir`.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
-        forget();
-        let r = Dir::Fd(fd).borrowed(|d| rustix::process::fchdir(d));
-        forget();
+        let r = moving(|| Dir::Fd(fd).borrowed(|d| rustix::process::fchdir(d)));
         r.map_or_else(|e| ffi::fail(e, -1), |()| 0)
     }
 
@@ -298,9 +370,7 @@ pub mod symbols {
         let Some(path) = (unsafe { ffi::cstr(path) }) else {
             return ffi::fail(rustix::io::Errno::FAULT, -1);
         };
-        forget();
-        let r = rustix::process::chroot(path);
-        forget();
+        let r = moving(|| rustix::process::chroot(path));
         r.map_or_else(|e| ffi::fail(e, -1), |()| 0)
     }
 
@@ -336,11 +406,8 @@ pub mod symbols {
         }
         // SAFETY: `f` is glibc's `daemon`, whose signature is `DaemonFn`.
         let real: DaemonFn = unsafe { core::mem::transmute::<*mut c_void, DaemonFn>(f) };
-        forget();
         // SAFETY: the caller's arguments.
-        let r = unsafe { real(nochdir, noclose) };
-        forget();
-        r
+        moving(|| unsafe { real(nochdir, noclose) })
     }
 
     /// # Safety

@@ -209,10 +209,7 @@ pub mod symbols {
             ffi::set_errno(libc::EFAULT);
             return -1;
         };
-        crate::cwd::forget();
-        let r = guard::run(&Chdir { path });
-        crate::cwd::forget();
-        match r {
+        match crate::cwd::moving(|| guard::run(&Chdir { path })) {
             Ok(()) => 0,
             Err(e) => {
                 ffi::set_errno(e.raw_os_error());

@@ -773,7 +773,9 @@ unsafe fn ftw_startup(path: *const c_char, func: Func, descriptors: c_int, flags
     }
     if let Some(start) = w.start.take() {
         let e = ffi::errno();
-        let _ = rustix::process::fchdir(&start);
+        // Back where the caller was: a raw fchdir, so the directory the walk remembered
+        // (its callback's relative opens) must be forgotten.
+        let _ = crate::cwd::moving(|| rustix::process::fchdir(&start));
         drop(start);
         ffi::set_errno(e);
     }

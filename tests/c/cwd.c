@@ -13,11 +13,17 @@
  *   vfork-teach DIR REL    chdir(DIR); a vfork child chdirs to "/" and opens; then open(REL)
  *   unshare-teach DIR REL  chdir(DIR); a thread unshares CLONE_FS, chdirs to "/", opens
  *   count DIR REL N        chdir(DIR), N x open(REL); prints the last (strace counts getcwd)
+ *   vfork-thread DIR REL   after "/" was remembered, a vfork child chdirs to DIR; another
+ *                          thread of ours relative-opens from "/" meanwhile; the child
+ *                          opens REL (its result printed by us)
+ *   nftw-back DIR REL      chdir(DIR); nftw("/", FTW_CHDIR) whose callback opens from the
+ *                          first entry's directory ("/", remembered), stops; then open(REL)
  * Built by tests/src/shim_fixture.rs; run under LD_PRELOAD as the server uid. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <fts.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -25,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static void report(int fd) {
@@ -57,6 +64,33 @@ static void *unshare_and_teach(void *unused) {
     (void)unused;
     if (unshare(CLONE_FS) || chdir("/")) printf("ERR unshare %s\n", strerrorname_np(errno));
     learn();
+    return 0;
+}
+
+/* In "/" (FTW_CHDIR), at the first entry below it: learn "/", stop the walk. */
+static int learn_and_stop(const char *path, const struct stat *st, int type, struct FTW *f) {
+    (void)path, (void)st, (void)type;
+    if (f->level == 0) return 0;
+    learn();
+    return 1;
+}
+
+/* vfork-thread: the child and our other thread in step through shared memory (bounded). */
+static volatile int child_moved, thread_learnt;
+static int wait_for(volatile int *flag) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (*flag) return 1;
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 10);
+    return *flag;
+}
+static void *learn_when_child_moved(void *unused) {
+    (void)unused;
+    if (wait_for(&child_moved)) learn();
+    thread_learnt = 1;
     return 0;
 }
 
@@ -130,6 +164,32 @@ int main(int argc, char **argv) {
         if (chdir(dir)) return 1;
         pthread_t t;
         if (pthread_create(&t, 0, unshare_and_teach, 0) || pthread_join(t, 0)) { printf("ERR thread\n"); return 1; }
+    } else if (!strcmp(m, "vfork-thread")) {
+        static char got[256];
+        static int err;
+        pthread_t t;
+        if (chdir("/")) return 1;
+        learn();
+        if (pthread_create(&t, 0, learn_when_child_moved, 0)) { printf("ERR thread\n"); return 1; }
+        pid_t pid = vfork();
+        if (pid == 0) {
+            if (chdir(dir)) { err = errno; _exit(1); }
+            child_moved = 1;
+            wait_for(&thread_learnt);
+            int fd = open(rel, O_RDONLY);
+            if (fd < 0) err = errno;
+            else if (read(fd, got, sizeof got - 1) < 0) err = errno;
+            _exit(0);
+        }
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || pthread_join(t, 0)) { printf("ERR vfork\n"); return 1; }
+        if (err) printf("ERR %s\n", strerrorname_np(err));
+        else { got[strcspn(got, "\n")] = 0; printf("OK %s\n", got); }
+        return 0;
+    } else if (!strcmp(m, "nftw-back")) {
+        if (chdir(dir)) return 1;
+        /* nftw returns the callback's 1, and has come back to DIR. */
+        if (nftw("/", learn_and_stop, 4, FTW_CHDIR | FTW_PHYS) != 1) { printf("ERR nftw\n"); return 1; }
     } else if (!strcmp(m, "count") && argc == 5) {
         if (chdir(dir)) { printf("ERR chdir %s\n", strerrorname_np(errno)); return 1; }
         for (int i = atoi(argv[4]); i > 1; i--) {

@@ -124,8 +124,9 @@ fn no_other_process_or_thread_teaches_its_directory() {
     };
     let docroot = f.alice("");
     // A vfork child shares our memory, not our directory; a thread that unshared CLONE_FS
-    // has its own. Either learning "/" for us would make `link` read as `/link`.
-    for how in ["vfork-teach", "unshare-teach"] {
+    // has its own. Either learning "/" for us would make `link` read as `/link`. And the
+    // reverse: our other thread learning our "/" while a vfork child is in alice's docroot.
+    for how in ["vfork-teach", "unshare-teach", "vfork-thread"] {
         let h = Path::new(how);
         assert_eq!(
             cwd(&f, &[h, &docroot, Path::new("link")]),
@@ -136,6 +137,27 @@ fn no_other_process_or_thread_teaches_its_directory() {
             cwd(&f, &[h, &docroot, Path::new("index.html")]),
             ["OK alice-own"],
             "{how}: own file"
+        );
+    }
+}
+
+#[test]
+fn nftw_with_ftw_chdir_forgets_the_directory_it_walked_on_its_way_back() {
+    let Some(f) = Fixture::new("cwd-nftw", "") else {
+        return;
+    };
+    // The walk remembers "/" in its callback, then goes back to alice's docroot: judged by
+    // the stale "/", `link` would be `/link`, outside every root, and bob's secret served.
+    for rel in ["link", "index.html"] {
+        let want = if rel == "link" {
+            "ERR EACCES"
+        } else {
+            "OK alice-own"
+        };
+        assert_eq!(
+            cwd(&f, &[Path::new("nftw-back"), &f.alice(""), Path::new(rel)]),
+            [want],
+            "{rel}"
         );
     }
 }

@@ -268,7 +268,7 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
             roots.extend_from_slice(&u32::try_from(v).map_err(|_| too_large())?.to_le_bytes());
         }
     }
-    let chains = chains(&nodes, &edge_list, &mut pool);
+    let chains = chains(&nodes, &edge_list, &mut pool)?;
     // Two slots per edge: short probes for names that are there and for names that are not
     // (most components of a path outside every root); no power of two to round to.
     let slots = (edge_list.len() * 2).max(8);
@@ -349,7 +349,11 @@ fn compile_within(cfg: &Config, stamp: Stamp, limit: u64) -> Result<Vec<u8>, Str
 /// one level or more), the run: `[node after it, pool offset, length, levels]` of its
 /// components' text joined by `/`; `[NONE, 0, 0, 0]` for every other node. Only heads: a walk
 /// enters a run from a node with a `*`, a root or several children, or at the top.
-fn chains(nodes: &[[u32; 3]], edges: &[(u32, u32, u64, &[u8])], pool: &mut Vec<u8>) -> Vec<[u32; 4]> {
+fn chains(
+    nodes: &[[u32; 3]],
+    edges: &[(u32, u32, u64, &[u8])],
+    pool: &mut Vec<u8>,
+) -> Result<Vec<[u32; 4]>, String> {
     let mut only: Vec<Option<(u64, usize, u32)>> = vec![None; nodes.len()];
     for &(parent, child, off, name) in edges {
         only[parent as usize] = Some((off, name.len(), child));
@@ -383,15 +387,10 @@ fn chains(nodes: &[[u32; 3]], edges: &[(u32, u32, u64, &[u8])], pool: &mut Vec<u
             pool.extend_from_slice(&text);
             (o, text.len() as u64)
         };
-        // Offsets past u32 make the image too large anyway (checked when it is laid out).
-        out[head] = [
-            at,
-            o.min(u64::from(NONE - 1)) as u32,
-            l.min(u64::from(NONE - 1)) as u32,
-            levels,
-        ];
+        let fit = |v: u64| u32::try_from(v).ok().filter(|&v| v != NONE).ok_or_else(too_large);
+        out[head] = [at, fit(o)?, fit(l)?, levels];
     }
-    out
+    Ok(out)
 }
 
 fn bad(path: &Path, msg: String) -> Error {
@@ -544,8 +543,12 @@ impl Image {
         for i in 0..nodes.1 {
             let [star, root, nlit] = w.node(i as u32);
             let [to, off, len, levels] = w.chain(i as u32);
+            // A run starts only at a node the walk cannot stop or branch at.
             let run_ok = to == NONE
-                || (to as usize > i
+                || (star == NONE
+                    && root == NONE
+                    && nlit == 1
+                    && to as usize > i
                     && (to as usize) < nodes.1
                     && in_pool(off, len)
                     && levels >= 1
@@ -984,6 +987,29 @@ mod tests {
         assert_eq!(
             compile_within(&cfg, Stamp::default(), size - 1).unwrap_err(),
             "the compiled form would be larger than 64 MiB, the limit"
+        );
+    }
+
+    #[test]
+    fn a_run_at_a_node_with_a_star_is_refused() {
+        let cfg = Config::parse("root /a/b/*/c\n", Path::new("t.conf")).unwrap();
+        let mut bytes = compile(&cfg, Stamp::default()).unwrap();
+        let (nodes, count) = (u32_at(&bytes, 80) as usize, u32_at(&bytes, 84) as usize);
+        let node = |b: &[u8], i: usize, k: usize| u32_at(b, nodes + i * NODE_REC + 4 * k);
+        // The `*`'s parent heads no run; give it the run its `*` child heads (`c`): in bounds,
+        // a target above it, one level — but a walk must branch there, not take the run.
+        let starred = (0..count).find(|&i| node(&bytes, i, 0) != NONE).unwrap();
+        let star = node(&bytes, starred, 0) as usize;
+        assert_eq!(node(&bytes, starred, 3), NONE);
+        assert_ne!(node(&bytes, star, 3), NONE);
+        let run = nodes + star * NODE_REC + 12;
+        let copy: Vec<u8> = bytes[run..run + 16].to_vec();
+        let at = nodes + starred * NODE_REC + 12;
+        bytes[at..at + 16].copy_from_slice(&copy);
+        let e = Image::open(Arc::new(bytes), Path::new("/etc/t.conf.tgc")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("/etc/t.conf.tgc: compiled form: node {starred} is malformed")
         );
     }
 

@@ -171,6 +171,14 @@ fn learn(path: &[u8], word: u64) {
     {
         return; // another thread is writing: it will have the newer answer
     }
+    // Another thread may have learnt (and committed) since `word` was read, before we took
+    // the lock: overwriting its directory with ours, whose commit then fails, would leave
+    // "remembered" naming our stale path. Only learners commit, and they hold the lock, so
+    // an unchanged word now means nothing was committed in between.
+    if WORD.load(Ordering::SeqCst) != word {
+        SEQ.store(seq.wrapping_add(2), Ordering::Release);
+        return;
+    }
     fence(Ordering::Release);
     let next = match ids {
         Some((dev, ino)) => {
@@ -349,7 +357,9 @@ pub mod symbols {
             "stp x29, x30, [sp, #-16]!",
             "bl {before}",
             "ldp x29, x30, [sp], #16",
-            "br x0",
+            // x16: a BTI landing pad (`bti c` at glibc's vfork) accepts `br` through x16/x17 only.
+            "mov x16, x0",
+            "br x16",
             before = sym before_vfork,
         );
     }
